@@ -1,0 +1,290 @@
+"""ONNX model -> IR at stage "nn".
+
+Steps: load and check the model; resolve every graph input's shape (a dynamic dimension needs an
+explicit shape); scan every node and report ALL unsupported ops in one error; turn initializers
+into constants; convert node by node with the registered converters, inferring each result's
+type from the op registry (that is the frontend's shape inference); verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from cimc.errors import CimcError, FrontendError
+from cimc.frontend.onnx import registry
+from cimc.ir import registry as op_registry
+from cimc.ir.core import Builder, Func, Module, Op, Value
+from cimc.ir.types import TensorType, dtype_name
+from cimc.ir.verify import verify
+
+# ONNX elem_type -> IR dtype
+ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "f32",
+    onnx.TensorProto.DOUBLE: "f64",
+    onnx.TensorProto.FLOAT16: "f16",
+    onnx.TensorProto.INT64: "i64",
+    onnx.TensorProto.INT32: "i32",
+    onnx.TensorProto.INT16: "i16",
+    onnx.TensorProto.INT8: "i8",
+    onnx.TensorProto.UINT8: "u8",
+    onnx.TensorProto.BOOL: "i1",
+}
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1x3x224x224"`` -> (1, 3, 224, 224)."""
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        raise CimcError(f"malformed shape {text!r}; expected dimensions joined by 'x', e.g. 1x3x224x224") from None
+    if any(d <= 0 for d in dims):
+        raise CimcError(f"malformed shape {text!r}: every dimension must be positive")
+    return dims
+
+
+class ConvertContext:
+    """What a converter sees: the values of ONNX tensor names, constant folding, an op builder."""
+
+    def __init__(self, func: Func, source: str, opset: int) -> None:
+        self.func = func
+        self.source = source
+        self.opset = opset
+        self.values: dict[str, Value] = {}
+        self.builder = Builder(func.body)
+        self.node: onnx.NodeProto | None = None
+        self._folded: dict[Value, np.ndarray | None] = {}
+
+    # --- naming
+    def where(self, node: onnx.NodeProto | None = None) -> str:
+        node = node or self.node
+        if node is None:
+            return self.source
+        return f"{self.source}: node '{node.name or node.output[0]}' ({node.op_type})"
+
+    def error(self, msg: str) -> FrontendError:
+        return FrontendError(f"{self.where()}: {msg}")
+
+    # --- inputs
+    def input(self, node: onnx.NodeProto, i: int) -> Value | None:
+        """The value of input ``i``; None when the input is absent or empty (optional)."""
+        if i >= len(node.input) or node.input[i] == "":
+            return None
+        name = node.input[i]
+        if name not in self.values:
+            raise self.error(f"input {name!r} is not defined before this node")
+        return self.values[name]
+
+    def const(self, node: onnx.NodeProto, i: int) -> np.ndarray | None:
+        """The value of input ``i`` if it is known at compile time (constant or foldable)."""
+        v = self.input(node, i)
+        return None if v is None else self.fold(v)
+
+    def require_const(self, node: onnx.NodeProto, i: int, what: str) -> np.ndarray:
+        v = self.const(node, i)
+        if v is None:
+            raise self.error(f"input #{i} ({what}) must be known at compile time, but it is computed at run time")
+        return v
+
+    def fold(self, v: Value) -> np.ndarray | None:
+        """Evaluate ``v`` if every op it depends on has constant inputs (``nn.shape`` of a
+        statically shaped value counts as constant). Results are cached."""
+        if v in self._folded:
+            return self._folded[v]
+        op = v.op
+        result = None
+        if op is not None and not op.regions:
+            if op.name == "nn.shape":
+                result = None
+                opdef = op_registry.lookup(op.name)
+                result = np.asarray(opdef.evaluate(opdef.with_defaults(op.attrs), np.empty(op.operands[0].type.shape, np.float32)))
+            else:
+                ins = [self.fold(x) for x in op.operands]
+                if all(x is not None for x in ins) and op.name not in ("nn.random",):
+                    opdef = op_registry.lookup(op.name)
+                    out = opdef.evaluate(opdef.with_defaults(op.attrs), *ins)
+                    outs = out if isinstance(out, (list, tuple)) else [out]
+                    result = np.asarray(outs[v.index]).astype(v.type.np_dtype)
+        self._folded[v] = result
+        return result
+
+    # --- building
+    def emit(self, name: str, operands: Sequence[Value], attrs: Mapping[str, Any] | None = None) -> Op:
+        """Create an op at the end of the function; result types come from the op registry."""
+        self.builder.loc = self.where()
+        try:
+            return self.builder.create(name, list(operands), dict(attrs or {}))
+        except FrontendError:
+            raise
+        except CimcError as e:
+            raise self.error(str(e)) from None
+
+    def emit1(self, name: str, operands: Sequence[Value], attrs: Mapping[str, Any] | None = None) -> Value:
+        return self.emit(name, operands, attrs).result
+
+    def constant(self, array: np.ndarray) -> Value:
+        self.builder.loc = self.where()
+        v = self.builder.constant(np.asarray(array))
+        self._folded[v] = np.asarray(array)
+        return v
+
+
+def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """ONNX attributes as plain Python: strings decoded, tensors as numpy arrays."""
+    out: dict[str, Any] = {}
+    for a in node.attribute:
+        val = helper.get_attribute_value(a)
+        if isinstance(val, bytes):
+            val = val.decode()
+        elif isinstance(val, onnx.TensorProto):
+            val = numpy_helper.to_array(val)
+        elif isinstance(val, list) and val and isinstance(val[0], bytes):
+            val = [x.decode() for x in val]
+        out[a.name] = val
+    return out
+
+
+def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "<model>"
+    path = Path(model)
+    if not path.is_file():
+        raise FrontendError(f"{path}: no such file")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:
+        raise FrontendError(f"{path}: not a valid ONNX model ({type(e).__name__}: {e})") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise FrontendError(f"{path}: not a valid ONNX model (the file has no graph)")
+    return proto, str(path)
+
+
+def _check(proto: onnx.ModelProto, source: str) -> None:
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "validation failed"
+        raise FrontendError(f"{source}: not a valid ONNX model: {first}") from None
+
+
+def _opset(proto: onnx.ModelProto, source: str) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise FrontendError(f"{source}: the model imports no version of the default ONNX domain")
+
+
+def _scan_unsupported(proto: onnx.ModelProto, opset: int, source: str) -> None:
+    domains = {imp.domain: imp.version for imp in proto.opset_import}
+    bad: list[str] = []
+    for i, node in enumerate(proto.graph.node):
+        version = domains.get(node.domain, opset)
+        if registry.find(node.op_type, version, node.domain) is None:
+            dom = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
+            bad.append(f"  ({dom}{node.op_type}, opset {version}, node '{node.name or f'#{i}'}')")
+    if bad:
+        raise FrontendError(
+            f"{source}: {len(bad)} node(s) use ops cimc does not support "
+            f"(see docs/supported_ops.md):\n" + "\n".join(bad)
+        )
+
+
+def _input_types(
+    proto: onnx.ModelProto, source: str, input_shapes: Mapping[str, Sequence[int]]
+) -> list[tuple[str, TensorType]]:
+    inits = {t.name for t in proto.graph.initializer}
+    graph_inputs = [i for i in proto.graph.input if i.name not in inits]
+    names = {i.name for i in graph_inputs}
+    unknown = sorted(set(input_shapes) - names)
+    if unknown:
+        raise FrontendError(
+            f"{source}: --input-shape names {', '.join(unknown)}, which are not inputs of the model "
+            f"(its inputs: {', '.join(sorted(names))})"
+        )
+    out = []
+    for i in graph_inputs:
+        tt = i.type.tensor_type
+        if not i.type.HasField("tensor_type") or tt.elem_type not in ONNX_DTYPES:
+            raise FrontendError(f"{source}: input '{i.name}' has an unsupported type")
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+        if i.name in input_shapes:
+            shape = tuple(int(d) for d in input_shapes[i.name])
+            if len(shape) != len(dims) and tt.HasField("shape"):
+                raise FrontendError(
+                    f"{source}: --input-shape {i.name} has rank {len(shape)}, the model's input has rank {len(dims)}"
+                )
+            for given, declared in zip(shape, dims):
+                if isinstance(declared, int) and declared > 0 and declared != given:
+                    raise FrontendError(
+                        f"{source}: --input-shape {i.name}={'x'.join(map(str, shape))} contradicts the "
+                        f"model's static shape {dims}"
+                    )
+        else:
+            if not tt.HasField("shape") or any(not isinstance(d, int) or d <= 0 for d in dims):
+                shown = "[" + ", ".join(str(d) for d in dims) + "]" if tt.HasField("shape") else "unknown"
+                raise FrontendError(
+                    f"{source}: input '{i.name}' has a dynamic shape {shown}; give it explicitly with "
+                    f"--input-shape {i.name}=" + "x".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
+                    + " (API: input_shapes={" + repr(i.name) + ": (...)})"
+                )
+            shape = tuple(dims)
+        out.append((i.name, TensorType(shape, ONNX_DTYPES[tt.elem_type])))
+    return out
+
+
+def import_onnx(
+    model: onnx.ModelProto | str | Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Module:
+    """Import an ONNX model (a path or a ModelProto) into a verified IR module at stage "nn"."""
+    proto, source = _load(model)
+    opset = _opset(proto, source)
+    _scan_unsupported(proto, opset, source)
+    _check(proto, source)
+    inputs = _input_types(proto, source, dict(input_shapes or {}))
+
+    func = Func("main", [t for _, t in inputs], input_names=[n for n, _ in inputs])
+    ctx = ConvertContext(func, source, opset)
+    for (name, _), v in zip(inputs, func.args):
+        ctx.values[name] = v
+    for init in proto.graph.initializer:
+        try:
+            arr = numpy_helper.to_array(init)
+            dtype_name(arr.dtype)
+        except Exception as e:
+            raise FrontendError(f"{source}: initializer '{init.name}' cannot be read: {e}") from None
+        ctx.values[init.name] = ctx.constant(arr)
+
+    for node in proto.graph.node:
+        ctx.node = node
+        conv = registry.find(node.op_type, opset, node.domain)
+        assert conv is not None  # the scan above guarantees it
+        try:
+            outs = conv.fn(ctx, node, node_attrs(node))
+        except CimcError as e:
+            msg = str(e)
+            raise (e if msg.startswith(source) else ctx.error(msg)) from None
+        if len(outs) < len([o for o in node.output if o]):
+            outs = list(outs) + [None] * (len(node.output) - len(outs))
+        for name, v in zip(node.output, outs):
+            if name and v is not None:
+                ctx.values[name] = v
+            elif name and v is None:
+                ctx.values.pop(name, None)
+    ctx.node = None
+
+    outputs = []
+    for o in proto.graph.output:
+        if o.name not in ctx.values:
+            raise FrontendError(f"{source}: graph output '{o.name}' is never computed")
+        outputs.append(ctx.values[o.name])
+    Builder(func.body).create("return", outputs, result_types=[])
+    func.attrs["output_names"] = [o.name for o in proto.graph.output]
+    module = Module([func], {"stage": "nn"})
+    verify(module)
+    return module

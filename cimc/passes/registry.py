@@ -1,0 +1,28 @@
+"""The explicit list of passes. A test checks each has a docstring and a test file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cimc.ir.core import Module
+from cimc.passes.base import Instrument, Pass, PassContext, PassManager, parse_pipeline
+from cimc.passes.dce import DCE
+
+PASSES: list[type[Pass]] = [
+    DCE,
+]
+
+
+def available_passes() -> dict[str, type[Pass]]:
+    return {p.name: p for p in PASSES}
+
+
+def run_pipeline(
+    module: Module,
+    spec: str,
+    ctx: PassContext | None = None,
+    instruments: Sequence[Instrument] = (),
+) -> Module:
+    """Parse ``spec`` (``"a,b{opt=1}"``) and run it on ``module`` in place."""
+    passes = parse_pipeline(spec, available_passes())
+    return PassManager(passes, instruments).run(module, ctx)
