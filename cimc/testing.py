@@ -146,3 +146,57 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray
         shape = [d.dim_value for d in i.type.tensor_type.shape.dim]
         out[i.name] = rng.standard_normal(shape).astype(np.float32)
     return out
+
+
+def random_args(module, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs for a module's @main (normal floats, small non-negative ints)."""
+    rng = np.random.default_rng(seed)
+    f = module.main
+    out = {}
+    for name, v in zip(f.input_names, f.args):
+        t = v.type
+        if t.dtype.startswith("f"):
+            out[name] = rng.standard_normal(t.shape).astype(t.np_dtype)
+        elif t.dtype == "i1":
+            out[name] = rng.integers(0, 2, t.shape).astype(bool)
+        else:
+            out[name] = rng.integers(0, 4, t.shape).astype(t.np_dtype)
+    return out
+
+
+def check_pass(
+    source: str,
+    spec: str,
+    expected: str | None = None,
+    *,
+    seed: int = 0,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    inline_limit: int = 1 << 30,
+) -> str:
+    """Text-in/text-out pass test: parse ``source``, run the pipeline ``spec``, compare the printed
+    result with ``expected`` (when given; leading/trailing whitespace of the whole text ignored),
+    and check the interpreter gives the same outputs before and after on seeded random inputs.
+    Returns the printed result (constants inline, so tests are self-contained)."""
+    from cimc.ir.interpreter import run
+    from cimc.ir.parser import parse_module
+    from cimc.ir.printer import to_text
+    from cimc.ir.verify import verify
+    from cimc.passes import run_pipeline
+
+    before = parse_module(source, filename="<test input>")
+    verify(before)
+    args = random_args(before, seed)
+    want = run(before, args)
+    after = parse_module(source, filename="<test input>")
+    run_pipeline(after, spec)
+    text = to_text(after, inline_limit=inline_limit)
+    if expected is not None:
+        assert text.strip() == expected.strip(), f"pass output differs:\n{text}"
+    got = run(after, args)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=atol, err_msg=name)
+    # and the output text parses back to itself
+    assert to_text(parse_module(text), inline_limit=inline_limit) == text
+    return text

@@ -22,8 +22,9 @@ from cimc.ir.types import TensorType
 # (mvm on constant weights, im2col, tiles) mixed with digital nn ops.
 STAGES = ("nn", "cim")
 
-# Attributes any op may carry: "layer" names the model layer an op came from (for reports).
-COMMON_ATTRS = ("layer",)
+# Attributes any op may carry: "layer" names the model layer an op came from (for reports);
+# "chip" and "core" say where a placed op runs.
+COMMON_ATTRS = ("layer", "chip", "core")
 
 
 @dataclass(frozen=True)
