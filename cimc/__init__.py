@@ -1,0 +1,29 @@
+"""cimc: a compiler and functional chip runtime for analog compute-in-memory chips.
+
+    import cimc
+    result = cimc.compile("model.onnx", target="pcm40", output="model.cimc")
+    chip = cimc.load("model.cimc", seed=0)
+    outputs = chip.run({"input": x}, t=86400.0)
+    print(chip.report())
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def compile(*args, **kwargs):
+    """Compile an ONNX model; see :func:`cimc.compiler.compile`."""
+    from cimc.compiler import compile as _compile
+
+    return _compile(*args, **kwargs)
+
+
+def load(path, seed: int = 0, key=None, **kwargs):
+    """Program a chip instance from an artifact; see :func:`cimc.runtime.load`."""
+    from cimc.runtime import load as _load
+
+    return _load(path, seed=seed, key=key, **kwargs)
+
+
+__all__ = ["compile", "load", "__version__"]

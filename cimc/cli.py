@@ -1,0 +1,227 @@
+"""The ``cimc`` command line: thin wrappers over the library. Errors print one line, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from cimc.errors import CimcError
+
+
+class _Group(click.Group):
+    """Turns every CimcError into a one-message exit (status 1) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CimcError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def _instrument_options(fn):
+    @click.option("--print-after-all", is_flag=True, help="Print the IR after every pass (stderr).")
+    @click.option("--print-after", "print_after", default=None, metavar="NAMES",
+                  help="Print the IR after these passes, comma-separated (stderr).")
+    @click.option("--time-passes", is_flag=True, help="Print the time each pass took (stderr).")
+    @click.option("--dump-dir", type=click.Path(file_okay=False), default=None,
+                  help="Write DIR/NNN_<pass>.cir (parseable) after every pass.")
+    @functools.wraps(fn)
+    def wrapper(*args, print_after_all, print_after, time_passes, dump_dir, **kwargs):
+        from cimc.passes.base import DumpDir, PrintAfter, TimePasses
+
+        instruments = []
+        if print_after_all:
+            instruments.append(PrintAfter(None, sys.stderr))
+        elif print_after:
+            instruments.append(PrintAfter({n.strip() for n in print_after.split(",")}, sys.stderr))
+        if dump_dir:
+            instruments.append(DumpDir(Path(dump_dir)))
+        if time_passes:
+            instruments.append(TimePasses(sys.stderr))
+        return fn(*args, instruments=instruments, **kwargs)
+
+    return wrapper
+
+
+def _parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    from cimc.frontend.onnx.importer import parse_shape
+
+    out = {}
+    for item in items:
+        name, eq, shape = item.rpartition("=")
+        if not eq or not name:
+            raise CimcError(f"--input-shape {item!r}: expected NAME=DIMS, e.g. input=1x3x224x224")
+        out[name] = parse_shape(shape)
+    return out
+
+
+_input_shape_option = click.option(
+    "--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
+    help="Fix an input's shape, e.g. input=1x3x224x224 (needed for dynamic dimensions).",
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="cimc")
+def main() -> None:
+    """cimc: compile ONNX models for analog compute-in-memory chips and run them on a simulated chip."""
+
+
+@main.command("import")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .cir file.")
+@_input_shape_option
+def import_cmd(model: str, output: str, input_shapes: tuple[str, ...]) -> None:
+    """Import an ONNX MODEL into textual IR (OUT.cir, with OUT.npz for large constants)."""
+    from cimc.frontend.onnx import import_onnx
+    from cimc.ir.printer import write_module
+
+    module = import_onnx(model, _parse_input_shapes(input_shapes))
+    write_module(module, output)
+    click.echo(f"wrote {output}", err=True)
+
+
+@main.command("opt")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("-p", "--passes", "spec", required=True, help='Pass pipeline, e.g. "canonicalize,dce".')
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Output .cir file (default: print to stdout).")
+@click.option("--target", default=None, help="Target profile or .toml (for mapping passes).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration inputs (.npz).")
+@_instrument_options
+def opt_cmd(source, spec, output, target, calib, instruments) -> None:
+    """Run a pass pipeline on an IR file."""
+    from cimc.compiler import load_calibration, resolve_target
+    from cimc.ir.parser import read_module
+    from cimc.ir.printer import to_text, write_module
+    from cimc.ir.verify import verify
+    from cimc.passes.base import PassContext
+    from cimc.passes.registry import run_pipeline
+
+    module = read_module(source)
+    verify(module)
+    ctx = PassContext(target=resolve_target(target), calib=load_calibration(calib) if calib else None)
+    run_pipeline(module, spec, ctx, instruments)
+    if output:
+        write_module(module, output)
+    else:
+        click.echo(to_text(module), nl=False)
+
+
+@main.command("passes")
+def passes_cmd() -> None:
+    """List the available passes."""
+    from cimc.passes.registry import PASSES
+
+    width = max(len(p.name) for p in PASSES)
+    for p in PASSES:
+        opts = ", ".join(f"{n}={f.default!r}" for n, f in p.option_fields().items())
+        click.echo(f"{p.name:<{width}}  {p.summary()}" + (f"  [{opts}]" if opts else ""))
+
+
+@main.command("targets")
+def targets_cmd() -> None:
+    """List the bundled chip targets."""
+    from cimc.targets import list_targets, load_target
+
+    for name in list_targets():
+        t = load_target(name)
+        click.echo(f"{name:<10}  {t.description}")
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default="ideal", show_default=True, help="Target profile name or path to a .toml.")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Artifact directory (default: MODEL.cimc next to the model).")
+@_input_shape_option
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration inputs (.npz, one array per input name) for DAC/ADC ranges.")
+@click.option("--chips", default="auto", show_default=True,
+              help="'auto' spreads the model over as many chips as it needs; N refuses more than N.")
+@click.option("--print-pipeline", is_flag=True, help="Print the pass pipeline as a spec string and exit.")
+@_instrument_options
+def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, instruments) -> None:
+    """Compile an ONNX MODEL for a chip target into an artifact."""
+    from cimc.compiler import compile as compile_model
+    from cimc.passes.base import pipeline_spec
+    from cimc.passes.pipelines import compile_pipeline
+
+    n_chips = _parse_chips(chips)
+    if print_pipeline:
+        click.echo(pipeline_spec(compile_pipeline(chips=n_chips)))
+        return
+    out = Path(output) if output else Path(model).with_suffix(".cimc")
+    result = compile_model(
+        model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
+        chips=n_chips, instruments=instruments,
+    )
+    click.echo(f"wrote {result.artifact}", err=True)
+
+
+def _parse_chips(text: str) -> int:
+    if text == "auto":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise CimcError(f"--chips {text!r}: expected 'auto' or a positive integer")
+    return n
+
+
+@main.command("run")
+@click.argument("artifact", type=click.Path())
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", required=True,
+              help="An input array (.npy); repeat for each input.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Outputs (.npz).")
+@click.option("--time", "t", default=0.0, show_default=True, type=float,
+              help="Seconds since the chip was programmed (drift).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Chip instance seed.")
+def run_cmd(artifact, inputs, output, t, seed) -> None:
+    """Run a compiled ARTIFACT on a simulated chip instance."""
+    import numpy as np
+
+    from cimc.atomic import atomic_path
+    from cimc.runtime import load
+
+    feeds = {}
+    for item in inputs:
+        name, eq, path = item.partition("=")
+        if not eq:
+            raise CimcError(f"--input {item!r}: expected NAME=FILE.npy")
+        if not Path(path).is_file():
+            raise CimcError(f"--input {name}: file {path} not found")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except Exception as e:
+            raise CimcError(f"--input {name}: cannot read {path} as .npy ({e})") from None
+    chip = load(artifact, seed=seed)
+    outs = chip.run(feeds, t=t)
+    with atomic_path(output) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **outs)
+    click.echo(f"wrote {output}", err=True)
+
+
+@main.command("report")
+@click.argument("artifact", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def report_cmd(artifact, as_json) -> None:
+    """Report crossbars, cores, utilisation, latency, energy and area of an ARTIFACT."""
+    from cimc.runtime import load
+
+    report = load(artifact, seed=0).report()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(str(report))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,85 @@
+"""The compile driver: ONNX model -> IR -> pass pipeline -> artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from cimc.errors import CimcError
+from cimc.frontend.onnx import import_onnx
+from cimc.ir.core import Module
+from cimc.passes.base import Instrument, Pass, PassContext, PassManager, parse_pipeline, pipeline_spec
+from cimc.passes.pipelines import compile_pipeline
+from cimc.passes.registry import available_passes
+
+
+@dataclass
+class CompileResult:
+    module: Module
+    artifact: Path | None
+    pipeline: str
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+def load_calibration(path: str | Path) -> dict[str, np.ndarray]:
+    """Calibration inputs from an ``.npz`` (one array per model input name, batch first)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CimcError(f"{path}: calibration file not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:
+        raise CimcError(f"{path}: cannot read calibration data as .npz ({e})") from None
+
+
+def resolve_target(target: Any):
+    """A Target, a bundled profile name, or a path to a .toml."""
+    from cimc.targets import load_target
+
+    if target is None or hasattr(target, "to_dict"):
+        return target
+    return load_target(str(target))
+
+
+def compile(
+    model: onnx.ModelProto | str | Path,
+    target: Any = "ideal",
+    output: str | Path | None = None,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    calib: Mapping[str, np.ndarray] | str | Path | None = None,
+    chips: int = 0,
+    pipeline: str | Sequence[Pass] | None = None,
+    instruments: Sequence[Instrument] = (),
+    seed: int = 0,
+) -> CompileResult:
+    """Compile an ONNX model for ``target``; write the artifact to ``output`` when given.
+
+    ``chips=0`` spreads a model over as many chips as it needs; ``chips=N`` refuses a model that
+    needs more. ``pipeline`` overrides the default pass pipeline (a spec string or pass list).
+    """
+    tgt = resolve_target(target)
+    if isinstance(calib, (str, Path)):
+        calib = load_calibration(calib)
+    module = import_onnx(model, input_shapes)
+    if pipeline is None:
+        passes = compile_pipeline(chips=chips)
+    elif isinstance(pipeline, str):
+        passes = parse_pipeline(pipeline, available_passes())
+    else:
+        passes = list(pipeline)
+    ctx = PassContext(target=tgt, calib=dict(calib) if calib is not None else None, seed=seed)
+    PassManager(passes, instruments).run(module, ctx)
+    spec = pipeline_spec(passes)
+    artifact = None
+    if output is not None:
+        from cimc.targets.emit import emit_artifact
+
+        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports)
+    return CompileResult(module, artifact, spec, ctx.reports)
