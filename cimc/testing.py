@@ -12,19 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cimc.ir.types import DTYPES
+from cimc.frontend.onnx.importer import onnx_elem_type
 
-_NP_TO_ONNX = {
-    np.dtype(np.float32): TensorProto.FLOAT,
-    np.dtype(np.float64): TensorProto.DOUBLE,
-    np.dtype(np.float16): TensorProto.FLOAT16,
-    np.dtype(np.int64): TensorProto.INT64,
-    np.dtype(np.int32): TensorProto.INT32,
-    np.dtype(np.int8): TensorProto.INT8,
-    np.dtype(np.uint8): TensorProto.UINT8,
-    np.dtype(np.bool_): TensorProto.BOOL,
-}
-assert set(_NP_TO_ONNX) <= set(DTYPES.values())
 
 
 def ort_run(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -55,7 +44,7 @@ def one_node_model(
     order = list(input_names) if input_names is not None else [*inputs, *initializers]
     node = helper.make_node(op_type, order, list(outputs), name=f"{op_type.lower()}0", **attrs)
     g_inputs = [
-        helper.make_tensor_value_info(n, _NP_TO_ONNX[np.asarray(a).dtype], np.shape(a)) for n, a in inputs.items()
+        helper.make_tensor_value_info(n, onnx_elem_type(np.asarray(a).dtype), np.shape(a)) for n, a in inputs.items()
     ]
     g_outputs = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in outputs]
     inits = [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()]

@@ -1,13 +1,26 @@
-"""The IR: structures, types, printer/parser, verifier and reference interpreter."""
+"""The IR: structures, types, printer/parser, verifier (cimc.ir.verify.verify) and interpreter.
 
-from cimc.ir.core import Block, Builder, Func, Module, Op, Value
-from cimc.ir.interpreter import run
-from cimc.ir.parser import parse_module, read_module
-from cimc.ir.printer import print_module, to_text, write_module
-from cimc.ir.types import TensorType
-from cimc.ir.verify import verify
+Names are loaded lazily, so that ``cimc.ir.registry`` and ``cimc.ir.ops`` (the op semantics, which
+the runtime shares) import without the parser, printer and the rest of the compiler.
+"""
 
-__all__ = [
-    "Block", "Builder", "Func", "Module", "Op", "Value", "TensorType",
-    "parse_module", "read_module", "print_module", "to_text", "write_module", "verify", "run",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Block": "cimc.ir.core", "Builder": "cimc.ir.core", "Func": "cimc.ir.core",
+    "Module": "cimc.ir.core", "Op": "cimc.ir.core", "Value": "cimc.ir.core",
+    "TensorType": "cimc.ir.types",
+    "parse_module": "cimc.ir.parser", "read_module": "cimc.ir.parser",
+    "print_module": "cimc.ir.printer", "to_text": "cimc.ir.printer", "write_module": "cimc.ir.printer",
+    "run": "cimc.ir.interpreter",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'cimc.ir' has no attribute {name!r}")

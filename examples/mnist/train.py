@@ -55,7 +55,31 @@ def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Te
     return torch.stack([p[:, r:r + 28, c:c + 28] for p, (r, c) in zip(pad, offs.tolist())])
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
+def perturbed_weights(model: nn.Module, sigma: float, gen: torch.Generator) -> list[torch.Tensor]:
+    """Add Gaussian noise (sigma * max|W| of each layer) to every weight in place; return originals.
+
+    Training through these perturbed weights (hardware-aware training, as on the HERMES and NeuRRAM
+    chips) makes the network tolerant of the conductance errors of analog crossbars.
+    """
+    saved = []
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                w = layer.weight
+                saved.append(w.detach().clone())
+                noise = torch.randn(w.shape, generator=gen)
+                w.add_(noise * sigma * w.abs().max())
+    return saved
+
+
+def restore_weights(model: nn.Module, saved: list[torch.Tensor]) -> None:
+    layers = [m for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for layer, w in zip(layers, saved):
+            layer.weight.copy_(w)
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, sigma: float) -> None:
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -68,8 +92,10 @@ def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
         for i in range(0, len(xt), 64):
             idx = perm[i:i + 64]
             opt.zero_grad()
+            saved = perturbed_weights(model, sigma, gen) if sigma > 0 else []
             loss = loss_fn(model(shift(xt[idx], gen)), yt[idx])
             loss.backward()
+            restore_weights(model, saved)
             opt.step()
             total += loss.item() * len(idx)
         sched.step()
@@ -102,6 +128,8 @@ def export(model: nn.Module, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--weight-noise", type=float, default=0.0,
+                        help="training-time weight noise, as a fraction of each layer's max|W|")
     parser.add_argument("--out-dir", type=Path, default=HERE)
     args = parser.parse_args()
     torch.manual_seed(SEED)
@@ -109,7 +137,7 @@ def main() -> None:
     torch.set_num_threads(1)
     x_tr, x_te, y_tr, y_te = load_split()
     model = make_model()
-    train(model, x_tr, y_tr, args.epochs)
+    train(model, x_tr, y_tr, args.epochs, args.weight_noise)
     acc = accuracy(model, x_te, y_te)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     export(model, args.out_dir / "model.onnx")

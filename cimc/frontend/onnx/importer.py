@@ -35,6 +35,12 @@ ONNX_DTYPES = {
     onnx.TensorProto.UINT8: "u8",
     onnx.TensorProto.BOOL: "i1",
 }
+_ELEM_TYPES = {v: k for k, v in ONNX_DTYPES.items()}
+
+
+def onnx_elem_type(dtype: np.dtype | type) -> int:
+    """The ONNX TensorProto elem_type of a numpy dtype."""
+    return _ELEM_TYPES[dtype_name(dtype)]
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cimc.errors import ParseError, VerifyError
-from cimc.ir import parse_module, verify
+from cimc.ir import parse_module
+from cimc.ir.verify import verify
 
 GOOD = """module attributes {stage = "nn"} {
   func @main(%x: tensor<1x4xf32>) -> (tensor<1x4xf32>) attributes {input_names = ["x"], output_names = ["y"]} {

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cimc.ir import Block, Func, Module, Op, TensorType, parse_module, print_module, to_text, verify
+from cimc.ir import Block, Func, Module, Op, TensorType, parse_module, print_module, to_text
+from cimc.ir.verify import verify
 from cimc.ir.types import DTYPES
 
 _names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)

@@ -1,0 +1,112 @@
+"""Crossbar-stage ops: one op per crossbar tile, and transfers between cores.
+
+``cim.xbar_mvm(x) {levels, scale, dac_bits, dac_range, adc_bits, adc_range, tile}``
+    One crossbar tile. ``levels`` is the tile's weight matrix ``[rows, cols]`` as signed conductance
+    levels (integers after ``quantize``; float32 weights before it and on targets with continuous
+    levels), ``scale`` the per-column float32 factor (weight = level * scale). Semantics, exactly::
+
+        xq = Q(x, dac_bits, dac_range)            # DAC
+        y  = xq @ (levels * scale)                # the array, float32
+        out = Q(y, adc_bits, adc_range)           # ADC
+
+    where ``Q(v, b, r)`` is :func:`quantize_symmetric`: with ``b == 0`` the identity, else
+    ``clip(rint(v / step), -q, q) * step`` with ``q = 2**(b-1) - 1`` and ``step = r / q``
+    (float32, round half to even), i.e. clip to ``±r`` and quantise to ``b`` signed bits.
+    Optional attributes record where the tile came from (``weight_shape`` of its layer,
+    ``utilisation`` = used cells / crossbar cells, ``groups`` packed block-diagonally, bit
+    ``slices``) and, after ``place``, which crossbar of its core holds it (``xbar``).
+
+``cim.transfer(x) {from, to}``
+    The identity: the value moves from core ``from`` to core ``to`` (global core ids). The op's
+    own ``chip``/``core`` attributes are those of the destination. Inserted by ``schedule``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cimc.errors import VerifyError
+from cimc.ir.registry import define
+from cimc.ir.types import TensorType
+
+
+def quantize_symmetric(v: np.ndarray, bits: int, rng: float) -> np.ndarray:
+    """Clip ``v`` to ``±rng`` and quantise it to ``bits`` signed, symmetric levels (float32).
+
+    ``bits == 0`` means no quantisation. ``q = 2**(bits-1) - 1`` levels each side of zero,
+    ``step = rng / q``, result ``clip(rint(v / step), -q, q) * step``.
+    """
+    v = np.asarray(v, dtype=np.float32)
+    if bits <= 0:
+        return v
+    q = float(2 ** (bits - 1) - 1)
+    step = np.float32(rng / q)
+    return (np.clip(np.rint(v / step), -q, q) * step).astype(np.float32)
+
+
+def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
+    levels, scale = attrs["levels"], attrs["scale"]
+    if not isinstance(levels, np.ndarray) or levels.ndim != 2:
+        raise VerifyError("cim.xbar_mvm: 'levels' must be a dense 2-D array [rows, cols]")
+    if levels.dtype.kind not in "if":
+        raise VerifyError(f"cim.xbar_mvm: 'levels' must be integer or float, not {levels.dtype}")
+    rows, cols = levels.shape
+    if not isinstance(scale, np.ndarray) or scale.shape != (cols,) or scale.dtype != np.float32:
+        raise VerifyError(f"cim.xbar_mvm: 'scale' must be a dense f32 array of shape [{cols}]")
+    if x.rank < 1 or x.shape[-1] != rows:
+        raise VerifyError(f"cim.xbar_mvm: input {x} must end in the tile's {rows} rows")
+    if x.dtype != "f32":
+        raise VerifyError(f"cim.xbar_mvm: input must be f32, not {x.dtype}")
+    for kind in ("dac", "adc"):
+        bits, rng = attrs[f"{kind}_bits"], attrs[f"{kind}_range"]
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 0 <= bits <= 32:
+            raise VerifyError(f"cim.xbar_mvm: {kind}_bits must be an integer in 0..32, not {bits!r}")
+        if not isinstance(rng, float) or not np.isfinite(rng) or rng < 0:
+            raise VerifyError(f"cim.xbar_mvm: {kind}_range must be a finite float >= 0, not {rng!r}")
+        if bits > 0 and rng <= 0:
+            raise VerifyError(f"cim.xbar_mvm: {kind}_bits={bits} needs {kind}_range > 0")
+    tile = attrs["tile"]
+    if not (isinstance(tile, list) and len(tile) == 2 and all(isinstance(t, int) for t in tile)):
+        raise VerifyError(f"cim.xbar_mvm: 'tile' must be [row_block, col_block], not {tile!r}")
+    return x.with_shape((*x.shape[:-1], cols))
+
+
+@define(
+    "cim.xbar_mvm",
+    operands=1,
+    attrs=("levels", "scale", "dac_bits", "dac_range", "adc_bits", "adc_range", "tile"),
+    optional={"weight_shape": [], "utilisation": 0.0, "groups": 1, "slices": 1, "xbar": -1},
+    infer=_xbar_mvm_type,
+    summary="One crossbar tile: ADC(DAC(x) @ (levels * scale)).",
+)
+def xbar_mvm(attrs, x):
+    xq = quantize_symmetric(x, attrs["dac_bits"], attrs["dac_range"])
+    w = attrs["levels"].astype(np.float32) * attrs["scale"][None, :]
+    y = np.matmul(xq, w).astype(np.float32)
+    return quantize_symmetric(y, attrs["adc_bits"], attrs["adc_range"])
+
+
+def _transfer_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
+    for key in ("from", "to"):
+        v = attrs[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise VerifyError(f"cim.transfer: '{key}' must be a core id (int >= 0), not {v!r}")
+    if attrs["from"] == attrs["to"]:
+        raise VerifyError(f"cim.transfer: from and to are the same core ({attrs['to']})")
+    return x
+
+
+@define(
+    "cim.transfer",
+    operands=1,
+    attrs=("from", "to"),
+    infer=_transfer_type,
+    summary="Move a value from core 'from' to core 'to' (identity).",
+)
+def transfer(attrs, x):
+    return x
+
+
+__all__ = ["quantize_symmetric"]

@@ -1,0 +1,297 @@
+"""Pass "tile": cut every ``cim.mvm`` into crossbar tiles.
+
+A weight matrix ``W [K, M]`` becomes a grid of tiles of at most ``R`` rows (the crossbar's rows)
+and ``C`` weight columns (the crossbar's columns divided by the devices each weight takes, see
+:class:`Geometry`). In the IR, for ``y = cim.mvm(x, W)``::
+
+    x_i   = nn.slice(x) {axes=[last], starts=[r0_i], ends=[r1_i], steps=[1]}   one per row block
+    t_ij  = cim.xbar_mvm(x_i) {levels = W[r0_i:r1_i, c0_j:c1_j], tile = [i, j], ...}
+    p_j   = nn.add(... nn.add(t_0j, t_1j) ..., t_nj)          partial sums, added digitally
+    y     = nn.concat(p_0, ..., p_m) {axis = last}            column blocks
+
+(no slice when there is one row block, no concat when there is one column block). The interpreter
+runs this IR, so the tiling is checked like any other rewrite.
+
+Grouped weights ``W [G, Kg, Mg]`` (grouped and depthwise convolutions) are packed: consecutive
+groups go block-diagonally into one crossbar as long as they fit (``floor(R/Kg)`` and
+``floor(C/Mg)`` groups), so a depthwise convolution takes ``ceil(G / groups_per_xbar)`` crossbars,
+not one per channel. A group larger than a crossbar is tiled on its own like a dense matrix.
+
+Each tile records ``utilisation`` (used weight cells / crossbar weight cells), the layer's
+``weight_shape`` and how many ``groups`` it packs; ``ctx.reports["tile"]`` holds per-layer stats
+(tiles, crossbars, the analytic minimum ``ceil(K/R)*ceil(M/C)`` for dense layers and
+``max(ceil(G*Kg/R), ceil(G*Mg/C))`` for grouped ones, mean utilisation) and the totals.
+
+Tiles come out with float32 ``levels`` (the weights), unit ``scale`` and no DAC/ADC
+quantisation: the ``quantize`` pass maps them onto the target's conductance levels.
+
+Stage: cim -> cim. Test: tests/passes/test_tile.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cimc.errors import CimcError
+from cimc.ir.core import Builder, Func, Module, Op, Value
+from cimc.passes.base import Pass, PassContext
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a crossbar holds, in weights: ``rows`` x ``cols`` weights, where ``cols`` is the
+    physical column count divided by the devices one weight takes along a row and by the bit
+    slices a weight is split into."""
+
+    rows: int
+    cols: int
+    devices_per_weight: int = 1
+    slices: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.cols < 1:
+            raise CimcError(
+                f"a crossbar must hold at least one weight; got {self.rows} rows x {self.cols} weight "
+                "columns (check the target's crossbar size, devices per weight and weight bits)"
+            )
+
+
+def target_geometry(target: Any) -> Geometry:
+    """The crossbar geometry of ``target`` (a ``cimc.targets.Target``)."""
+    xb = target.crossbar
+    slices = int(getattr(target, "weight_slices", 1) or 1)
+    dev_cols = int(getattr(xb, "devices_per_weight_cols", 1) or 1)
+    return Geometry(
+        rows=int(xb.rows),
+        cols=int(xb.cols) // (dev_cols * slices),
+        devices_per_weight=dev_cols,
+        slices=slices,
+    )
+
+
+def geometry(target: Any, rows: int = 0, cols: int = 0, what: str = "tile") -> Geometry:
+    """Geometry from the target, with ``rows``/``cols`` (> 0) overriding it (tests, experiments)."""
+    if target is None and (rows <= 0 or cols <= 0):
+        raise CimcError(
+            f"pass '{what}' needs a target (compile with --target, or `cimc opt --target NAME`) "
+            f"or explicit crossbar sizes, e.g. {what}{{rows=256,cols=256}}"
+        )
+    base = target_geometry(target) if target is not None else Geometry(rows, cols)
+    return Geometry(
+        rows=rows if rows > 0 else base.rows,
+        cols=cols if cols > 0 else base.cols,
+        devices_per_weight=base.devices_per_weight,
+        slices=base.slices,
+    )
+
+
+@dataclass
+class _Pack:
+    """A dense sub-problem: input columns [offset, offset + rows) times ``weights``."""
+
+    offset: int
+    weights: np.ndarray  # [rows, cols]
+    groups: int          # groups packed block-diagonally (1 for dense)
+    used: np.ndarray     # bool [rows, cols]: cells that hold a weight of the layer
+
+
+def _packs(w: np.ndarray, geo: Geometry) -> list[_Pack]:
+    if w.ndim == 2:
+        return [_Pack(0, w, 1, np.ones(w.shape, dtype=bool))]
+    g, kg, mg = w.shape
+    per = min(geo.rows // kg, geo.cols // mg) if kg <= geo.rows and mg <= geo.cols else 1
+    per = max(per, 1)
+    packs = []
+    for g0 in range(0, g, per):
+        n = min(per, g - g0)
+        dense = np.zeros((n * kg, n * mg), dtype=w.dtype)
+        used = np.zeros(dense.shape, dtype=bool)
+        for k in range(n):
+            dense[k * kg:(k + 1) * kg, k * mg:(k + 1) * mg] = w[g0 + k]
+            used[k * kg:(k + 1) * kg, k * mg:(k + 1) * mg] = True
+        packs.append(_Pack(g0 * kg, dense, n, used))
+    return packs
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def analytic_minimum(shape: tuple[int, ...], geo: Geometry) -> int:
+    """Fewest crossbars a layer can take: ``ceil(K/R)*ceil(M/C)`` for ``[K, M]``; for grouped
+    ``[G, Kg, Mg]`` every row and column of the block-diagonal matrix needs a crossbar row/column:
+    ``max(ceil(G*Kg/R), ceil(G*Mg/C))``."""
+    if len(shape) == 2:
+        return math.ceil(shape[0] / geo.rows) * math.ceil(shape[1] / geo.cols)
+    g, kg, mg = shape
+    return max(math.ceil(g * kg / geo.rows), math.ceil(g * mg / geo.cols))
+
+
+def _weight(op: Op) -> np.ndarray:
+    w_val = op.operands[1]
+    if w_val.op is None or w_val.op.name != "nn.constant":
+        where = f" at {op.loc}" if op.loc else ""
+        raise CimcError(
+            f"cim.mvm{where}: its weight is not a constant, so it cannot be programmed into a "
+            "crossbar; run canonicalize (constant folding) before tile"
+        )
+    w = np.asarray(w_val.op.attrs["value"])
+    if w.ndim not in (2, 3):
+        raise CimcError(f"cim.mvm: weight of shape {w.shape} is neither [K, M] nor [G, Kg, Mg]")
+    return w.astype(np.float32)
+
+
+class _Tiler:
+    def __init__(self, geo: Geometry) -> None:
+        self.geo = geo
+        self.layers: list[dict[str, Any]] = []
+        self.names: set[str] = set()
+
+    def layer_name(self, op: Op) -> str:
+        name = op.attrs.get("layer")
+        if not isinstance(name, str) or not name:
+            name = f"mvm{len(self.layers)}"
+        base, k = name, 1
+        while name in self.names:  # two mvms of one ONNX node (rare): keep names distinct
+            name = f"{base}#{k}"
+            k += 1
+        self.names.add(name)
+        return name
+
+    def tile(self, func: Func, op: Op) -> None:
+        x = op.operands[0]
+        if x.type.dtype != "f32":
+            raise CimcError(
+                f"cim.mvm{' at ' + op.loc if op.loc else ''}: input is {x.type.dtype}; crossbars "
+                "take f32 activations (cast the input to f32 first)"
+            )
+        w = _weight(op)
+        layer = self.layer_name(op)
+        b = Builder.before(op)
+        last = x.type.rank - 1
+        geo = self.geo
+        cells = geo.rows * geo.cols
+        col_outputs: list[Value] = []
+        tiles: list[dict[str, Any]] = []
+        row_blocks_max = 0
+        j = 0
+        for pack in _packs(w, geo):
+            k_rows, m_cols = pack.weights.shape
+            rows = _blocks(k_rows, geo.rows)
+            row_blocks_max = max(row_blocks_max, len(rows))
+            inputs = []
+            for r0, r1 in rows:
+                lo, hi = pack.offset + r0, pack.offset + r1
+                if lo == 0 and hi == x.type.shape[-1]:
+                    inputs.append(x)
+                else:
+                    attrs = {"axes": [last], "starts": [lo], "ends": [hi], "steps": [1], "layer": layer}
+                    inputs.append(b.create("nn.slice", [x], attrs).result)
+            for c0, c1 in _blocks(m_cols, geo.cols):
+                partial: Value | None = None
+                for i, (r0, r1) in enumerate(rows):
+                    used = int(pack.used[r0:r1, c0:c1].sum())
+                    util = used / cells
+                    attrs = {
+                        "levels": np.ascontiguousarray(pack.weights[r0:r1, c0:c1]),
+                        "scale": np.ones(c1 - c0, dtype=np.float32),
+                        "dac_bits": 0, "dac_range": 0.0, "adc_bits": 0, "adc_range": 0.0,
+                        "tile": [i, j],
+                        "layer": layer,
+                        "weight_shape": [int(d) for d in w.shape],
+                        "utilisation": float(round(util, 6)),
+                    }
+                    if pack.groups > 1:
+                        attrs["groups"] = pack.groups
+                    t = b.create("cim.xbar_mvm", [inputs[i]], attrs).result
+                    tiles.append({"tile": [i, j], "rows": r1 - r0, "cols": c1 - c0,
+                                  "groups": pack.groups, "used": used, "utilisation": util})
+                    partial = t if partial is None else b.create(
+                        "nn.add", [partial, t], {"layer": layer}).result
+                assert partial is not None
+                col_outputs.append(partial)
+                j += 1
+        if len(col_outputs) == 1:
+            y = col_outputs[0]
+        else:
+            y = b.create("nn.concat", col_outputs, {"axis": last, "layer": layer}).result
+        func.replace_all_uses(op.result, y)
+        op.parent.remove(op)
+        self.layers.append(self._layer_report(layer, w, tiles, row_blocks_max, j))
+
+    def _layer_report(
+        self, layer: str, w: np.ndarray, tiles: list[dict[str, Any]], row_blocks: int, col_blocks: int
+    ) -> dict[str, Any]:
+        used = sum(t["used"] for t in tiles)
+        return {
+            "layer": layer,
+            "weight_shape": [int(d) for d in w.shape],
+            "groups": int(w.shape[0]) if w.ndim == 3 else 1,
+            "row_blocks": row_blocks,
+            "col_blocks": col_blocks,
+            "tiles": len(tiles),
+            "crossbars": len(tiles),
+            "analytic_min": analytic_minimum(tuple(w.shape), self.geo),
+            "utilisation": used / (len(tiles) * self.geo.rows * self.geo.cols),
+            "tile_list": tiles,
+        }
+
+
+@dataclass
+class Tile(Pass):
+    """Split every cim.mvm into crossbar-sized tiles; partial sums are added digitally.
+
+    Reads the crossbar size (rows, columns, devices per weight, bit slices) from ``ctx.target``;
+    the options ``rows``/``cols`` (weights per crossbar, > 0) override it. Grouped weights are
+    packed block-diagonally. Writes per-tile ``utilisation`` attributes and per-layer stats to
+    ``ctx.reports["tile"]``.
+
+    Stage: cim -> cim (cim.mvm -> nn.slice + cim.xbar_mvm + nn.add + nn.concat).
+    Test: tests/passes/test_tile.py.
+    """
+
+    name = "tile"
+    rows: int = 0
+    cols: int = 0
+
+    def run(self, module: Module, ctx: PassContext) -> None:
+        geo = geometry(ctx.target, self.rows, self.cols, "tile")
+        tiler = _Tiler(geo)
+        for f in module.funcs:
+            mvms = [op for op in f.walk() if op.name == "cim.mvm"]
+            weights = {op.operands[1].op for op in mvms}
+            for op in mvms:
+                tiler.tile(f, op)
+            _drop_unused(f, weights)
+        ctx.reports["tile"] = _summary(tiler.layers, geo)
+
+
+def _drop_unused(func: Func, ops: set[Op | None]) -> None:
+    """Remove the weight constants that no op uses any more (they now live in the tiles)."""
+    if not ops:
+        return
+    used = set(func.uses())
+    for op in ops:
+        if op is not None and op.parent is not None and not any(r in used for r in op.results):
+            op.parent.remove(op)
+
+
+def _summary(layers: list[dict[str, Any]], geo: Geometry) -> dict[str, Any]:
+    crossbars = sum(lay["crossbars"] for lay in layers)
+    minimum = sum(lay["analytic_min"] for lay in layers)
+    cells = crossbars * geo.rows * geo.cols
+    used = sum(t["used"] for lay in layers for t in lay["tile_list"])
+    return {
+        "crossbar_rows": geo.rows,
+        "crossbar_weight_cols": geo.cols,
+        "devices_per_weight": geo.devices_per_weight,
+        "slices": geo.slices,
+        "layers": layers,
+        "crossbars": crossbars,
+        "analytic_min": minimum,
+        "utilisation": used / cells if cells else 0.0,
+    }
