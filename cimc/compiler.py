@@ -13,7 +13,9 @@ import onnx
 from cimc.errors import CimcError
 from cimc.frontend.onnx import import_onnx
 from cimc.ir.core import Module
-from cimc.passes.base import Instrument, Pass, PassContext, PassManager, parse_pipeline, pipeline_spec
+from cimc.passes.base import (
+    Instrument, Pass, PassContext, PassManager, Progress, parse_pipeline, pipeline_spec,
+)
 from cimc.passes.pipelines import compile_pipeline
 from cimc.passes.registry import available_passes
 
@@ -75,7 +77,7 @@ def compile(
     else:
         passes = list(pipeline)
     ctx = PassContext(target=tgt, calib=dict(calib) if calib is not None else None, seed=seed)
-    PassManager(passes, instruments).run(module, ctx)
+    PassManager(passes, [*instruments, Progress(total=len(passes))]).run(module, ctx)
     spec = pipeline_spec(passes)
     artifact = None
     if output is not None:

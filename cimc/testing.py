@@ -98,6 +98,7 @@ def randomize_constant_of_shape(model: onnx.ModelProto, seed: int = 0) -> onnx.M
     rng = np.random.default_rng(seed)
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    m.ir_version = max(m.ir_version, 4)  # IR >= 4 allows initializers that are not graph inputs
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     var_inputs = {n.input[4] for n in m.graph.node if n.op_type == "BatchNormalization" and len(n.input) > 4}
     scale_inputs = {n.input[1] for n in m.graph.node if n.op_type == "BatchNormalization"}

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     acc, n = onnx_accuracy(args.model, args.test, args.batch)
     print(f"{args.model}: onnxruntime accuracy {acc * 100:.2f}% "
-          f"({int(round(acc * n))}/{n}) on {args.test}")
+          f"({round(acc * n)}/{n}) on {args.test}")
     return 0
 
 

@@ -236,5 +236,5 @@ class Builder:
         return op
 
     def constant(self, value: np.ndarray) -> Value:
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value, order="C")
         return self.create("nn.constant", [], {"value": value}, [TensorType.of(value)]).result

@@ -199,6 +199,27 @@ class DumpDir(Instrument):
         self.written.append(path)
 
 
+@dataclass
+class Progress(Instrument):
+    """A progress bar over the passes (on a terminal; silent otherwise)."""
+
+    total: int = 0
+    enabled: bool | None = None
+    bar: Any = None
+
+    def before_pipeline(self, module: Module) -> None:
+        from cimc.progress import progress_bar
+
+        self.bar = progress_bar(self.total, "compiling", self.enabled)
+
+    def after_pass(self, index: int, p: Pass, module: Module, seconds: float) -> None:
+        self.bar.set_postfix_str(p.name)
+        self.bar.update(1)
+
+    def after_pipeline(self, module: Module) -> None:
+        self.bar.close()
+
+
 # ----------------------------------------------------------------------------- manager
 
 

@@ -6,10 +6,22 @@ from collections.abc import Sequence
 
 from cimc.ir.core import Module
 from cimc.passes.base import Instrument, Pass, PassContext, PassManager, parse_pipeline
+from cimc.passes.canonicalize import Canonicalize
 from cimc.passes.dce import DCE
+from cimc.passes.lower_to_mvm import LowerToMvm
+from cimc.passes.place import Place
+from cimc.passes.quantize import Quantize
+from cimc.passes.schedule import Schedule
+from cimc.passes.tile import Tile
 
 PASSES: list[type[Pass]] = [
+    Canonicalize,
     DCE,
+    LowerToMvm,
+    Tile,
+    Quantize,
+    Place,
+    Schedule,
 ]
 
 

@@ -49,26 +49,26 @@ class Geometry:
 
     rows: int
     cols: int
-    devices_per_weight: int = 1
+    cols_per_weight: int = 1
     slices: int = 1
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.cols < 1:
             raise CimcError(
-                f"a crossbar must hold at least one weight; got {self.rows} rows x {self.cols} weight "
-                "columns (check the target's crossbar size, devices per weight and weight bits)"
+                f"a crossbar must hold at least one weight; got {self.rows} rows x {self.cols} "
+                "weight columns (check the target's crossbar size, devices per weight and weight "
+                "bits)"
             )
 
 
 def target_geometry(target: Any) -> Geometry:
-    """The crossbar geometry of ``target`` (a ``cimc.targets.Target``)."""
-    xb = target.crossbar
-    slices = int(getattr(target, "weight_slices", 1) or 1)
-    dev_cols = int(getattr(xb, "devices_per_weight_cols", 1) or 1)
+    """The crossbar geometry of ``target`` (a ``cimc.targets.Target``): ``weight_rows`` rows and
+    ``weight_cols // slices`` weight columns (a bit-sliced weight takes one column per slice)."""
+    slices = int(target.slices)
     return Geometry(
-        rows=int(xb.rows),
-        cols=int(xb.cols) // (dev_cols * slices),
-        devices_per_weight=dev_cols,
+        rows=int(target.weight_rows),
+        cols=int(target.weight_cols) // slices,
+        cols_per_weight=int(target.crossbar.cols_per_weight),
         slices=slices,
     )
 
@@ -84,7 +84,7 @@ def geometry(target: Any, rows: int = 0, cols: int = 0, what: str = "tile") -> G
     return Geometry(
         rows=rows if rows > 0 else base.rows,
         cols=cols if cols > 0 else base.cols,
-        devices_per_weight=base.devices_per_weight,
+        cols_per_weight=base.cols_per_weight,
         slices=base.slices,
     )
 
@@ -189,7 +189,8 @@ class _Tiler:
                 if lo == 0 and hi == x.type.shape[-1]:
                     inputs.append(x)
                 else:
-                    attrs = {"axes": [last], "starts": [lo], "ends": [hi], "steps": [1], "layer": layer}
+                    attrs = {"axes": [last], "starts": [lo], "ends": [hi], "steps": [1],
+                             "layer": layer}
                     inputs.append(b.create("nn.slice", [x], attrs).result)
             for c0, c1 in _blocks(m_cols, geo.cols):
                 partial: Value | None = None
@@ -224,7 +225,8 @@ class _Tiler:
         self.layers.append(self._layer_report(layer, w, tiles, row_blocks_max, j))
 
     def _layer_report(
-        self, layer: str, w: np.ndarray, tiles: list[dict[str, Any]], row_blocks: int, col_blocks: int
+        self, layer: str, w: np.ndarray, tiles: list[dict[str, Any]], row_blocks: int,
+        col_blocks: int,
     ) -> dict[str, Any]:
         used = sum(t["used"] for t in tiles)
         return {
@@ -288,7 +290,7 @@ def _summary(layers: list[dict[str, Any]], geo: Geometry) -> dict[str, Any]:
     return {
         "crossbar_rows": geo.rows,
         "crossbar_weight_cols": geo.cols,
-        "devices_per_weight": geo.devices_per_weight,
+        "cols_per_weight": geo.cols_per_weight,
         "slices": geo.slices,
         "layers": layers,
         "crossbars": crossbars,

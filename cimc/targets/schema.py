@@ -12,7 +12,7 @@ Passes and the runtime read numbers from a :class:`Target`; no code branches on 
 
 Every field carries its documentation in ``metadata["doc"]``; :func:`targets_markdown` renders the
 side-by-side table and the field reference that ``docs/targets.md`` embeds
-(regenerate with ``python -m cimc.targets.schema docs/targets.md``).
+(regenerate with ``sync_targets_doc("docs/targets.md")``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import dataclasses
 import difflib
 import functools
 import math
-import sys
 import tomllib
 import types
 import typing
-from dataclasses import MISSING, dataclass
+from dataclasses import MISSING, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,8 @@ DEVICE_KINDS = ("ideal", "pcm", "rram")
 INPUT_ENCODINGS = ("exact", "pwm", "pulse_count", "bit_serial", "voltage")
 
 
-def _field(
+def _doc(
     doc: str,
-    default: Any = MISSING,
     *,
     unit: str = "",
     choices: tuple[str, ...] = (),
@@ -46,8 +44,8 @@ def _field(
     positive: bool = False,
     maximum: float | None = None,
 ) -> Any:
-    """A dataclass field with its documentation and range checks in its metadata."""
-    meta = {
+    """Field metadata: its documentation and range checks."""
+    return {
         "doc": doc,
         "unit": unit,
         "choices": choices,
@@ -55,7 +53,6 @@ def _field(
         "positive": positive,
         "max": maximum,
     }
-    return dataclasses.field(default=default, metadata=meta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,178 +60,187 @@ def _field(
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Piece:
     """One piece of a piecewise function of the normalised conductance g = G/G_max.
 
     Exactly one of ``poly``, ``log_linear`` and ``power`` is given; ``clip`` bounds this piece.
     """
 
-    from_g: float = _field("Start of this piece's g interval (the first piece starts at 0).", 0.0,
-                           minimum=0.0)
-    poly: tuple[float, ...] = _field("Polynomial coefficients c0, c1, ...: sum c_i g^i.", ())
-    log_linear: tuple[float, ...] = _field("[a, b]: a ln(g) + b.", ())
-    power: tuple[float, ...] = _field("[c, p]: c g^p.", ())
-    clip: tuple[float, ...] = _field("[lo, hi]: clip the piece's value to this range.", ())
+    from_g: float = field(default=0.0, metadata=_doc(
+        "Start of this piece's g interval (the first piece starts at 0).", minimum=0.0))
+    poly: tuple[float, ...] = field(default=(), metadata=_doc(
+        "Polynomial coefficients c0, c1, ...: sum c_i g^i."))
+    log_linear: tuple[float, ...] = field(default=(), metadata=_doc("[a, b]: a ln(g) + b."))
+    power: tuple[float, ...] = field(default=(), metadata=_doc("[c, p]: c g^p."))
+    clip: tuple[float, ...] = field(default=(), metadata=_doc(
+        "[lo, hi]: clip the piece's value to this range."))
 
 
 Curve = tuple[Piece, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Crossbar:
     """Geometry of one crossbar array and how a signed weight is stored in it."""
 
-    rows: int = _field("Rows (word lines) of one array: the input length of one MVM.", minimum=1)
-    cols: int = _field("Columns (bit lines) of one array, in array columns.", minimum=1)
-    cols_per_weight: int = _field(
+    rows: int = field(metadata=_doc(
+        "Rows (word lines) of one array: the input length of one MVM.", minimum=1))
+    cols: int = field(metadata=_doc(
+        "Columns (bit lines) of one array, in array columns.", minimum=1))
+    cols_per_weight: int = field(default=1, metadata=_doc(
         "Array columns one signed weight occupies (2 when G+ and G- sit on adjacent columns; 1 "
-        "when a unit cell holds all of a weight's devices).", 1, minimum=1)
-    devices_per_weight: int = _field(
+        "when a unit cell holds all of a weight's devices).", minimum=1))
+    devices_per_weight: int = field(metadata=_doc(
         "Devices storing one signed weight: 1 = ideal signed cell, 2 = differential pair "
-        "(G+, G-), 4 = two devices per polarity.", minimum=1)
-    levels: int = _field(
+        "(G+, G-), 4 = two devices per polarity.", minimum=1))
+    levels: int = field(metadata=_doc(
         "Programmable conductance levels per polarity, zero included (a differential pair then "
         "stores the integers -(levels-1)..levels-1); 0 = continuous (analog program-and-verify).",
-        minimum=0)
-    weight_bits: int = _field(
+        minimum=0))
+    weight_bits: int = field(metadata=_doc(
         "Signed weight precision (sign included) the target represents; 0 = float weights. With "
         "a level-limited device and no bit slicing the grid is min(levels-1, 2^(bits-1)-1).",
-        minimum=0)
-    bit_slicing: bool = _field(
+        minimum=0))
+    bit_slicing: bool = field(default=False, metadata=_doc(
         "Slice weights needing more levels than a device has over several device pairs (base "
-        "`levels` digits, least significant first), recombined digitally.", False)
+        "`levels` digits, least significant first), recombined digitally."))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Chip:
     """How many crossbars a chip has, how they are grouped into cores, area and clock."""
 
-    cores: int = _field("Cores per chip.", minimum=1)
-    crossbars_per_core: int = _field("Crossbar arrays per core.", minimum=1)
-    core_area_mm2: float = _field("Area of one core.", unit="mm²", positive=True)
-    clock_mhz: float = _field("Clock of the digital periphery.", unit="MHz", positive=True)
-    pipeline_stages: int = _field(
-        "Stages of the chip's pipeline per step (used to schedule iterative workloads).", 1,
-        minimum=1)
+    cores: int = field(metadata=_doc("Cores per chip.", minimum=1))
+    crossbars_per_core: int = field(metadata=_doc("Crossbar arrays per core.", minimum=1))
+    core_area_mm2: float = field(metadata=_doc("Area of one core.", unit="mm²", positive=True))
+    clock_mhz: float = field(metadata=_doc(
+        "Clock of the digital periphery.", unit="MHz", positive=True))
+    pipeline_stages: int = field(default=1, metadata=_doc(
+        "Stages of the chip's pipeline per step (used to schedule iterative workloads).",
+        minimum=1))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Converters:
     """Input DACs and output ADCs."""
 
-    dac_bits: int = _field("Input precision; 0 = exact (no DAC quantisation).", minimum=0)
-    adc_bits: int = _field("Output precision; 0 = exact (no ADC clipping or quantisation).",
-                           minimum=0)
-    input_encoding: str = _field("How an input value is applied to a row.",
-                                 choices=INPUT_ENCODINGS)
-    dac_percentile: float = _field(
+    dac_bits: int = field(metadata=_doc(
+        "Input precision; 0 = exact (no DAC quantisation).", minimum=0))
+    adc_bits: int = field(metadata=_doc(
+        "Output precision; 0 = exact (no ADC clipping or quantisation).", minimum=0))
+    input_encoding: str = field(metadata=_doc(
+        "How an input value is applied to a row.", choices=INPUT_ENCODINGS))
+    dac_percentile: float = field(default=99.99, metadata=_doc(
         "Percentile of |input| in the calibration data that sets the DAC full-scale range.",
-        99.99, positive=True, maximum=100.0)
-    adc_percentile: float = _field(
+        positive=True, maximum=100.0))
+    adc_percentile: float = field(default=99.99, metadata=_doc(
         "Percentile of |column output| in the calibration data that sets the ADC range.",
-        99.99, positive=True, maximum=100.0)
+        positive=True, maximum=100.0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Costs:
     """Latency and energy of each kind of work, for the report."""
 
-    mvm_ns: float = _field(
+    mvm_ns: float = field(metadata=_doc(
         "Latency of one MVM: one input vector through one crossbar, DAC to ADC (the bundled "
         "chips have one crossbar per core, so this is the papers' per-core-MVM figure).",
-        unit="ns", positive=True)
-    mvm_nj: float = _field("Energy of one such MVM.", unit="nJ", minimum=0.0)
-    digital_ns_per_element: float = _field(
+        unit="ns", positive=True))
+    mvm_nj: float = field(metadata=_doc("Energy of one such MVM.", unit="nJ", minimum=0.0))
+    digital_ns_per_element: float = field(metadata=_doc(
         "Latency of a digital vector op per element (add, scale, activation).", unit="ns",
-        minimum=0.0)
-    digital_pj_per_element: float = _field("Energy of a digital vector op per element.",
-                                           unit="pJ", minimum=0.0)
-    link_bytes_per_ns: float = _field("Bandwidth of a core-to-core transfer on a chip.",
-                                      unit="B/ns", positive=True)
-    link_pj_per_byte: float = _field("Energy per byte moved between cores.", unit="pJ/B",
-                                     minimum=0.0)
-    link_latency_ns: float = _field("Fixed latency of one core-to-core transfer.", 0.0,
-                                    unit="ns", minimum=0.0)
-    chip_link_bytes_per_ns: float = _field("Bandwidth of a chip-to-chip transfer.",
-                                           unit="B/ns", positive=True)
-    chip_link_pj_per_byte: float = _field("Energy per byte moved between chips.", unit="pJ/B",
-                                          minimum=0.0)
-    chip_link_latency_ns: float = _field("Fixed latency of one chip-to-chip transfer.", 0.0,
-                                         unit="ns", minimum=0.0)
+        minimum=0.0))
+    digital_pj_per_element: float = field(metadata=_doc(
+        "Energy of a digital vector op per element.", unit="pJ", minimum=0.0))
+    link_bytes_per_ns: float = field(metadata=_doc(
+        "Bandwidth of a core-to-core transfer on a chip.", unit="B/ns", positive=True))
+    link_pj_per_byte: float = field(metadata=_doc(
+        "Energy per byte moved between cores.", unit="pJ/B", minimum=0.0))
+    link_latency_ns: float = field(default=0.0, metadata=_doc(
+        "Fixed latency of one core-to-core transfer.", unit="ns", minimum=0.0))
+    chip_link_bytes_per_ns: float = field(metadata=_doc(
+        "Bandwidth of a chip-to-chip transfer.", unit="B/ns", positive=True))
+    chip_link_pj_per_byte: float = field(metadata=_doc(
+        "Energy per byte moved between chips.", unit="pJ/B", minimum=0.0))
+    chip_link_latency_ns: float = field(default=0.0, metadata=_doc(
+        "Fixed latency of one chip-to-chip transfer.", unit="ns", minimum=0.0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProgrammingNoise:
     """G_prog = max(G_T + sigma(g) xi, 0) with sigma(g) = sum c_i g^i (in µS at fit_g_max_us)."""
 
-    coeffs_us: tuple[float, ...] = _field(
-        "Polynomial sigma(g) = sum c_i g^i, g = G_T/G_max, in µS.", unit="µS")
-    fit_g_max_us: float = _field(
-        "G_max the coefficients were fitted at; sigma scales by G_max/fit_g_max_us.", unit="µS",
-        positive=True)
+    coeffs_us: tuple[float, ...] = field(metadata=_doc(
+        "Polynomial sigma(g) = sum c_i g^i, g = G_T/G_max, in µS.", unit="µS"))
+    fit_g_max_us: float = field(metadata=_doc(
+        "G_max the coefficients were fitted at; sigma scales by G_max/fit_g_max_us.",
+        unit="µS", positive=True))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Drift:
     """G(t) = G_prog ((t + t0)/t0)^-nu, nu = |mean(g) + std(g) xi| drawn once per device."""
 
-    t0_s: float = _field("Time of the first read after programming (drift reference).",
-                         unit="s", positive=True)
-    nu_mean: Curve = _field("Mean drift exponent as a piecewise function of g.")
-    nu_std: Curve = _field("Spread (standard deviation) of the drift exponent, function of g.")
+    t0_s: float = field(metadata=_doc(
+        "Time of the first read after programming (drift reference).", unit="s",
+        positive=True))
+    nu_mean: Curve = field(metadata=_doc("Mean drift exponent as a piecewise function of g."))
+    nu_std: Curve = field(metadata=_doc(
+        "Spread (standard deviation) of the drift exponent, function of g."))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReadNoise:
     """Read noise redrawn at every read: 1/f (PCM) and additive (RRAM)."""
 
-    q_s: Curve = _field(
+    q_s: Curve = field(default=(), metadata=_doc(
         "1/f amplitude Q_s(g): relative sigma = Q_s sqrt(ln((t + t_read)/(2 t_read))) of the "
-        "drifted conductance; empty = no 1/f noise.", ())
-    t_read_s: float = _field("Read duration in the 1/f formula.", 250e-9, unit="s",
-                             positive=True)
-    additive_rel: float = _field("Additive Gaussian read noise, sigma as a fraction of G_max.",
-                                 0.0, minimum=0.0)
+        "drifted conductance; empty = no 1/f noise."))
+    t_read_s: float = field(default=250e-9, metadata=_doc(
+        "Read duration in the 1/f formula.", unit="s", positive=True))
+    additive_rel: float = field(default=0.0, metadata=_doc(
+        "Additive Gaussian read noise, sigma as a fraction of G_max.", minimum=0.0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Device:
     """The memory device: kind, conductance range and its statistical models."""
 
-    kind: str = _field("Device technology.", choices=DEVICE_KINDS)
-    g_max_us: float = _field(
+    kind: str = field(metadata=_doc("Device technology.", choices=DEVICE_KINDS))
+    g_max_us: float = field(metadata=_doc(
         "Maximum conductance of one polarity (all its devices together); max|W| maps here.",
-        unit="µS", positive=True)
-    fit_devices: int = _field(
+        unit="µS", positive=True))
+    fit_devices: int = field(default=1, metadata=_doc(
         "Devices the noise fits describe as one unit (2: fitted on two devices of a polarity "
-        "programmed together). Each polarity holds devices_per_weight/2/fit_devices units.", 1,
-        minimum=1)
-    drift_compensation: bool = _field(
-        "Global drift compensation on by default in the runtime.", False)
-    programming_noise: ProgrammingNoise | None = _field("Programming noise; absent = none.",
-                                                        None)
-    drift: Drift | None = _field("Conductance drift; absent = none.", None)
-    read_noise: ReadNoise | None = _field("Read noise; absent = none.", None)
+        "programmed together). Each polarity holds devices_per_weight/2/fit_devices units.",
+        minimum=1))
+    drift_compensation: bool = field(default=False, metadata=_doc(
+        "Global drift compensation on by default in the runtime."))
+    programming_noise: ProgrammingNoise | None = field(default=None, metadata=_doc(
+        "Programming noise; absent = none."))
+    drift: Drift | None = field(default=None, metadata=_doc("Conductance drift; absent = none."))
+    read_noise: ReadNoise | None = field(default=None, metadata=_doc(
+        "Read noise; absent = none."))
 
 
 Scalar = float | int | str | bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
     """A chip: every number the passes and the runtime need."""
 
-    name: str = _field("Profile name (`--target NAME`).")
-    description: str = _field("One line saying what the profile models.")
-    crossbar: Crossbar = _field("Crossbar geometry and weight storage.")
-    chip: Chip = _field("Cores, crossbars, area and clock.")
-    converters: Converters = _field("DACs and ADCs.")
-    costs: Costs = _field("Latency and energy.")
-    device: Device = _field("Device kind and its models.")
-    reference: str = _field("Publication(s) the numbers come from.", "")
-    reported: tuple[tuple[str, Scalar], ...] = _field(
-        "Figures the publication reports, for comparison (not used by passes).", ())
+    name: str = field(metadata=_doc("Profile name (`--target NAME`)."))
+    description: str = field(metadata=_doc("One line saying what the profile models."))
+    reference: str = field(default="", metadata=_doc("Publication(s) the numbers come from."))
+    crossbar: Crossbar = field(metadata=_doc("Crossbar geometry and weight storage."))
+    chip: Chip = field(metadata=_doc("Cores, crossbars, area and clock."))
+    converters: Converters = field(metadata=_doc("DACs and ADCs."))
+    costs: Costs = field(metadata=_doc("Latency and energy."))
+    device: Device = field(metadata=_doc("Device kind and its models."))
+    reported: tuple[tuple[str, Scalar], ...] = field(default=(), metadata=_doc(
+        "Figures the publication reports, for comparison (not used by passes)."))
 
     # ---- derived numbers the passes and the runtime use ------------------------------------
 
@@ -339,6 +345,8 @@ def _describe(value: Any) -> str:
         return "a table"
     if isinstance(value, list | tuple):
         return "an array"
+    if isinstance(value, int):
+        return f"{value!r} (an integer)"
     return f"{value!r} (a {type(value).__name__})"
 
 
@@ -382,7 +390,7 @@ def _convert(tp: Any, value: Any, path: str, err: _Err) -> Any:
             return None
         if len(options) == 1:
             return _convert(options[0], value, path, err)
-        return _convert_scalar_union(options, value, path, err)
+        return _convert_scalar_union(value, path, err)
     if origin is tuple:
         return _convert_tuple(args, value, path, err)
     if dataclasses.is_dataclass(tp):
@@ -412,7 +420,7 @@ def _convert_scalar(tp: Any, value: Any, path: str, err: _Err) -> Any:
     raise TypeError(f"schema type {tp!r} not supported")  # pragma: no cover - schema bug
 
 
-def _convert_scalar_union(options: list[Any], value: Any, path: str, err: _Err) -> Any:
+def _convert_scalar_union(value: Any, path: str, err: _Err) -> Any:
     if isinstance(value, bool | int | float | str) and not (
             isinstance(value, float) and not math.isfinite(value)):
         return value
@@ -521,7 +529,7 @@ def _to_plain(obj: Any) -> Any:
             if value is None:
                 continue
             if f.name == "reported":
-                out[f.name] = {k: v for k, v in value}
+                out[f.name] = dict(value)
             else:
                 out[f.name] = _to_plain(value)
         return out
@@ -586,12 +594,18 @@ def load_target_file(path: str | Path) -> Target:
 # Documentation
 # --------------------------------------------------------------------------------------------
 
-DOC_BEGIN = "<!-- BEGIN GENERATED: python -m cimc.targets.schema docs/targets.md -->"
+REGENERATE = ("python -c \"from cimc.targets.schema import sync_targets_doc; "
+              "sync_targets_doc('docs/targets.md')\"")
+DOC_BEGIN = "<!-- BEGIN GENERATED by cimc.targets.schema.sync_targets_doc -->"
 DOC_END = "<!-- END GENERATED -->"
 
 
 def _fmt_num(x: float) -> str:
     return f"{x:g}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def _fmt_poly(coeffs: tuple[float, ...]) -> str:
@@ -600,7 +614,7 @@ def _fmt_poly(coeffs: tuple[float, ...]) -> str:
         mono = "" if i == 0 else ("·g" if i == 1 else f"·g^{i}")
         terms.append(f"{_fmt_num(abs(c))}{mono}" if terms else f"{_fmt_num(c)}{mono}")
         if len(terms) > 1:
-            terms[-1] = ("− " if c < 0 else "+ ") + terms[-1]
+            terms[-1] = ("- " if c < 0 else "+ ") + terms[-1]
     return " ".join(terms)
 
 
@@ -609,7 +623,7 @@ def _fmt_piece(p: Piece) -> str:
         body = _fmt_poly(p.poly)
     elif p.log_linear:
         a, b = p.log_linear
-        body = f"{_fmt_num(a)}·ln g {'−' if b < 0 else '+'} {_fmt_num(abs(b))}"
+        body = f"{_fmt_num(a)}·ln g {'-' if b < 0 else '+'} {_fmt_num(abs(b))}"
     else:
         c, e = p.power
         body = f"{_fmt_num(c)}·g^{_fmt_num(e)}"
@@ -681,16 +695,18 @@ def _type_name(tp: Any) -> str:
 def targets_markdown(targets: list[Target] | None = None) -> str:
     """The generated part of docs/targets.md: profiles side by side, then the field reference."""
     targets = targets if targets is not None else [load_target(n) for n in list_targets()]
-    leaves = [x for x in _leaf_fields(Target) if x[0] not in ("name", "reported")]
-    lines = ["| key | " + " | ".join(f"`{t.name}`" for t in targets) + " |",
-             "|---|" + "---|" * len(targets)]
+    skip = ("name", "description", "reference", "reported")
+    leaves = [x for x in _leaf_fields(Target) if x[0] not in skip]
+    lines = [f"- `{t.name}`: {t.description}. Source: {t.reference or '—'}." for t in targets]
+    lines += ["", "| key | " + " | ".join(f"`{t.name}`" for t in targets) + " |",
+              "|---|" + "---|" * len(targets)]
     for key, f, _ in leaves:
         unit = f" ({f.metadata['unit']})" if f.metadata.get("unit") else ""
         hint = "coeffs" if key.endswith("coeffs_us") else None
         cells = []
         for t in targets:
             value = _get(t, key)
-            cells.append("—" if value is None else _fmt_value(value, hint).replace("|", "\\|"))
+            cells.append("—" if value is None else _cell(_fmt_value(value, hint)))
         lines.append(f"| `{key}`{unit} | " + " | ".join(cells) + " |")
     lines += ["", "Derived numbers (computed from the fields above):", "",
               "| derived | " + " | ".join(f"`{t.name}`" for t in targets) + " |",
@@ -714,13 +730,14 @@ def targets_markdown(targets: list[Target] | None = None) -> str:
             doc += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
         if f.default is MISSING:
             doc += " Required."
-        elif f.default not in (None, ()):
+        elif f.default not in (None, (), ""):
             doc += f" Default: `{_fmt_value(f.default, None)}`."
         unit = f" ({f.metadata['unit']})" if f.metadata.get("unit") else ""
-        lines.append(f"| `{key}` | {_type_name(tp)}{unit} | {doc} |")
-    piece = [f"`{f.name}`: {f.metadata['doc']}" for f in dataclasses.fields(Piece)]
+        lines.append(f"| `{key}` | {_type_name(tp)}{unit} | {_cell(doc)} |")
+    piece = [f"`{f.name}`: {f.metadata['doc'].rstrip('.')}" for f in dataclasses.fields(Piece)]
     lines += ["", "A *curve* is an array of pieces, each an inline table with "
-              + "; ".join(piece), ""]
+              + "; ".join(piece) + ". Exactly one of `poly`, `log_linear`, `power` is given.",
+              ""]
     return "\n".join(lines)
 
 
@@ -740,8 +757,3 @@ def sync_targets_doc(path: str | Path) -> bool:
     if new != old:
         path.write_text(new, encoding="utf-8")
     return new != old
-
-
-if __name__ == "__main__":  # pragma: no cover - developer tool
-    for doc_path in sys.argv[1:] or ["docs/targets.md"]:
-        print(f"{doc_path}: {'updated' if sync_targets_doc(doc_path) else 'current'}")

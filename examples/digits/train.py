@@ -13,6 +13,7 @@ Requires torch (CPU) and scikit-learn; cimc itself needs neither. Run from anywh
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,10 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def export(model: nn.Module, path: Path) -> None:
     model.eval()
+    warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
     torch.onnx.export(
         model, (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, opset_version=17,
+        do_constant_folding=False,
         input_names=["input"], output_names=["logits"],
         dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
         training=torch.onnx.TrainingMode.PRESERVE,  # keep BatchNormalization (inference mode)
@@ -107,7 +110,8 @@ def main() -> None:
     export(model, args.out_dir / "model.onnx")
     np.savez_compressed(args.out_dir / "test.npz", x=x_te, y=y_te)
     print(f"train {len(y_tr)} / test {len(y_te)} images")
-    print(f"test accuracy (torch, fp32): {acc * 100:.2f}% ({int(round(acc * len(y_te)))}/{len(y_te)})")
+    n_right = round(acc * len(y_te))
+    print(f"test accuracy (torch, fp32): {acc * 100:.2f}% ({n_right}/{len(y_te)})")
 
 
 if __name__ == "__main__":

@@ -1,1 +1,387 @@
-"""(being written)"""
+"""Linear algebra: N-d grouped convolution, transposed convolution, gemm and matmul.
+
+Layouts are ONNX's: ``x`` is ``[N, C, *spatial]``; conv weights are ``[M, C/group, *kernel]``;
+conv_transpose weights are ``[C, M/group, *kernel]``. ``pads`` lists every spatial begin, then
+every spatial end. Products accumulate in float32 for f16/f32 operands (f64 stays f64), as
+onnxruntime does, and the result is cast back to the operand dtype.
+
+Convolution is im2col: the padded input is copied, one strided slice per kernel tap, into a
+``[N, group, C/group*prod(kernel), prod(out)]`` column matrix, then one batched matmul does every
+group. The spatial helpers here (``check_spatial``, ``window_out_size``, ``pad_spatial``,
+``kernel_taps``) are shared with the pooling ops.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cimc.errors import VerifyError
+from cimc.ir.registry import broadcast_shapes, define
+from cimc.ir.types import TensorType
+
+FLOATS = ("f16", "f32", "f64")
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The accumulation dtype: f64 for f64, f32 for the other floats, the dtype itself for ints."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64:
+        return dtype
+    if dtype.kind == "f":
+        return np.dtype(np.float32)
+    return dtype
+
+
+def _int_list(attrs: dict[str, Any], key: str, n: int, op: str) -> list[int]:
+    val = attrs.get(key)
+    if not isinstance(val, (list, tuple)) or len(val) != n:
+        raise VerifyError(f"{op}: attribute '{key}' must be a list of {n} ints, got {val!r}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in val):
+        raise VerifyError(f"{op}: attribute '{key}' must hold ints, got {val!r}")
+    return [int(v) for v in val]
+
+
+def check_spatial(
+    op: str, attrs: dict[str, Any], nspatial: int, keys: Sequence[str]
+) -> dict[str, list[int]]:
+    """Validate the spatial attributes ``keys`` (among kernel_shape, strides, dilations, pads,
+    output_padding) for ``nspatial`` spatial dims; returns them as int lists."""
+    out: dict[str, list[int]] = {}
+    for key in keys:
+        n = 2 * nspatial if key == "pads" else nspatial
+        vals = _int_list(attrs, key, n, op)
+        low = 0 if key in ("pads", "output_padding") else 1
+        if any(v < low for v in vals):
+            raise VerifyError(f"{op}: attribute '{key}' must be >= {low} everywhere, got {vals}")
+        out[key] = vals
+    return out
+
+
+def window_out_size(
+    size: int, k: int, s: int, d: int, pb: int, pe: int, ceil_mode: bool = False
+) -> int:
+    """Number of windows of kernel ``k`` (dilation ``d``, stride ``s``) over an axis of ``size``
+    padded by ``pb``/``pe``. With ``ceil_mode`` a last partial window counts, unless it would
+    start in the end padding (onnxruntime's and PyTorch's rule)."""
+    span = size + pb + pe - ((k - 1) * d + 1)
+    if span < 0:
+        raise VerifyError(
+            f"the window (kernel {k}, dilation {d}) is larger than the padded input "
+            f"({size} + {pb} + {pe})"
+        )
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    if (out - 1) * s >= size + pb:
+        out -= 1
+    return out
+
+
+def pad_spatial(x: np.ndarray, pads: Sequence[int], value: float = 0) -> np.ndarray:
+    """Pad the spatial axes (all but the first two) of ``x``; ``pads`` = [begin..., end...]."""
+    r = len(pads) // 2
+    if not any(pads):
+        return x
+    width = [(0, 0), (0, 0)] + [(pads[i], pads[i + r]) for i in range(r)]
+    return np.pad(x, width, mode="constant", constant_values=value)
+
+
+def _float_operand(op: str, t: TensorType, what: str) -> None:
+    if t.dtype not in FLOATS:
+        raise VerifyError(f"{op}: {what} must be a float tensor, got {t}")
+
+
+# ----------------------------------------------------------------------------- nn.conv
+
+_CONV_KEYS = ("strides", "pads", "dilations")
+
+
+def _conv_infer(
+    attrs: dict[str, Any], x: TensorType, w: TensorType, b: TensorType | None = None
+) -> TensorType:
+    op = "nn.conv"
+    _float_operand(op, x, "the input")
+    if x.rank < 3:
+        raise VerifyError(f"{op}: the input must be [N, C, spatial...] (rank >= 3), got {x}")
+    if w.rank != x.rank:
+        raise VerifyError(f"{op}: the weight {w} must have the input's rank {x.rank}")
+    if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+        raise VerifyError(f"{op}: input, weight and bias must share a dtype")
+    r = x.rank - 2
+    sp = check_spatial(op, attrs, r, _CONV_KEYS)
+    group = attrs.get("group")
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+        raise VerifyError(f"{op}: attribute 'group' must be a positive int, got {group!r}")
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if w.shape[1] * group != c:
+        raise VerifyError(
+            f"{op}: the input has {c} channels, the weight {w} with group={group} "
+            f"expects {w.shape[1] * group}"
+        )
+    if m % group:
+        raise VerifyError(f"{op}: {m} output channels are not divisible by group={group}")
+    if b is not None and b.shape != (m,):
+        raise VerifyError(f"{op}: the bias must have shape ({m},), got {b}")
+    out = [
+        window_out_size(
+            x.shape[2 + i],
+            w.shape[2 + i],
+            sp["strides"][i],
+            sp["dilations"][i],
+            sp["pads"][i],
+            sp["pads"][i + r],
+        )
+        for i in range(r)
+    ]
+    return TensorType((n, m, *out), x.dtype)
+
+
+def kernel_taps(
+    kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], out: Sequence[int]
+) -> list[tuple[slice, ...]]:
+    """For every kernel position (row-major), the strided slice of the padded input's spatial
+    axes that this tap reads for all ``out`` window positions."""
+    taps = []
+    for kpos in itertools.product(*(range(k) for k in kernel)):
+        taps.append(
+            tuple(
+                slice(kp * d, kp * d + s * (o - 1) + 1, s)
+                for kp, s, d, o in zip(kpos, strides, dilations, out)
+            )
+        )
+    return taps
+
+
+def im2col(
+    xp: np.ndarray,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    out: Sequence[int],
+) -> np.ndarray:
+    """Columns ``[N, C, prod(kernel), *out]`` of the padded input ``xp``: one strided copy per
+    kernel tap (much faster than copying a ``sliding_window_view``, which walks the window
+    axes innermost)."""
+    n, c = xp.shape[:2]
+    taps = kernel_taps(kernel, strides, dilations, out)
+    cols = np.empty((n, c, len(taps), *out), xp.dtype)
+    for i, tap in enumerate(taps):
+        cols[:, :, i] = xp[(slice(None), slice(None), *tap)]
+    return cols
+
+
+@define(
+    "nn.conv",
+    operands=(2, 3),
+    attrs=("strides", "pads", "dilations", "group"),
+    infer=_conv_infer,
+    summary="N-d grouped convolution (ONNX Conv): x [N,C,*S], w [M,C/group,*k], optional bias [M].",
+)
+def conv(
+    attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None
+) -> np.ndarray:
+    ct = compute_dtype(x.dtype)
+    r = x.ndim - 2
+    kernel = w.shape[2:]
+    s, d, pads = attrs["strides"], attrs["dilations"], attrs["pads"]
+    out = [
+        window_out_size(x.shape[2 + i], kernel[i], s[i], d[i], pads[i], pads[i + r])
+        for i in range(r)
+    ]
+    n, c = x.shape[:2]
+    g = attrs["group"]
+    m = w.shape[0]
+    if all(k == 1 for k in kernel) and all(v == 1 for v in s) and not any(pads):
+        cols = x.astype(ct, copy=False).reshape(n, g, c // g, -1)  # 1x1 conv: no copy needed
+    else:
+        xp = pad_spatial(x.astype(ct, copy=False), pads)
+        cols = im2col(xp, kernel, s, d, out).reshape(n, g, (c // g) * int(np.prod(kernel)), -1)
+    wm = w.astype(ct, copy=False).reshape(g, m // g, -1)
+    y = np.matmul(wm, cols).reshape(n, m, *out)
+    if b is not None:
+        y += b.astype(ct, copy=False).reshape(m, *([1] * r))
+    return y.astype(x.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- nn.conv_transpose
+
+_CONVT_KEYS = ("strides", "pads", "dilations", "output_padding")
+
+
+def conv_transpose_out_size(size: int, k: int, s: int, d: int, pb: int, pe: int, op: int) -> int:
+    return s * (size - 1) + op + (k - 1) * d + 1 - pb - pe
+
+
+def _conv_transpose_infer(
+    attrs: dict[str, Any], x: TensorType, w: TensorType, b: TensorType | None = None
+) -> TensorType:
+    op = "nn.conv_transpose"
+    _float_operand(op, x, "the input")
+    if x.rank < 3:
+        raise VerifyError(f"{op}: the input must be [N, C, spatial...] (rank >= 3), got {x}")
+    if w.rank != x.rank:
+        raise VerifyError(f"{op}: the weight {w} must have the input's rank {x.rank}")
+    if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+        raise VerifyError(f"{op}: input, weight and bias must share a dtype")
+    r = x.rank - 2
+    sp = check_spatial(op, attrs, r, _CONVT_KEYS)
+    group = attrs.get("group")
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+        raise VerifyError(f"{op}: attribute 'group' must be a positive int, got {group!r}")
+    n, c = x.shape[:2]
+    if w.shape[0] != c or c % group:
+        raise VerifyError(
+            f"{op}: the weight {w} must be [C={c}, M/group, *kernel] "
+            f"with C divisible by group={group}"
+        )
+    m = w.shape[1] * group
+    if b is not None and b.shape != (m,):
+        raise VerifyError(f"{op}: the bias must have shape ({m},), got {b}")
+    out = []
+    for i in range(r):
+        o = conv_transpose_out_size(
+            x.shape[2 + i],
+            w.shape[2 + i],
+            sp["strides"][i],
+            sp["dilations"][i],
+            sp["pads"][i],
+            sp["pads"][i + r],
+            sp["output_padding"][i],
+        )
+        if o <= 0:
+            raise VerifyError(
+                f"{op}: spatial axis {i} would have size {o}; the pads {sp['pads']} are too large"
+            )
+        out.append(o)
+    return TensorType((n, m, *out), x.dtype)
+
+
+@define(
+    "nn.conv_transpose",
+    operands=(2, 3),
+    attrs=("strides", "pads", "dilations", "group", "output_padding"),
+    infer=_conv_transpose_infer,
+    summary="N-d grouped transposed convolution (ONNX ConvTranspose): w [C,M/group,*k].",
+)
+def conv_transpose(
+    attrs: dict[str, Any], x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None
+) -> np.ndarray:
+    ct = compute_dtype(x.dtype)
+    r = x.ndim - 2
+    n, c = x.shape[:2]
+    size = x.shape[2:]
+    kernel = w.shape[2:]
+    g = attrs["group"]
+    mg = w.shape[1]
+    s, d, pads, opad = attrs["strides"], attrs["dilations"], attrs["pads"], attrs["output_padding"]
+    # columns: [N, G, Mg*K, L] = w_g^T @ x_g
+    wm = w.astype(ct, copy=False).reshape(g, c // g, -1).transpose(0, 2, 1)
+    cols = np.matmul(wm, x.astype(ct, copy=False).reshape(n, g, c // g, -1))
+    full = [s[i] * (size[i] - 1) + (kernel[i] - 1) * d[i] + 1 + opad[i] for i in range(r)]
+    y = np.zeros((n, g * mg, *full), dtype=ct)
+    cols = cols.reshape(n, g * mg, -1, *size)
+    for i, tap in enumerate(kernel_taps(kernel, s, d, size)):  # col2im: scatter-add each tap
+        y[(slice(None), slice(None), *tap)] += cols[:, :, i]
+    crop = tuple(slice(pads[i], full[i] - pads[i + r]) for i in range(r))
+    y = y[(slice(None), slice(None), *crop)]
+    if b is not None:
+        y = y + b.astype(ct, copy=False).reshape(-1, *([1] * r))
+    return np.ascontiguousarray(y).astype(x.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- nn.gemm
+
+
+def _gemm_infer(
+    attrs: dict[str, Any], a: TensorType, b: TensorType, c: TensorType | None = None
+) -> TensorType:
+    op = "nn.gemm"
+    for key in ("trans_a", "trans_b"):
+        if not isinstance(attrs.get(key), bool):
+            raise VerifyError(f"{op}: attribute '{key}' must be a bool, got {attrs.get(key)!r}")
+    for key in ("alpha", "beta"):
+        if not isinstance(attrs.get(key), float):
+            raise VerifyError(f"{op}: attribute '{key}' must be a float, got {attrs.get(key)!r}")
+    if a.rank != 2 or b.rank != 2:
+        raise VerifyError(f"{op}: both operands must be matrices, got {a} and {b}")
+    if a.dtype != b.dtype or (c is not None and c.dtype != a.dtype):
+        raise VerifyError(
+            f"{op}: operands must share a dtype, got {a}, {b}" + (f", {c}" if c else "")
+        )
+    m, k = a.shape[::-1] if attrs["trans_a"] else a.shape
+    k2, n = b.shape[::-1] if attrs["trans_b"] else b.shape
+    if k != k2:
+        raise VerifyError(
+            f"{op}: inner dimensions differ: op(A) is {m}x{k}, op(B) is {k2}x{n} "
+            f"(trans_a={attrs['trans_a']}, trans_b={attrs['trans_b']})"
+        )
+    if c is not None and (c.rank > 2 or broadcast_shapes(c.shape, (m, n)) != (m, n)):
+        raise VerifyError(f"{op}: C {c} does not broadcast to the result shape ({m}, {n})")
+    return TensorType((m, n), a.dtype)
+
+
+@define(
+    "nn.gemm",
+    operands=(2, 3),
+    attrs=("alpha", "beta", "trans_a", "trans_b"),
+    infer=_gemm_infer,
+    summary="alpha * op(A) @ op(B) + beta * C (ONNX Gemm); C optional, broadcast to [M, N].",
+)
+def gemm(
+    attrs: dict[str, Any], a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None
+) -> np.ndarray:
+    ct = compute_dtype(a.dtype)
+    am = a.astype(ct, copy=False)
+    bm = b.astype(ct, copy=False)
+    y = (am.T if attrs["trans_a"] else am) @ (bm.T if attrs["trans_b"] else bm)
+    if attrs["alpha"] != 1.0:
+        y = y * ct.type(attrs["alpha"]) if ct.kind == "f" else y * attrs["alpha"]
+    if c is not None and attrs["beta"] != 0.0:
+        cc = c.astype(ct, copy=False)
+        y = y + (cc * ct.type(attrs["beta"]) if ct.kind == "f" else cc * attrs["beta"])
+    return np.asarray(y).astype(a.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- nn.matmul
+
+
+def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy.matmul's result shape; VerifyError when the operands do not fit."""
+    if not a or not b:
+        raise VerifyError("nn.matmul: operands must have rank >= 1")
+    a2 = (1, *a) if len(a) == 1 else a
+    b2 = (*b, 1) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise VerifyError(f"nn.matmul: inner dimensions differ: {a} @ {b}")
+    batch = broadcast_shapes(a2[:-2], b2[:-2])
+    out = (*batch, a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out
+
+
+def _matmul_infer(attrs: dict[str, Any], a: TensorType, b: TensorType) -> TensorType:
+    if a.dtype != b.dtype:
+        raise VerifyError(f"nn.matmul: operands must share a dtype, got {a} and {b}")
+    return TensorType(matmul_shape(a.shape, b.shape), a.dtype)
+
+
+@define(
+    "nn.matmul",
+    operands=2,
+    infer=_matmul_infer,
+    summary="numpy.matmul (ONNX MatMul): batched, broadcasting.",
+)
+def matmul(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ct = compute_dtype(a.dtype)
+    y = np.matmul(a.astype(ct, copy=False), b.astype(ct, copy=False))
+    return np.asarray(y).astype(a.dtype, copy=False)

@@ -5,13 +5,15 @@
     levels (integers after ``quantize``; float32 weights before it and on targets with continuous
     levels), ``scale`` the per-column float32 factor (weight = level * scale). Semantics, exactly::
 
-        xq = Q(x, dac_bits, dac_range)            # DAC
+        xq = Q(x, dac_bits, dac_range, dac_signed)  # DAC
         y  = xq @ (levels * scale)                # the array, float32
         out = Q(y, adc_bits, adc_range)           # ADC
 
-    where ``Q(v, b, r)`` is :func:`quantize_symmetric`: with ``b == 0`` the identity, else
+    where ``Q(v, b, r)`` is :func:`quantize_converter`: with ``b == 0`` the identity, else
     ``clip(rint(v / step), -q, q) * step`` with ``q = 2**(b-1) - 1`` and ``step = r / q``
-    (float32, round half to even), i.e. clip to ``±r`` and quantise to ``b`` signed bits.
+    (float32, round half to even), i.e. clip to ``±r`` and quantise to ``b`` signed bits; with
+    ``dac_signed = false`` (inputs known to be >= 0) the DAC uses all ``2**b - 1`` steps over
+    ``[0, r]`` instead.
     Optional attributes record where the tile came from (``weight_shape`` of its layer,
     ``utilisation`` = used cells / crossbar cells, ``groups`` packed block-diagonally, bit
     ``slices``) and, after ``place``, which crossbar of its core holds it (``xbar``).
@@ -32,18 +34,20 @@ from cimc.ir.registry import define
 from cimc.ir.types import TensorType
 
 
-def quantize_symmetric(v: np.ndarray, bits: int, rng: float) -> np.ndarray:
-    """Clip ``v`` to ``±rng`` and quantise it to ``bits`` signed, symmetric levels (float32).
+def quantize_converter(v: np.ndarray, bits: int, rng: float, signed: bool = True) -> np.ndarray:
+    """What a DAC or ADC does to ``v``: clip to its range and quantise to ``bits`` (float32).
 
-    ``bits == 0`` means no quantisation. ``q = 2**(bits-1) - 1`` levels each side of zero,
-    ``step = rng / q``, result ``clip(rint(v / step), -q, q) * step``.
+    ``bits == 0`` means no quantisation. Signed: ``q = 2**(bits-1) - 1`` levels each side of
+    zero, ``step = rng / q`` (computed in float32), result ``clip(rint(v / step), -q, q) * step``.
+    Unsigned (``signed=False``, for inputs known to be >= 0): ``q = 2**bits - 1`` levels over
+    ``[0, rng]``, ``clip(rint(v / step), 0, q) * step``.
     """
     v = np.asarray(v, dtype=np.float32)
     if bits <= 0:
         return v
-    q = float(2 ** (bits - 1) - 1)
-    step = np.float32(rng / q)
-    return (np.clip(np.rint(v / step), -q, q) * step).astype(np.float32)
+    q = float(2 ** (bits - 1) - 1) if signed else float(2**bits - 1)
+    step = np.float32(rng) / np.float32(q)
+    return (np.clip(np.rint(v / step), -q if signed else 0.0, q) * step).astype(np.float32)
 
 
 def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
@@ -61,12 +65,21 @@ def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
         raise VerifyError(f"cim.xbar_mvm: input must be f32, not {x.dtype}")
     for kind in ("dac", "adc"):
         bits, rng = attrs[f"{kind}_bits"], attrs[f"{kind}_range"]
-        if not isinstance(bits, int) or isinstance(bits, bool) or not 0 <= bits <= 32:
-            raise VerifyError(f"cim.xbar_mvm: {kind}_bits must be an integer in 0..32, not {bits!r}")
+        is_int = isinstance(bits, int) and not isinstance(bits, bool)
+        if not is_int or not (bits == 0 or 2 <= bits <= 24):
+            raise VerifyError(
+                f"cim.xbar_mvm: {kind}_bits must be 0 (exact) or an integer in 2..24, not {bits!r}"
+            )
         if not isinstance(rng, float) or not np.isfinite(rng) or rng < 0:
-            raise VerifyError(f"cim.xbar_mvm: {kind}_range must be a finite float >= 0, not {rng!r}")
+            raise VerifyError(
+                f"cim.xbar_mvm: {kind}_range must be a finite float >= 0, not {rng!r}"
+            )
         if bits > 0 and rng <= 0:
             raise VerifyError(f"cim.xbar_mvm: {kind}_bits={bits} needs {kind}_range > 0")
+    if not isinstance(attrs["dac_signed"], bool):
+        raise VerifyError(
+            f"cim.xbar_mvm: dac_signed must be true or false, not {attrs['dac_signed']!r}"
+        )
     tile = attrs["tile"]
     if not (isinstance(tile, list) and len(tile) == 2 and all(isinstance(t, int) for t in tile)):
         raise VerifyError(f"cim.xbar_mvm: 'tile' must be [row_block, col_block], not {tile!r}")
@@ -77,15 +90,16 @@ def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
     "cim.xbar_mvm",
     operands=1,
     attrs=("levels", "scale", "dac_bits", "dac_range", "adc_bits", "adc_range", "tile"),
-    optional={"weight_shape": [], "utilisation": 0.0, "groups": 1, "slices": 1, "xbar": -1},
+    optional={"dac_signed": True, "weight_shape": [], "utilisation": 0.0, "groups": 1,
+              "slices": 1, "xbar": -1},
     infer=_xbar_mvm_type,
     summary="One crossbar tile: ADC(DAC(x) @ (levels * scale)).",
 )
 def xbar_mvm(attrs, x):
-    xq = quantize_symmetric(x, attrs["dac_bits"], attrs["dac_range"])
+    xq = quantize_converter(x, attrs["dac_bits"], attrs["dac_range"], attrs["dac_signed"])
     w = attrs["levels"].astype(np.float32) * attrs["scale"][None, :]
     y = np.matmul(xq, w).astype(np.float32)
-    return quantize_symmetric(y, attrs["adc_bits"], attrs["adc_range"])
+    return quantize_converter(y, attrs["adc_bits"], attrs["adc_range"])
 
 
 def _transfer_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
@@ -109,4 +123,4 @@ def transfer(attrs, x):
     return x
 
 
-__all__ = ["quantize_symmetric"]
+__all__ = ["quantize_converter"]

@@ -1,0 +1,243 @@
+"""Pass "place": put every crossbar tile on a (chip, core, crossbar) and every digital op on a core.
+
+Tiles are placed in program order, filling the crossbars of one core, then the next core, then the
+next chip, so the tiles of a layer sit on neighbouring cores and a layer's partial sums travel
+little. A chip holds ``cores x crossbars_per_core`` tiles (from the target; the options ``cores``
+and ``crossbars_per_core`` override it). With ``chips=0`` (the default, ``--chips auto``) the model
+is spread over as many chips as it needs; with ``chips=N`` a model that needs more than ``N``
+chips is refused with a message that says how many crossbars and chips it needs.
+
+Core ids are global over chips: core ``k`` of chip ``c`` has id ``c * cores + k``. Every placed op
+gets ``chip`` and ``core`` attributes; tiles also get ``xbar`` (the crossbar index in their core).
+A digital op runs on the core that holds its first operand (the "home" of the value: partial sums
+are added where the first partial is, the next layer's im2col runs where the previous layer's
+output is); an op with only constant operands runs on the core of its first placed user. A graph
+input lives on the core of the first tile that depends on it (``input_cores`` attribute of the
+function). An ``cim.im2col`` whose patches all feed tiles of one core runs on that core (its input
+is smaller than its patches, so that is what travels). Constants are not placed: every core that
+uses one gets its own copy.
+``ctx.reports["place"]`` holds crossbars, cores and chips used and the analytic minimum.
+
+Stage: cim (tiled) -> cim (placed). Test: tests/passes/test_place.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from cimc.errors import CimcError
+from cimc.ir.core import Func, Module, Op, Value
+from cimc.passes.base import Pass, PassContext
+from cimc.passes.tile import analytic_minimum, target_geometry
+
+
+@dataclass(frozen=True)
+class ChipShape:
+    cores: int
+    crossbars_per_core: int
+    name: str = "the target"
+
+    @property
+    def crossbars(self) -> int:
+        return self.cores * self.crossbars_per_core
+
+
+def chip_shape(target: Any, cores: int = 0, crossbars_per_core: int = 0) -> ChipShape:
+    if target is None and (cores <= 0 or crossbars_per_core <= 0):
+        raise CimcError(
+            "pass 'place' needs a target (compile with --target, or `cimc opt --target NAME`) or "
+            "explicit chip sizes, e.g. place{cores=64,crossbars_per_core=1}"
+        )
+    base_cores = int(target.chip.cores) if target is not None else 0
+    base_xpc = int(target.chip.crossbars_per_core) if target is not None else 0
+    name = f"'{target.name}'" if target is not None else "the chip"
+    return ChipShape(cores or base_cores, crossbars_per_core or base_xpc, name)
+
+
+def _is_const(v: Value) -> bool:
+    return v.op is not None and v.op.name == "nn.constant"
+
+
+def _input_cores(func: Func, tile_core: dict[Op, int], default: int) -> list[int]:
+    """Each argument's core: that of the first tile (in program order) that depends on it."""
+    cores = []
+    for arg in func.args:
+        reached: set[Value] = {arg}
+        core = default
+        for op in func.body.ops:
+            if any(v in reached for v in op.operands):
+                if op in tile_core:
+                    core = tile_core[op]
+                    break
+                reached.update(op.results)
+        cores.append(core)
+    return cores
+
+
+def _place_digital(func: Func, home: dict[Value, int], unplaced: list[Op]) -> None:
+    for op in func.body.ops:
+        if op.name in ("return", "nn.constant") or "core" in op.attrs:
+            for r in op.results:
+                if "core" in op.attrs:
+                    home[r] = op.attrs["core"]
+            continue
+        core = next((home[v] for v in op.operands if v in home), None)
+        if core is None:
+            unplaced.append(op)
+            continue
+        op.attrs["core"] = core
+        for r in op.results:
+            home[r] = core
+
+
+def _place_by_users(func: Func, unplaced: list[Op], default: int) -> None:
+    """Ops with only constant operands: the core of their first placed user."""
+    users = func.uses()
+    for op in reversed(unplaced):
+        core = default
+        for r in op.results:
+            placed = [u.attrs["core"] for u in users.get(r, []) if "core" in u.attrs]
+            if placed:
+                core = placed[0]
+                break
+        op.attrs["core"] = core
+
+
+def _pull_im2col(func: Func) -> int:
+    """Run an im2col (and the slices that cut its patches into row blocks) on the core of the
+    tiles it feeds, when they all sit on one core: its input is smaller than its patches, so
+    moving the input is cheaper than moving the patches. Returns how many moved."""
+    users = func.uses()
+    moved = 0
+    for op in func.body.ops:
+        if op.name != "cim.im2col":
+            continue
+        consumers: list[Op] = []
+        for u in users.get(op.result, []):
+            if u.name == "nn.slice" and all(
+                    w.name == "cim.xbar_mvm" for w in users.get(u.result, [])):
+                consumers.extend(users.get(u.result, []))
+            else:
+                consumers.append(u)
+        cores = {c.attrs.get("core") for c in consumers}
+        if len(cores) != 1 or None in cores:
+            continue
+        core = cores.pop()
+        if core == op.attrs["core"]:
+            continue
+        op.attrs["core"] = core
+        for u in users.get(op.result, []):
+            if u.name == "nn.slice":
+                u.attrs["core"] = core
+        moved += 1
+    return moved
+
+
+def _set_chips(func: Func, shape: ChipShape) -> None:
+    for op in func.body.ops:
+        if "core" not in op.attrs:
+            continue
+        core = op.attrs["core"]
+        op.attrs["chip"] = core // shape.cores
+        for region in op.regions:  # nested ops run where their parent runs
+            for inner in region.walk():
+                if inner.name not in ("yield", "nn.constant"):
+                    inner.attrs["core"] = core
+                    inner.attrs["chip"] = core // shape.cores
+
+
+@dataclass
+class Place(Pass):
+    """Assign crossbar tiles to (chip, core, crossbar) and digital ops to cores.
+
+    ``chips=0``: as many chips as needed; ``chips=N``: refuse a model needing more than N chips.
+    ``cores``/``crossbars_per_core`` (> 0) override the target's chip. Writes ``chip``, ``core``
+    (global id) and, on tiles, ``xbar`` attributes, the function's ``input_cores``, the module's
+    ``chips`` and ``cores_per_chip``, and ``ctx.reports["place"]``.
+
+    Stage: cim (tiled) -> cim (placed). Test: tests/passes/test_place.py.
+    """
+
+    name = "place"
+    chips: int = 0
+    cores: int = 0
+    crossbars_per_core: int = 0
+
+    def run(self, module: Module, ctx: PassContext) -> None:
+        if self.chips < 0:
+            raise CimcError(f"place: chips={self.chips}; use 0 (auto) or a positive chip count")
+        shape = chip_shape(ctx.target, self.cores, self.crossbars_per_core)
+        func = module.main
+        nested = [op for op in func.walk()
+                  if op.name == "cim.xbar_mvm" and op.parent is not func.body]
+        if nested:
+            raise CimcError(
+                f"place: {len(nested)} crossbar tile(s) sit inside op regions; only tiles in the "
+                "body of @main can be placed"
+            )
+        for op in func.walk():  # placing again starts from scratch
+            for key in ("chip", "core", "xbar"):
+                op.attrs.pop(key, None)
+        tiles = [op for op in func.body.ops if op.name == "cim.xbar_mvm"]
+        needed = max(math.ceil(len(tiles) / shape.crossbars), 1)
+        self._check_capacity(len(tiles), needed, shape)
+        tile_core: dict[Op, int] = {}
+        for k, op in enumerate(tiles):
+            op.attrs["core"] = k // shape.crossbars_per_core
+            op.attrs["xbar"] = k % shape.crossbars_per_core
+            tile_core[op] = op.attrs["core"]
+        first = tile_core[tiles[0]] if tiles else 0
+        func.attrs["input_cores"] = _input_cores(func, tile_core, first)
+        home: dict[Value, int] = dict(zip(func.args, func.attrs["input_cores"]))
+        unplaced: list[Op] = []
+        _place_digital(func, home, unplaced)
+        _place_by_users(func, unplaced, first)
+        _pull_im2col(func)
+        _set_chips(func, shape)
+        used_cores = sorted({op.attrs["core"] for op in func.body.ops if "core" in op.attrs}
+                            | set(func.attrs["input_cores"]))
+        chips_used = max(c // shape.cores for c in used_cores) + 1
+        module.attrs["chips"] = chips_used
+        module.attrs["cores_per_chip"] = shape.cores
+        ctx.reports["place"] = {
+            "crossbars": len(tiles),
+            "analytic_min": self._analytic_min(tiles, ctx),
+            "chips": chips_used,
+            "cores_used": len(used_cores),
+            "cores_with_crossbars": len(set(tile_core.values())),
+            "crossbars_per_chip": shape.crossbars,
+            "utilisation": _mean_utilisation(tiles),
+        }
+
+    def _check_capacity(self, n_tiles: int, needed: int, shape: ChipShape) -> None:
+        if self.chips and needed > self.chips:
+            raise CimcError(
+                f"the model needs {n_tiles} crossbars, i.e. {needed} chips of {shape.name} "
+                f"({shape.cores} cores x {shape.crossbars_per_core} crossbar(s) = "
+                f"{shape.crossbars} crossbars per chip), but chips={self.chips} allows only "
+                f"{self.chips * shape.crossbars}; use --chips auto (or --chips {needed}), or a "
+                "target with more or larger crossbars"
+            )
+
+    @staticmethod
+    def _analytic_min(tiles: list[Op], ctx: PassContext) -> int | None:
+        tile_report = ctx.reports.get("tile")
+        if tile_report:
+            return tile_report.get("analytic_min")
+        if ctx.target is not None:
+            geo = target_geometry(ctx.target)
+            layers: dict[str, tuple[int, ...]] = {}
+            for op in tiles:
+                shape = tuple(op.attrs.get("weight_shape") or ())
+                if shape:
+                    layers.setdefault(str(op.attrs.get("layer", id(op))), shape)
+            return sum(analytic_minimum(s, geo) for s in layers.values())
+        return None
+
+
+def _mean_utilisation(tiles: list[Op]) -> float:
+    if not tiles:
+        return 0.0
+    return sum(float(op.attrs.get("utilisation", 0.0)) for op in tiles) / len(tiles)

@@ -1,0 +1,366 @@
+"""Pass "quantize": crossbar weights to conductance levels, DAC/ADC ranges from calibration data.
+
+Weights. Each tile's float weights become signed integer levels, per column:
+``scale[c] = max|W[:, c]| / L`` and ``levels = clip(rint(W / scale), -L, L)`` where ``L`` is the
+target's ``max_level`` (its levels per device pair, or the grid its weight bits allow; with bit
+slicing the full integer, which the runtime splits into base-``levels`` digits over ``slices``
+device pairs). The largest weight of every column lands on the top level. A column of zeros keeps
+scale 1. Targets with continuous conductances (``max_level == 0``, e.g. ``ideal``) keep the exact
+float weights.
+
+Converters. When the target has DACs and/or ADCs (``dac_bits``/``adc_bits`` > 0), the pass runs
+the module (the same numpy semantics as the interpreter) on calibration inputs and records, at
+every tile, ``|x|`` of its input and ``|y|`` of its (float, pre-ADC) output. The DAC range of a tile
+is the ``dac_percentile`` percentile of ``|x|`` and its ADC range the ``adc_percentile`` percentile
+of ``|y|`` (defaults from the target's ``converters`` section, e.g. 99.99): values beyond are
+clipped, which trades rare outliers for resolution. Tiles that read the same input value get the
+same DAC range. Percentiles are taken over a seeded random subsample of at most
+``SAMPLES_PER_BATCH`` values per tensor and batch (all values for smaller tensors), so memory stays
+bounded on large models; a range of 0 (an input that was always zero) becomes the tensor's max,
+or 1.0.
+
+Calibration inputs come from ``ctx.calib`` (``--calib FILE.npz``: one array per model input,
+batch first, any number of samples; they are fed in batches of the model's compiled batch size,
+at most ``calib_samples`` samples). Without calibration data the pass uses ONE batch of seeded
+standard-normal inputs of the model's input shapes (``ctx.seed``) and says so in a warning and in
+``ctx.reports["quantize"]["calibration"]``: real data usually calibrates better.
+
+The result has exact noise-free semantics in the interpreter (``cim.xbar_mvm``: DAC quantise ->
+``levels * scale`` -> ADC clip/quantise), so it can be compared with the IR before this pass:
+equal for the ideal target, within quantisation error otherwise.
+
+Stage: cim (tiled) -> cim (quantised). Test: tests/passes/test_quantize.py.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cimc.errors import CimcError
+from cimc.ir import registry
+from cimc.ir.core import Block, Func, Module, Op, Value
+from cimc.ir.interpreter import run_block
+from cimc.passes.base import Pass, PassContext
+
+SAMPLES_PER_BATCH = 1 << 15
+
+
+def quantize_weights(w: np.ndarray, max_level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column symmetric quantisation: ``(levels, scale)`` with ``w ~ levels * scale``.
+
+    ``max_level == 0``: float weights, unit scale (continuous conductances)."""
+    w = np.asarray(w, dtype=np.float32)
+    if max_level <= 0:
+        return w.copy(), np.ones(w.shape[1], dtype=np.float32)
+    peak = np.abs(w).max(axis=0) if w.shape[0] else np.zeros(w.shape[1], np.float32)
+    scale = np.where(peak > 0, peak / np.float32(max_level), np.float32(1.0)).astype(np.float32)
+    levels = np.clip(np.rint(w / scale[None, :]), -max_level, max_level)
+    return levels.astype(level_dtype(max_level)), scale
+
+
+def level_dtype(max_level: int) -> np.dtype:
+    if max_level <= 127:
+        return np.dtype(np.int8)
+    if max_level <= 32767:
+        return np.dtype(np.int16)
+    return np.dtype(np.int32)
+
+
+# ----------------------------------------------------------------------------- input signs
+
+# Ops whose results are >= 0 whatever their inputs.
+_NONNEG_OPS = {"nn.relu", "nn.sigmoid", "nn.softmax", "nn.hard_sigmoid", "nn.exp", "nn.sqrt"}
+# Ops whose results are >= 0 when all their (non-constant) inputs are: they only move, pick,
+# average or take maxima of values (zero padding adds zeros).
+_SIGN_KEEPING_OPS = {
+    "nn.slice", "cim.im2col", "cim.transfer", "nn.reshape", "nn.transpose", "nn.max_pool",
+    "nn.avg_pool", "nn.global_avg_pool", "nn.global_max_pool", "nn.concat", "nn.split",
+    "nn.identity", "nn.gather", "nn.reduce_mean", "nn.reduce_sum", "nn.add", "nn.mul",
+}
+
+
+def _is_nonneg_const(v: Value) -> bool:
+    op = v.op
+    return op is not None and op.name == "nn.constant" and bool(np.all(op.attrs["value"] >= 0))
+
+
+def nonnegative_values(func: Func) -> set[Value]:
+    """Values that are >= 0 for every input, by construction (relu outputs and what is moved,
+    pooled or padded from them). Tiles reading such a value use an unsigned DAC."""
+    nonneg: set[Value] = set()
+    for op in func.body.ops:
+        ok = False
+        if op.name in _NONNEG_OPS:
+            ok = True
+        elif op.name == "nn.clip":
+            ok = float(op.attrs.get("min", -np.inf)) >= 0
+        elif op.name == "nn.pad":
+            ok = op.operands[0] in nonneg and float(op.attrs.get("value", 0.0)) >= 0
+        elif op.name == "nn.resize":
+            ok = op.operands[0] in nonneg and op.attrs.get("mode") != "cubic"
+        elif op.name in _SIGN_KEEPING_OPS and op.operands:
+            ok = all(v in nonneg or _is_nonneg_const(v) for v in op.operands)
+        if ok:
+            nonneg.update(op.results)
+    return nonneg
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+@dataclass
+class _Stats:
+    """Seeded subsample of |values| and the running max, per tensor."""
+
+    rng: np.random.Generator
+    samples: dict[Any, list[np.ndarray]] = field(default_factory=dict)
+    peak: dict[Any, float] = field(default_factory=dict)
+
+    def add(self, key: Any, value: np.ndarray) -> None:
+        flat = np.abs(np.asarray(value, dtype=np.float32).reshape(-1))
+        if flat.size == 0:
+            return
+        if flat.size > SAMPLES_PER_BATCH:
+            flat = flat[self.rng.integers(0, flat.size, SAMPLES_PER_BATCH)]
+            self.peak[key] = max(self.peak.get(key, 0.0), float(np.abs(value).max()))
+        else:
+            self.peak[key] = max(self.peak.get(key, 0.0), float(flat.max()))
+        self.samples.setdefault(key, []).append(flat)
+
+    def range(self, key: Any, percentile: float) -> float:
+        if key not in self.samples:
+            return 1.0
+        r = float(np.percentile(np.concatenate(self.samples[key]), percentile))
+        if not r > 0:
+            r = self.peak.get(key, 0.0)
+        return r if r > 0 and math.isfinite(r) else 1.0
+
+
+def _region_runner(region: Block, env: dict[Value, np.ndarray]) -> Callable[[list], list]:
+    def runner(xs: list) -> list:
+        return run_block(region, xs, env)
+
+    return runner
+
+
+def _evaluate(op: Op, inputs: list[np.ndarray], env: dict[Value, np.ndarray]) -> list[np.ndarray]:
+    """One op with the interpreter's semantics (results cast to their IR dtype)."""
+    opdef = registry.lookup(op.name)
+    attrs = opdef.with_defaults(op.attrs)
+    if op.regions:
+        runners = [_region_runner(r, env) for r in op.regions]
+        out = opdef.evaluate(attrs, *inputs, regions=runners)
+    else:
+        out = opdef.evaluate(attrs, *inputs)
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return [np.asarray(a).astype(v.type.np_dtype, copy=False) for a, v in zip(outs, op.results)]
+
+
+def _observe(func: Func, args: list[np.ndarray], tiles: set[Op], stats: _Stats) -> None:
+    """Run ``func`` on ``args``, feeding every tile's input and output to ``stats``."""
+    last: dict[Value, int] = {}
+    for i, op in enumerate(func.body.ops):
+        for inner in op.walk():
+            for v in inner.operands:
+                last[v] = i
+    env: dict[Value, np.ndarray] = dict(zip(func.args, args))
+    seen_inputs: set[Value] = set()
+    for i, op in enumerate(func.body.ops):
+        if op.name == "return":
+            break
+        inputs = [env[v] for v in op.operands]
+        try:
+            outs = _evaluate(op, inputs, env)
+        except CimcError:
+            raise
+        except Exception as e:
+            raise CimcError(f"quantize: calibration run failed at {op.name}: {e}") from e
+        if op in tiles:
+            x = op.operands[0]
+            if x not in seen_inputs:
+                stats.add(x, inputs[0])
+                seen_inputs.add(x)
+            stats.add(op, outs[0])
+        env.update(zip(op.results, outs))
+        for v in op.operands:
+            if last.get(v) == i:
+                env.pop(v, None)
+
+
+def calibration_batches(
+    func: Func, calib: Mapping[str, np.ndarray] | None, max_samples: int, seed: int
+) -> tuple[list[list[np.ndarray]], str]:
+    """Argument lists to run the model on, and a sentence saying where they came from."""
+    names, types = func.input_names, [a.type for a in func.args]
+    if calib is None:
+        rng = np.random.default_rng(seed)
+        batch = []
+        for t in types:
+            if t.dtype.startswith("f"):
+                batch.append(rng.standard_normal(t.shape).astype(t.np_dtype))
+            else:
+                batch.append(np.zeros(t.shape, dtype=t.np_dtype))
+        return [batch], (
+            f"default: one batch of seeded (seed {seed}) standard-normal inputs of the model's "
+            "input shapes; pass calibration data (--calib FILE.npz) for ranges that fit real inputs"
+        )
+    missing = [n for n in names if n not in calib]
+    if missing:
+        raise CimcError(
+            f"quantize: calibration data lacks input(s) {', '.join(missing)}; it has "
+            f"{', '.join(sorted(calib)) or 'nothing'}. Give one array per model input "
+            f"({', '.join(names)}), batch first"
+        )
+    counts = []
+    arrays = []
+    for name, t in zip(names, types):
+        a = np.asarray(calib[name])
+        if t.rank == 0 or a.ndim != t.rank or tuple(a.shape[1:]) != t.shape[1:]:
+            raise CimcError(
+                f"quantize: calibration array {name!r} has shape {list(a.shape)}; expected "
+                f"[N, {', '.join(map(str, t.shape[1:]))}] (any N, the model takes {list(t.shape)})"
+            )
+        if a.shape[0] < t.shape[0]:
+            raise CimcError(
+                f"quantize: calibration array {name!r} has {a.shape[0]} sample(s); the model's "
+                f"batch is {t.shape[0]}, so give at least that many"
+            )
+        counts.append(a.shape[0] // t.shape[0])
+        arrays.append(a.astype(t.np_dtype, copy=False))
+    per_batch = types[0].shape[0] if types and types[0].rank else 1
+    n = min(min(counts), max(1, math.ceil(max_samples / max(per_batch, 1))))
+    batches = []
+    for k in range(n):
+        batches.append([a[k * t.shape[0]:(k + 1) * t.shape[0]] for a, t in zip(arrays, types)])
+    return batches, f"calibration data: {n} batch(es) of {per_batch} sample(s)"
+
+
+# ----------------------------------------------------------------------------- the pass
+
+
+@dataclass(frozen=True)
+class _Settings:
+    max_level: int
+    dac_bits: int
+    adc_bits: int
+    dac_percentile: float
+    adc_percentile: float
+    slices: int
+
+
+@dataclass
+class Quantize(Pass):
+    """Map tile weights to the target's conductance levels; set DAC/ADC ranges from calibration.
+
+    Options override the target (``-1``/``0``: the target's value): ``max_level`` (0 = float
+    weights), ``dac_bits``, ``adc_bits``, ``dac_percentile``, ``adc_percentile``;
+    ``calib_samples`` caps the calibration samples used. Calibration data: ``ctx.calib``, else one
+    seeded standard-normal batch (with a warning). Writes ``ctx.reports["quantize"]``.
+
+    Stage: cim (tiled) -> cim (quantised). Test: tests/passes/test_quantize.py.
+    """
+
+    name = "quantize"
+    max_level: int = -1
+    dac_bits: int = -1
+    adc_bits: int = -1
+    dac_percentile: float = 0.0
+    adc_percentile: float = 0.0
+    calib_samples: int = 64
+
+    def settings(self, target: Any) -> _Settings:
+        if target is None and min(self.max_level, self.dac_bits, self.adc_bits) < 0:
+            raise CimcError(
+                "pass 'quantize' needs a target (compile with --target, or `cimc opt --target "
+                "NAME`) or explicit options, e.g. quantize{max_level=7,dac_bits=8,adc_bits=8}"
+            )
+        conv = target.converters if target is not None else None
+
+        def percentile(own: float, key: str) -> float:
+            return float(own) if own > 0 else float(getattr(conv, key)) if conv else 99.99
+
+        return _Settings(
+            max_level=self.max_level if self.max_level >= 0 else int(target.max_level),
+            dac_bits=self.dac_bits if self.dac_bits >= 0 else int(conv.dac_bits),
+            adc_bits=self.adc_bits if self.adc_bits >= 0 else int(conv.adc_bits),
+            dac_percentile=percentile(self.dac_percentile, "dac_percentile"),
+            adc_percentile=percentile(self.adc_percentile, "adc_percentile"),
+            slices=int(target.slices) if target is not None else 1,
+        )
+
+    def run(self, module: Module, ctx: PassContext) -> None:
+        s = self.settings(ctx.target)
+        for name, p in (("dac_percentile", s.dac_percentile), ("adc_percentile", s.adc_percentile)):
+            if not 0 < p <= 100:
+                raise CimcError(f"quantize: {name}={p}; expected a percentile in (0, 100]")
+        func = module.main
+        tiles = [op for op in func.walk() if op.name == "cim.xbar_mvm"]
+        report: dict[str, Any] = {
+            "max_level": s.max_level, "dac_bits": s.dac_bits, "adc_bits": s.adc_bits,
+            "slices": s.slices, "tiles": len(tiles),
+            "unsigned_dac_tiles": 0,
+        }
+        ranges: dict[Op, tuple[float, float]] = {}
+        if tiles and (s.dac_bits > 0 or s.adc_bits > 0):
+            ranges, report["calibration"] = self._calibrate(func, tiles, s, ctx)
+        else:
+            report["calibration"] = "none needed (no DAC/ADC quantisation)"
+        nonneg = nonnegative_values(func)
+        errors = []
+        for op in tiles:
+            errors.append(self._quantize_tile(op, s))
+            if s.dac_bits > 0 and op.operands[0] in nonneg:
+                op.attrs["dac_signed"] = False
+            else:
+                op.attrs.pop("dac_signed", None)
+            if op in ranges:
+                dac, adc = ranges[op]
+                op.attrs["dac_bits"] = s.dac_bits
+                op.attrs["dac_range"] = dac if s.dac_bits else 0.0
+                op.attrs["adc_bits"] = s.adc_bits
+                op.attrs["adc_range"] = adc if s.adc_bits else 0.0
+        report["max_weight_error"] = max(errors, default=0.0)
+        report["unsigned_dac_tiles"] = sum(1 for op in tiles if op.attrs.get("dac_signed") is False)
+        ctx.reports["quantize"] = report
+
+    @staticmethod
+    def _quantize_tile(op: Op, s: _Settings) -> float:
+        """Quantise one tile's weights in place; returns the largest |weight error| / max|W|."""
+        levels = op.attrs["levels"]
+        if s.max_level <= 0 or levels.dtype.kind != "f":
+            return 0.0
+        w = levels.astype(np.float32) * op.attrs["scale"][None, :]
+        new, scale = quantize_weights(w, s.max_level)
+        op.attrs["levels"], op.attrs["scale"] = new, scale
+        if s.slices > 1:
+            op.attrs["slices"] = s.slices
+        peak = float(np.abs(w).max()) if w.size else 0.0
+        err = float(np.abs(new.astype(np.float32) * scale[None, :] - w).max()) if w.size else 0.0
+        return err / peak if peak > 0 else 0.0
+
+    def _calibrate(
+        self, func: Func, tiles: list[Op], s: _Settings, ctx: PassContext
+    ) -> tuple[dict[Op, tuple[float, float]], str]:
+        batches, source = calibration_batches(func, ctx.calib, self.calib_samples, ctx.seed)
+        if ctx.calib is None:
+            warnings.warn(f"quantize: no calibration data; {source}", stacklevel=2)
+        top = {op for op in tiles if op.parent is func.body}
+        stats = _Stats(np.random.default_rng(ctx.seed))
+        for args in batches:
+            _observe(func, args, top, stats)
+        ranges = {}
+        for op in tiles:
+            if op in top:
+                dac = stats.range(op.operands[0], s.dac_percentile)
+                adc = stats.range(op, s.adc_percentile)
+            else:  # inside a region: not observed; the widest ranges seen elsewhere
+                dac = max((stats.range(t.operands[0], 100.0) for t in top), default=1.0)
+                adc = max((stats.range(t, 100.0) for t in top), default=1.0)
+            ranges[op] = (dac, adc)
+        return ranges, source

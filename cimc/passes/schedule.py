@@ -1,0 +1,126 @@
+"""Pass "schedule": per-core instruction order and transfers between cores and chips.
+
+After ``place`` every op has a home core. Each core executes its ops in the order they appear in
+the function body (a topological order), so a core's program is the body restricted to that core.
+Wherever a value is used on a core other than its home, ``schedule`` inserts
+``%v2 = cim.transfer(%v) {from = A, to = B, core = B, chip = ...}`` (identity semantics) directly
+after the value's definition, once per (value, destination core), and rewrites the users on B to
+read ``%v2``. The emitter turns a transfer into ``send`` on core A and ``recv`` on core B at the
+same point of the global order, so the per-pair FIFO order of sends and receives agree and the
+programs cannot deadlock (every core follows one global topological order). Sending right after
+the producer lets the receiver's transfer overlap the sender's remaining work.
+
+Constants are never transferred: every core that uses one loads its own copy. Graph inputs live
+on their ``input_cores``; transfers of inputs go first. ``ctx.reports["schedule"]`` counts the
+ops per core and the transfers (and how many cross chips).
+
+Stage: cim (placed) -> cim (scheduled). Test: tests/passes/test_schedule.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cimc.errors import CimcError
+from cimc.ir.core import Builder, Func, Module, Op, Value
+from cimc.passes.base import Pass, PassContext
+
+
+def value_homes(func: Func) -> dict[Value, int]:
+    """The core each non-constant value lives on (arguments: ``input_cores``)."""
+    homes: dict[Value, int] = {}
+    input_cores = func.attrs.get("input_cores")
+    if input_cores is None or len(input_cores) != len(func.args):
+        raise CimcError("schedule: @main has no input_cores; run the 'place' pass first")
+    homes.update(zip(func.args, input_cores))
+    for op in func.body.ops:
+        if op.name in ("return", "nn.constant"):
+            continue
+        if "core" not in op.attrs:
+            where = f" at {op.loc}" if op.loc else ""
+            raise CimcError(f"schedule: {op.name}{where} has no core; run the 'place' pass first")
+        for r in op.results:
+            homes[r] = op.attrs["core"]
+    return homes
+
+
+def _chip_of(core: int, cores_per_chip: int | None) -> int:
+    return core // cores_per_chip if cores_per_chip else 0
+
+
+@dataclass
+class Schedule(Pass):
+    """Order the work per core and insert cim.transfer ops between cores and chips.
+
+    Needs a placed module (``place``). Each core runs its ops in body order; a value used on
+    another core than its home gets one cim.transfer per destination core, right after its
+    definition. Writes ``ctx.reports["schedule"]``.
+
+    Stage: cim (placed) -> cim (scheduled). Test: tests/passes/test_schedule.py.
+    """
+
+    name = "schedule"
+
+    def run(self, module: Module, ctx: PassContext) -> None:
+        func = module.main
+        cores_per_chip = module.attrs.get("cores_per_chip")
+        homes = value_homes(func)
+        moved: dict[tuple[Value, int], Value] = {}
+        transfers: list[Op] = []
+        for op in list(func.body.ops):
+            if op.name in ("nn.constant", "cim.transfer"):
+                continue
+            if op.name == "return":
+                continue  # outputs are read on their home core
+            dest = op.attrs["core"]
+            new_operands = []
+            for v in op.operands:
+                src = homes.get(v)
+                if src is None or src == dest:
+                    new_operands.append(v)
+                    continue
+                key = (v, dest)
+                if key not in moved:
+                    moved[key] = self._transfer(func, v, src, dest, cores_per_chip, transfers)
+                new_operands.append(moved[key])
+            op.operands = new_operands
+        ctx.reports["schedule"] = _report(func, transfers, cores_per_chip)
+
+    @staticmethod
+    def _transfer(
+        func: Func, v: Value, src: int, dest: int, cores_per_chip: int | None, transfers: list[Op]
+    ) -> Value:
+        if v.op is None:  # an argument: after the transfers already made for arguments
+            index = sum(1 for t in transfers if t.operands[0].op is None)
+            b = Builder(func.body, index)
+        else:
+            b = Builder(func.body, func.body.ops.index(v.op) + 1)
+            # after earlier transfers of the same value, keeping them in creation order
+            while b.index < len(func.body.ops) and _is_transfer_of(func.body.ops[b.index], v):
+                b.index += 1
+        attrs: dict[str, Any] = {"from": src, "to": dest, "core": dest,
+                                 "chip": _chip_of(dest, cores_per_chip)}
+        t = b.create("cim.transfer", [v], attrs)
+        transfers.append(t)
+        return t.result
+
+
+def _is_transfer_of(op: Op, v: Value) -> bool:
+    return op.name == "cim.transfer" and op.operands[0] is v
+
+
+def _report(func: Func, transfers: list[Op], cores_per_chip: int | None) -> dict[str, Any]:
+    per_core: dict[int, int] = {}
+    for op in func.body.ops:
+        if "core" in op.attrs:
+            per_core[op.attrs["core"]] = per_core.get(op.attrs["core"], 0) + 1
+    chip_hops = sum(
+        1 for t in transfers
+        if _chip_of(t.attrs["from"], cores_per_chip) != _chip_of(t.attrs["to"], cores_per_chip)
+    )
+    return {
+        "transfers": len(transfers),
+        "chip_transfers": chip_hops,
+        "ops_per_core": dict(sorted(per_core.items())),
+    }

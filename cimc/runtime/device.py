@@ -1,0 +1,452 @@
+"""Device models of analog crossbars: numpy functions of a target's numbers.
+
+Nothing here knows a chip by name: every function takes the numbers (or the schema sections of
+:mod:`cimc.targets.schema`) it needs. Units: conductances in µS, times in seconds. All randomness
+comes from a passed :class:`numpy.random.Generator`, so the same seed gives the same chip.
+
+The pieces, in the order a weight meets them:
+
+1. Weight to levels: ``quantize_weights`` scales a tile (or each column) so max|W| maps to the
+   largest level and rounds, ``w ~ q * step``; ``slice_levels`` splits ``q`` into base-``levels``
+   digits for bit-sliced targets.
+2. Levels to conductance: ``levels_to_conductance`` puts the positive part on G+ and the negative
+   part on G-, ``|q|/max_level * g_max`` per polarity (``weights_to_conductance`` does the same for
+   unquantised weights).
+3. Programming (once per chip instance, :meth:`DeviceModel.program`): each polarity's target is
+   split equally over its units (``devices_per_weight/2/fit_devices``); each unit gets programming
+   noise ``max(G_T + sigma(g) xi, 0)`` and, for drifting devices, a drift exponent
+   ``nu = |mean(g) + std(g) xi|``.
+4. At time t (:meth:`ProgrammedArray.at`): drift ``G(t) = G_prog ((t + t0)/t0)^-nu`` and the
+   variance of the read noise of every cell. The device clock follows IBM aihwkit's convention:
+   t = 0 is the first read after programming, taken t0 seconds after programming (the drift
+   reference), so drift and 1/f noise use the elapsed time ``t + t0``.
+5. At every read (:meth:`ArrayState.mvm`): read noise, 1/f (relative to the drifted conductance)
+   and additive, redrawn each time.
+6. Converters: ``dac`` quantises inputs over a calibrated range, ``adc`` clips and quantises the
+   column outputs.
+7. Global drift compensation: ``gdc_reference`` after programming, ``gdc_factor`` at time t.
+
+Read noise is zero-mean Gaussian and independent per device. ``ArrayState.mvm`` has two modes:
+
+- ``per_vector=False`` (default, fast): one draw of every cell's read noise per call, shared by
+  all vectors of that call (one ``mvm`` instruction), as aihwkit perturbs weights once per
+  forward pass. Cost: R*C normals per call, whatever the batch.
+- ``per_vector=True`` (exact in distribution for every vector): for one input x the column
+  noise is exactly Gaussian with variance ``(x*x) @ var``, drawn per vector. Cost: one extra
+  matrix product and batch*C normals per call (for convolutions, batch*positions*C).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cimc.errors import RuntimeInputError
+from cimc.targets.schema import Drift, Piece, ProgrammingNoise, ReadNoise, Target
+
+# Normalised conductances below this are treated as this value in ln(g) and g^p.
+G_FLOOR = 1e-7
+
+# --------------------------------------------------------------------------------------------
+# Piecewise curves of the normalised conductance g = G/G_max
+# --------------------------------------------------------------------------------------------
+
+
+def _eval_piece(piece: Piece, g: np.ndarray) -> np.ndarray:
+    if piece.poly:
+        out = np.polynomial.polynomial.polyval(g, piece.poly)
+    elif piece.log_linear:
+        a, b = piece.log_linear
+        out = a * np.log(g) + b
+    else:
+        c, p = piece.power
+        out = c * np.power(g, p)
+    if piece.clip:
+        out = np.clip(out, piece.clip[0], piece.clip[1])
+    return np.asarray(out, dtype=g.dtype)
+
+
+def eval_curve(curve: Sequence[Piece], g: np.ndarray) -> np.ndarray:
+    """Evaluate a piecewise curve at normalised conductances ``g`` (floored at G_FLOOR)."""
+    g = np.maximum(np.asarray(g, dtype=np.float64), G_FLOOR)
+    if len(curve) == 1:
+        return _eval_piece(curve[0], g)
+    index = np.searchsorted([p.from_g for p in curve[1:]], g, side="right")
+    out = np.empty_like(g)
+    for i, piece in enumerate(curve):
+        mask = index == i
+        if mask.any():
+            out[mask] = _eval_piece(piece, g[mask])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Weights to integer levels to conductances
+# --------------------------------------------------------------------------------------------
+
+
+def weight_max_abs(w: np.ndarray, per_column: bool = False) -> np.ndarray:
+    """max|W| of the tile (shape ``()``) or of each column (last axis; shape ``[..., 1, M]``).
+
+    All-zero tiles or columns give 1, so dividing by the result is always safe.
+    """
+    w = np.asarray(w)
+    if per_column:
+        m = np.max(np.abs(w), axis=-2, keepdims=True) if w.ndim >= 2 else np.abs(w)
+    else:
+        m = np.max(np.abs(w)) if w.size else np.float64(0.0)
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m > 0, m, 1.0)
+
+
+def quantize_weights(w: np.ndarray, max_level: int,
+                     per_column: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Integer levels ``q`` in [-max_level, max_level] and ``step`` with ``w ~ q * step``.
+
+    ``step`` is ``max|W| / max_level`` of the tile, or of each column with ``per_column``.
+    """
+    if max_level < 1:
+        raise ValueError(f"max_level must be >= 1, got {max_level}")
+    step = weight_max_abs(w, per_column) / max_level
+    q = np.clip(np.rint(np.asarray(w, dtype=np.float64) / step), -max_level, max_level)
+    return q.astype(np.int32), step
+
+
+def slice_levels(q: np.ndarray, levels: int, slices: int) -> np.ndarray:
+    """Signed base-``levels`` digits of ``q``, least significant first: ``[slices, *q.shape]``.
+
+    Each digit lies in [-(levels-1), levels-1] and has the sign of ``q``;
+    ``combine_slices`` inverts this. ``|q|`` must be below ``levels**slices``.
+    """
+    q = np.asarray(q, dtype=np.int64)
+    mag, sign = np.abs(q), np.sign(q)
+    if mag.size and int(mag.max()) >= levels ** slices:
+        raise ValueError(f"|q| up to {int(mag.max())} needs more than {slices} slices "
+                         f"of base {levels}")
+    digits = np.empty((slices, *q.shape), dtype=np.int32)
+    for s in range(slices):
+        digits[s] = sign * (mag % levels)
+        mag = mag // levels
+    return digits
+
+
+def combine_slices(digits: np.ndarray, levels: int) -> np.ndarray:
+    """Inverse of ``slice_levels``: ``sum_s digits[s] * levels**s``."""
+    weights = levels ** np.arange(digits.shape[0], dtype=np.int64)
+    return np.tensordot(weights, np.asarray(digits, dtype=np.int64), axes=1)
+
+
+def levels_to_conductance(q: np.ndarray, max_level: int,
+                          g_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """Target conductances (µS, float32) of G+ and G-: ``|q|/max_level * g_max`` on the side of
+    q's sign, 0 on the other. A weight is then ``w ~ (G+ - G-) * step * max_level / g_max``."""
+    q = np.asarray(q)
+    unit = np.float32(g_max / max_level)
+    g_plus = np.maximum(q, 0).astype(np.float32) * unit
+    g_minus = np.maximum(-q, 0).astype(np.float32) * unit
+    return g_plus, g_minus
+
+
+def weights_to_conductance(w: np.ndarray, g_max: float, per_column: bool = False
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unquantised mapping: ``(G+, G-, scale)`` with max|W| -> g_max and
+    ``w ~ (G+ - G-) * scale``."""
+    scale = weight_max_abs(w, per_column) / g_max
+    g = np.asarray(w, dtype=np.float64) / scale
+    return (np.maximum(g, 0).astype(np.float32), np.maximum(-g, 0).astype(np.float32),
+            scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Programming noise, drift and read noise
+# --------------------------------------------------------------------------------------------
+
+
+def programming_sigma(g_target: np.ndarray, g_max: float,
+                      noise: ProgrammingNoise) -> np.ndarray:
+    """sigma(g) in µS: the fitted polynomial in g = G_T/g_max, scaled by g_max/fit_g_max."""
+    g = np.asarray(g_target, dtype=np.float64) / g_max
+    sigma = np.polynomial.polynomial.polyval(g, noise.coeffs_us)
+    return np.maximum(sigma * (g_max / noise.fit_g_max_us), 0.0)
+
+
+def program(g_target: np.ndarray, g_max: float, noise: ProgrammingNoise | None,
+            rng: np.random.Generator) -> np.ndarray:
+    """Programmed conductances ``max(G_T + sigma(g) xi, 0)`` (float32); exact without noise."""
+    g_target = np.asarray(g_target, dtype=np.float32)
+    if noise is None:
+        return g_target.copy()
+    sigma = programming_sigma(g_target, g_max, noise).astype(np.float32)
+    xi = rng.standard_normal(g_target.shape, dtype=np.float32)
+    return np.maximum(g_target + sigma * xi, 0.0, dtype=np.float32)
+
+
+def drift_exponent_stats(g_target: np.ndarray, g_max: float,
+                         drift: Drift) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of the drift exponent nu at each target conductance."""
+    g = np.asarray(g_target, dtype=np.float64) / g_max
+    return eval_curve(drift.nu_mean, g), np.maximum(eval_curve(drift.nu_std, g), 0.0)
+
+
+def draw_drift_exponents(g_target: np.ndarray, g_max: float, drift: Drift,
+                         rng: np.random.Generator) -> np.ndarray:
+    """nu = |mean(g) + std(g) xi|, drawn once per device (float32)."""
+    mean, std = drift_exponent_stats(g_target, g_max, drift)
+    xi = rng.standard_normal(np.shape(g_target), dtype=np.float32)
+    return np.abs(mean + std * xi).astype(np.float32)
+
+
+def check_time(t: float) -> float:
+    t = float(t)
+    if not np.isfinite(t) or t < 0:
+        raise RuntimeInputError(f"time since programming must be a finite number of seconds "
+                                f">= 0, got {t}")
+    return t
+
+
+def drift_factor(nu: np.ndarray, t: float, t0: float) -> np.ndarray:
+    """``((t + t0)/t0)^-nu``: 1 at t = 0 (the first read, t0 after programming)."""
+    log_ratio = np.log1p(check_time(t) / t0)
+    return np.exp(-np.asarray(nu, dtype=np.float32) * np.float32(log_ratio))
+
+
+def drifted(g_prog: np.ndarray, nu: np.ndarray, t: float, t0: float) -> np.ndarray:
+    """PCM drift ``G(t) = G_prog ((t + t0)/t0)^-nu``."""
+    return g_prog * drift_factor(nu, t, t0)
+
+
+def one_over_f_scale(elapsed: float, t_read: float) -> float:
+    """sqrt(ln((elapsed + t_read)/(2 t_read))), 0 before one read time has passed."""
+    return float(np.sqrt(max(np.log((elapsed + t_read) / (2.0 * t_read)), 0.0)))
+
+
+def one_over_f_amplitude(g_prog: np.ndarray, g_max: float, read: ReadNoise) -> np.ndarray | None:
+    """Q_s(G_prog/g_max) per device (float32), or None without 1/f noise."""
+    if not read.q_s:
+        return None
+    return eval_curve(read.q_s, np.asarray(g_prog) / g_max).astype(np.float32)
+
+
+def read_noise_variance(g_prog: np.ndarray, g_now: np.ndarray, g_max: float, elapsed: float,
+                        read: ReadNoise, q_s: np.ndarray | None = None) -> np.ndarray:
+    """Variance (µS²) of one read of each device: 1/f noise of relative sigma
+    ``Q_s(G_prog/g_max) * one_over_f_scale`` on |G(t)|, plus additive ``additive_rel * g_max``.
+
+    ``q_s`` may pass ``one_over_f_amplitude(g_prog, ...)`` computed once at programming time.
+    """
+    var = np.zeros(np.shape(g_now), dtype=np.float32)
+    if read.q_s:
+        q_s = one_over_f_amplitude(g_prog, g_max, read) if q_s is None else q_s
+        rel = q_s * np.float32(one_over_f_scale(elapsed, read.t_read_s))
+        var += np.square(rel * np.abs(g_now))
+    if read.additive_rel:
+        var += np.float32((read.additive_rel * g_max) ** 2)
+    return var
+
+
+# --------------------------------------------------------------------------------------------
+# DAC and ADC
+# --------------------------------------------------------------------------------------------
+
+
+def _float(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
+
+
+def quantize_signed(x: np.ndarray, bits: int, max_abs: float | np.ndarray) -> np.ndarray:
+    """Clip to [-max_abs, max_abs] and round to ``2^(bits-1) - 1`` steps per side (0 exact)."""
+    x = _float(x)
+    n = 2 ** (bits - 1) - 1 if bits > 1 else 1
+    max_abs = np.asarray(max_abs, dtype=x.dtype)
+    step = np.where(max_abs > 0, max_abs / n, 1).astype(x.dtype)
+    y = np.divide(x, step)
+    np.rint(y, out=y)
+    np.clip(y, -n, n, out=y)
+    y *= step
+    return y
+
+
+def quantize_unsigned(x: np.ndarray, bits: int, max_val: float | np.ndarray) -> np.ndarray:
+    """Clip to [0, max_val] and round to ``2^bits - 1`` steps."""
+    x = _float(x)
+    n = 2 ** bits - 1
+    max_val = np.asarray(max_val, dtype=x.dtype)
+    step = np.where(max_val > 0, max_val / n, 1).astype(x.dtype)
+    y = np.divide(x, step)
+    np.rint(y, out=y)
+    np.clip(y, 0, n, out=y)
+    y *= step
+    return y
+
+
+def dac(x: np.ndarray, bits: int, lo: float, hi: float) -> np.ndarray:
+    """Inputs as the DAC applies them: exact when ``bits == 0``; unsigned over [0, hi] when the
+    calibrated range has ``lo >= 0``; otherwise signed over [-m, m], m = max(|lo|, |hi|)."""
+    if bits == 0:
+        return _float(x)
+    if lo >= 0:
+        return quantize_unsigned(x, bits, hi)
+    return quantize_signed(x, bits, max(abs(lo), abs(hi)))
+
+
+def adc(y: np.ndarray, bits: int, max_abs: float | np.ndarray) -> np.ndarray:
+    """Column outputs as the ADC reports them: clipped to ±max_abs (a scalar or one value per
+    column) and quantised to ``bits`` (signed); exact when ``bits == 0``."""
+    if bits == 0:
+        return _float(y)
+    return quantize_signed(y, bits, max_abs)
+
+
+# --------------------------------------------------------------------------------------------
+# Global drift compensation
+# --------------------------------------------------------------------------------------------
+
+
+def gdc_probe(rows: int, n: int = 32) -> np.ndarray:
+    """The known input pushed through a tile: ``n`` fixed ±1 vectors of length ``rows``.
+
+    Part of the chip, not of an instance: the same for every seed.
+    """
+    return np.random.default_rng(0x6DC).choice(np.array([-1.0, 1.0], np.float32), (n, rows))
+
+
+def gdc_reference(g_eff: np.ndarray, probe: np.ndarray | None = None) -> float:
+    """Mean |output| of the probe through a tile's effective conductances (taken at t = 0)."""
+    probe = gdc_probe(g_eff.shape[-2]) if probe is None else probe
+    return float(np.mean(np.abs(probe @ g_eff)))
+
+
+def gdc_factor(reference: float, g_eff_t: np.ndarray,
+               probe: np.ndarray | None = None) -> float:
+    """Output scale at time t: reference / mean |probe @ G(t)| (1 when either is 0)."""
+    now = gdc_reference(g_eff_t, probe)
+    return reference / now if now > 0 and reference > 0 else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# A device model and a programmed array
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """The statistical model of one target's devices.
+
+    ``g_max`` is one polarity's maximum conductance, split over ``units`` independently
+    modelled units (``devices_per_weight / 2 / fit_devices``).
+    """
+
+    kind: str
+    g_max: float
+    units: int = 1
+    programming: ProgrammingNoise | None = None
+    drift: Drift | None = None
+    read: ReadNoise | None = None
+
+    @classmethod
+    def from_target(cls, target: Target) -> DeviceModel:
+        dev = target.device
+        return cls(kind=dev.kind, g_max=dev.g_max_us, units=target.units_per_polarity,
+                   programming=dev.programming_noise, drift=dev.drift, read=dev.read_noise)
+
+    @property
+    def g_max_unit(self) -> float:
+        return self.g_max / self.units
+
+    @property
+    def noiseless(self) -> bool:
+        return self.programming is None and self.drift is None and self.read is None
+
+    def program(self, g_plus: np.ndarray, g_minus: np.ndarray,
+                rng: np.random.Generator) -> ProgrammedArray:
+        """Program target conductances (µS per polarity, e.g. from ``levels_to_conductance``).
+
+        Draw order (fixed, so a seed reproduces a chip): programming noise of G+ then G-, then
+        the drift exponents of G+ then G-.
+        """
+        targets = [self._split(g) for g in (g_plus, g_minus)]
+        progs = [program(g, self.g_max_unit, self.programming, rng) for g in targets]
+        nus: list[np.ndarray | None] = [None, None]
+        if self.drift is not None:
+            nus = [draw_drift_exponents(g, self.g_max_unit, self.drift, rng) for g in targets]
+        q_s: list[np.ndarray | None] = [None, None]
+        if self.read is not None:
+            q_s = [one_over_f_amplitude(g, self.g_max_unit, self.read) for g in progs]
+        return ProgrammedArray(self, progs[0], progs[1], nus[0], nus[1], q_s[0], q_s[1])
+
+    def _split(self, g: np.ndarray) -> np.ndarray:
+        g = np.asarray(g, dtype=np.float32)
+        if g.min(initial=0.0) < 0 or g.max(initial=0.0) > self.g_max * (1 + 1e-6):
+            raise ValueError(f"target conductances must lie in [0, {self.g_max}] µS")
+        return np.broadcast_to(g / np.float32(self.units), (self.units, *g.shape))
+
+
+@dataclass(frozen=True)
+class ProgrammedArray:
+    """One crossbar tile of a chip instance: programmed conductances ``[units, R, C]`` per
+    polarity, each device's drift exponent (drifting devices) and 1/f amplitude Q_s (PCM)."""
+
+    model: DeviceModel
+    g_plus: np.ndarray
+    g_minus: np.ndarray
+    nu_plus: np.ndarray | None = None
+    nu_minus: np.ndarray | None = None
+    q_s_plus: np.ndarray | None = None
+    q_s_minus: np.ndarray | None = None
+
+    def conductances(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """G+ and G- (``[units, R, C]``) at time t, drift applied."""
+        drift = self.model.drift
+        if drift is None:
+            check_time(t)
+            return self.g_plus, self.g_minus
+        return (drifted(self.g_plus, self.nu_plus, t, drift.t0_s),
+                drifted(self.g_minus, self.nu_minus, t, drift.t0_s))
+
+    def at(self, t: float) -> ArrayState:
+        """The tile at time t: effective conductances (G+ - G-, µS) and read-noise variance."""
+        gp, gm = self.conductances(t)
+        g_eff = (gp.sum(axis=0) - gm.sum(axis=0)).astype(np.float32)
+        read = self.model.read
+        if read is None:
+            return ArrayState(g_eff)
+        elapsed = t + (self.model.drift.t0_s if self.model.drift is not None else 0.0)
+        g_max = self.model.g_max_unit
+        var = (read_noise_variance(self.g_plus, gp, g_max, elapsed, read, self.q_s_plus)
+               + read_noise_variance(self.g_minus, gm, g_max, elapsed, read, self.q_s_minus))
+        var = var.sum(axis=0)
+        return ArrayState(g_eff, var.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class ArrayState:
+    """A tile frozen at one time: what every MVM of a run reads (plus fresh read noise)."""
+
+    g_eff: np.ndarray
+    read_var: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        std = None if self.read_var is None else np.sqrt(self.read_var)
+        object.__setattr__(self, "_read_std", std)
+
+    def mvm(self, x: np.ndarray, rng: np.random.Generator | None = None,
+            per_vector: bool = False) -> np.ndarray:
+        """``x @ G`` for a batch ``x [..., R]`` (µS times input units), with read noise drawn
+        once per call and shared by the batch, or independently for every vector
+        (``per_vector``; see the module docstring for the cost of each)."""
+        x = _float(x)
+        if self.read_var is None:
+            return x @ self.g_eff.astype(x.dtype, copy=False)
+        if rng is None:
+            raise ValueError("an array with read noise needs a random Generator")
+        if not per_vector:
+            xi = rng.standard_normal(self.g_eff.shape, dtype=np.float32)
+            return x @ (self.g_eff + self._read_std * xi).astype(x.dtype, copy=False)
+        y = x @ self.g_eff.astype(x.dtype, copy=False)
+        std = np.sqrt(np.square(x) @ self.read_var.astype(x.dtype, copy=False))
+        std *= rng.standard_normal(std.shape, dtype=std.dtype)
+        y += std
+        return y

@@ -1,0 +1,696 @@
+"""The chip machine: programmed crossbars and the execution of the core programs (docs/isa.md).
+
+:class:`Machine` is built once per chip instance. Building it
+
+- programs every crossbar tile (weights.npz levels -> target conductances -> programming noise
+  and drift exponents, drawn once from the seed, through :mod:`cimc.runtime.device`);
+- compiles each core program into a list of steps with every parameter resolved, so a run does no
+  parsing and no per-vector Python work.
+
+:meth:`Machine.execute` runs the programs on one batch: the cores are interleaved (each runs until
+it blocks on a ``recv`` whose message has not been sent), a deadlock is reported with the cores
+and the instructions they wait at, and every instruction works on the whole batch at once (one
+matrix product per ``mvm``, plus one more for the read-noise variance).
+
+Per time ``t``, :meth:`Machine.tiles_at` turns the programmed conductances into the matrices an
+``mvm`` multiplies by (drift applied, scales folded in, read-noise variance, drift-compensation
+gain) and caches them, so repeated runs at the same ``t`` do not redo the drift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cimc.errors import ArtifactError, CimcError, RuntimeInputError
+from cimc.runtime import device
+from cimc.runtime.artifact import Artifact, TensorSpec
+from cimc.runtime.isa import Instr, Program
+
+# IR dtype names (docs/isa.md, manifest inputs/outputs) -> numpy dtypes.
+DTYPES: dict[str, np.dtype] = {
+    "f32": np.dtype(np.float32), "f64": np.dtype(np.float64), "f16": np.dtype(np.float16),
+    "i64": np.dtype(np.int64), "i32": np.dtype(np.int32), "i16": np.dtype(np.int16),
+    "i8": np.dtype(np.int8), "u8": np.dtype(np.uint8), "i1": np.dtype(np.bool_),
+}
+
+# dop attributes whose first entry is the batch size the model was compiled for.
+_BATCH_ATTRS = {"nn.reshape": "shape", "nn.resize": "sizes"}
+
+_T_CACHE_SIZE = 4
+
+
+# ------------------------------------------------------------------------------ op kernels
+
+
+def nn_kernel(name: str) -> tuple[Callable[..., Any], tuple[int, int | None], tuple[str, ...]]:
+    """The numpy kernel of digital op ``name``: ``(fn(attrs, *arrays), arity, required attrs)``.
+
+    TEMPORARY: the only place the runtime touches the compiler's op registry. The lead moves the
+    op kernels to a compiler-independent module; keep this the single call site.
+    """
+    from cimc.errors import VerifyError
+    from cimc.ir.registry import get
+
+    try:
+        opdef = get(name)
+    except VerifyError:  # pragma: no cover - get() returns None for unknown names
+        opdef = None
+    if opdef is None or opdef.regions:
+        raise KeyError(name)
+
+    def run(attrs: dict[str, Any], *xs: np.ndarray) -> Any:
+        return opdef.evaluate(opdef.with_defaults(attrs), *xs)
+
+    return run, opdef.operands, tuple(opdef.attrs)
+
+
+# ------------------------------------------------------------------------------ fast kernels
+
+
+def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal float32 samples by the Box-Muller transform (exact in distribution).
+
+    About twice as fast as ``Generator.standard_normal`` for float32 on large arrays.
+    """
+    n = math.prod(shape)
+    half = (n + 1) // 2
+    u = rng.random((2, half), dtype=np.float32)
+    r, theta = u[0], u[1]
+    np.subtract(np.float32(1.0), r, out=r)  # (0, 1]: log is finite
+    np.log(r, out=r)
+    r *= np.float32(-2.0)
+    np.sqrt(r, out=r)
+    theta *= np.float32(2.0 * np.pi)
+    out = np.empty(2 * half, dtype=np.float32)
+    np.cos(theta, out=out[:half])
+    np.sin(theta, out=out[half:])
+    out[:half] *= r
+    out[half:] *= r
+    return out[:n].reshape(shape)
+
+
+def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int],
+           dilations: list[int]) -> np.ndarray:
+    """``cim.im2col``: ``x [N, C, *S] -> [N, *O, C*prod(kernel)]``, channel-major patches."""
+    d = len(kernel)
+    n, c = x.shape[:2]
+    if any(pads):
+        x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[d + i]) for i in range(d)])
+    spatial = x.shape[2:]
+    out = [(spatial[i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(d)]
+    if min(out) < 1:
+        raise ValueError(f"input spatial shape {x.shape[2:]} (padded) is smaller than the "
+                         f"kernel {kernel} with dilations {dilations}")
+    st = x.strides
+    view = np.lib.stride_tricks.as_strided(
+        x,
+        shape=(n, c, *out, *kernel),
+        strides=(st[0], st[1], *(st[2 + i] * strides[i] for i in range(d)),
+                 *(st[2 + i] * dilations[i] for i in range(d))),
+        writeable=False,
+    )
+    perm = (0, *range(2, 2 + d), 1, *range(2 + d, 2 + 2 * d))
+    return view.transpose(perm).reshape(n, *out, c * math.prod(kernel))
+
+
+def _quant_params(bits: int, max_abs: float, signed: bool = True) -> tuple[float, float]:
+    """(largest code, step) of a converter: signed symmetric (2^(bits-1) - 1 steps per side)
+    or unsigned over [0, max_abs] (2^bits - 1 steps)."""
+    n = float(2 ** (bits - 1) - 1 if signed else 2**bits - 1)
+    return n, max_abs / n
+
+
+# ------------------------------------------------------------------------------ crossbar tiles
+
+
+@dataclass
+class Tile:
+    """One programmed crossbar of a chip instance."""
+
+    core: int
+    index: int
+    rows: int
+    cols: int
+    layer: str
+    weight: np.ndarray | None = None  # exact float weights (noiseless devices)
+    array: device.ProgrammedArray | None = None
+    out_scale: np.ndarray | None = None  # [cols]: µS -> weight units
+    gdc_ref: float = 0.0
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.core, self.index)
+
+
+@dataclass(frozen=True)
+class TileAt:
+    """A tile frozen at time t: what each mvm multiplies by."""
+
+    weight: np.ndarray  # [rows, cols] float32, weight units (scale folded in)
+    read_var: np.ndarray | None  # [rows, cols] float32, variance of one read in weight units²
+    gain: float  # global drift compensation factor, applied after the ADC
+
+
+def _levels_and_scale(art: Artifact, core: int, x: int, rows: int, cols: int, where: str
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    lk, sk = f"xbar/{core}/{x}/levels", f"xbar/{core}/{x}/scale"
+    for k in (lk, sk):
+        if k not in art.weights:
+            raise ArtifactError(f"{art.path}/weights.npz: missing '{k}' (declared at {where})")
+    levels = np.asarray(art.weights[lk])
+    scale = np.asarray(art.weights[sk])
+    if levels.shape != (rows, cols):
+        raise ArtifactError(f"{art.path}/weights.npz: '{lk}' has shape {list(levels.shape)}, "
+                            f"but {where} declares rows={rows} cols={cols}")
+    if scale.shape != (cols,):
+        raise ArtifactError(f"{art.path}/weights.npz: '{sk}' has shape {list(scale.shape)}, "
+                            f"expected [{cols}]")
+    if levels.dtype.kind not in "iuf" or scale.dtype.kind != "f":
+        raise ArtifactError(f"{art.path}/weights.npz: '{lk}' must be integer or float and "
+                            f"'{sk}' float, got {levels.dtype} and {scale.dtype}")
+    if not (np.isfinite(levels).all() and np.isfinite(scale).all()):
+        raise ArtifactError(f"{art.path}/weights.npz: '{lk}' or '{sk}' holds NaN or Inf")
+    return levels, scale.astype(np.float32)
+
+
+def program_tiles(art: Artifact, rng: np.random.Generator,
+                  flips: Mapping[str, np.ndarray] | None = None) -> dict[tuple[int, int], Tile]:
+    """Program every crossbar of the artifact (cores and crossbars in ascending order)."""
+    target = art.target
+    model = device.DeviceModel.from_target(target)
+    max_level = target.slice_max_level
+    tiles: dict[tuple[int, int], Tile] = {}
+    for core in sorted(art.programs):
+        prog = art.programs[core]
+        for x in sorted(prog.xbars):
+            decl = prog.xbars[x]
+            where = f"{prog.file}:{decl.line}"
+            if decl.rows > target.crossbar.rows or decl.cols > target.weight_cols:
+                raise ArtifactError(
+                    f"{where}: crossbar {x} uses {decl.rows}x{decl.cols} weights, more than the "
+                    f"target's {target.crossbar.rows}x{target.weight_cols}")
+            levels, scale = _levels_and_scale(art, core, x, decl.rows, decl.cols, where)
+            flip = None if flips is None else flips.get(f"xbar/{core}/{x}/flip")
+            if flip is not None:
+                levels = np.where(np.asarray(flip, dtype=bool), -levels, levels)
+            tile = Tile(core, x, decl.rows, decl.cols, decl.layer)
+            if model.kind == "ideal":
+                tile.weight = (levels.astype(np.float32) * scale).astype(np.float32)
+            else:
+                _program_tile(tile, levels, scale, max_level, model, rng, where)
+            tiles[tile.key] = tile
+    return tiles
+
+
+def _program_tile(tile: Tile, levels: np.ndarray, scale: np.ndarray, max_level: int,
+                  model: device.DeviceModel, rng: np.random.Generator, where: str) -> None:
+    lmax = float(max_level) if max_level > 0 else float(np.max(np.abs(levels), initial=0.0))
+    lmax = lmax or 1.0
+    if np.max(np.abs(levels), initial=0.0) > lmax * (1 + 1e-6):
+        raise ArtifactError(f"{where}: crossbar {tile.index} holds levels up to "
+                            f"{np.max(np.abs(levels)):g}, beyond the target's ±{lmax:g}")
+    g_plus, g_minus = device.levels_to_conductance(levels.astype(np.float32), lmax, model.g_max)
+    tile.array = model.program(g_plus, g_minus, rng)
+    tile.out_scale = (scale * np.float32(lmax / model.g_max)).astype(np.float32)
+    tile.gdc_ref = device.gdc_reference(tile.array.at(0.0).g_eff)
+
+
+def tile_at(tile: Tile, t: float, compensate: bool) -> TileAt:
+    """The matrices one tile multiplies by at time t."""
+    if tile.weight is not None:
+        return TileAt(tile.weight, None, 1.0)
+    state = tile.array.at(t)
+    weight = (state.g_eff * tile.out_scale).astype(np.float32)
+    var = None
+    if state.read_var is not None and np.any(state.read_var > 0):
+        var = (state.read_var * np.square(tile.out_scale)).astype(np.float32)
+    gain = device.gdc_factor(tile.gdc_ref, state.g_eff) if compensate else 1.0
+    return TileAt(weight, var, float(gain))
+
+
+# ------------------------------------------------------------------------------ steps
+
+
+class ExecError(Exception):
+    """Raised inside a step; the scheduler adds the instruction's location."""
+
+
+@dataclass
+class RunContext:
+    """What the steps of one execution share."""
+
+    tiles: Mapping[tuple[int, int], TileAt]
+    rng: np.random.Generator
+    noise: bool = True
+
+
+class Step:
+    """A compiled instruction. ``run`` reads and writes the core's buffer environment."""
+
+    kind = ""
+
+    def __init__(self, core: int, ins: Instr, file: str) -> None:
+        self.core = core
+        self.ins = ins
+        self.where = f"{file}:{ins.line}"
+        self.dst = ins.dsts[0] if ins.dsts else ""
+        self.src = ins.srcs[0] if ins.srcs else ""
+
+    def run(self, env: dict[str, Any], ctx: RunContext) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def size(self, env: dict[str, Any]) -> int:
+        """The amount of work the report charges: output elements (digital ops)."""
+        return int(env[self.dst].size) if self.dst else 0
+
+
+class InputStep(Step):
+    kind = "input"
+
+    def __init__(self, core: int, ins: Instr, file: str) -> None:
+        super().__init__(core, ins, file)
+        self.name = ins.kwargs["name"]
+
+    def run(self, env: dict[str, Any], ctx: RunContext) -> None:  # fed by the scheduler
+        raise AssertionError("input is executed by the scheduler")
+
+    def size(self, env: dict[str, Any]) -> int:
+        return int(env[self.dst].nbytes)
+
+
+class OutputStep(Step):
+    kind = "output"
+
+    def __init__(self, core: int, ins: Instr, file: str) -> None:
+        super().__init__(core, ins, file)
+        self.name = ins.kwargs["name"]
+
+    def size(self, env: dict[str, Any]) -> int:
+        return int(env[self.src].nbytes)
+
+
+class SendStep(Step):
+    kind = "send"
+
+    def __init__(self, core: int, ins: Instr, file: str) -> None:
+        super().__init__(core, ins, file)
+        self.peer = ins.kwargs["to"]
+
+    def size(self, env: dict[str, Any]) -> int:
+        return int(env[self.src].nbytes)
+
+
+class RecvStep(Step):
+    kind = "recv"
+
+    def __init__(self, core: int, ins: Instr, file: str) -> None:
+        super().__init__(core, ins, file)
+        self.peer = ins.kwargs["from"]
+
+    def size(self, env: dict[str, Any]) -> int:
+        return int(env[self.dst].nbytes)
+
+
+class HaltStep(Step):
+    kind = "halt"
+
+
+class SliceStep(Step):
+    kind = "slice"
+
+    def __init__(self, core: int, ins: Instr, file: str) -> None:
+        super().__init__(core, ins, file)
+        self.start, self.stop = ins.kwargs["start"], ins.kwargs["stop"]
+
+    def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+        x = env[self.src]
+        if x.ndim < 2 or self.stop > x.shape[-1]:
+            raise ExecError(f"slice {self.start}:{self.stop} of a buffer of shape "
+                            f"{list(x.shape)}; the last axis is too short")
+        env[self.dst] = x[..., self.start:self.stop]
+
+
+class Im2colStep(Step):
+    kind = "im2col"
+
+    def __init__(self, core: int, ins: Instr, file: str) -> None:
+        super().__init__(core, ins, file)
+        kw = ins.kwargs
+        self.params = (kw["kernel_shape"], kw["strides"], kw["pads"], kw["dilations"])
+
+    def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+        x = env[self.src]
+        if x.ndim != 2 + len(self.params[0]):
+            raise ExecError(f"im2col with a {len(self.params[0])}-d kernel needs a buffer "
+                            f"[N, C, {len(self.params[0])} spatial dims], got {list(x.shape)}")
+        try:
+            env[self.dst] = im2col(x, *self.params)
+        except ValueError as e:
+            raise ExecError(str(e)) from None
+
+
+class MvmStep(Step):
+    kind = "mvm"
+
+    def __init__(self, core: int, ins: Instr, file: str, rows: int, cols: int) -> None:
+        super().__init__(core, ins, file)
+        kw = ins.kwargs
+        self.key = (core, kw["xbar"])
+        self.rows, self.cols = rows, cols
+        self.dac_bits, self.adc_bits = kw["dac_bits"], kw["adc_bits"]
+        self.dac_range = float(kw.get("dac_range", 0.0))
+        self.dac_signed = bool(kw.get("dac_signed", True))
+        self.adc_range = float(kw.get("adc_range", 0.0))
+
+    def size(self, env: dict[str, Any]) -> int:
+        """Input vectors: one crossbar MVM each."""
+        x = env[self.dst]
+        return int(x.size // max(x.shape[-1], 1))
+
+    def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+        x = env[self.src]
+        if x.ndim < 2 or x.shape[-1] != self.rows:
+            raise ExecError(f"mvm on crossbar {self.key[1]} ({self.rows} rows) got a buffer of "
+                            f"shape {list(x.shape)}; its last axis must be {self.rows}")
+        lead = x.shape[:-1]
+        tile = ctx.tiles[self.key]
+        xq, in_step = self._dac(x.reshape(-1, self.rows))
+        y = xq @ tile.weight
+        if ctx.noise and tile.read_var is not None:
+            std = np.square(xq) @ tile.read_var
+            np.sqrt(std, out=std)
+            std *= standard_normal_f32(ctx.rng, std.shape)
+            y += std
+        self._adc(y, in_step, tile.gain)
+        env[self.dst] = y.reshape(*lead, self.cols)
+
+    def _dac(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """The DAC: integer-valued codes and the step they are in (1 when exact)."""
+        if not self.dac_bits:
+            return (x if x.dtype == np.float32 else x.astype(np.float32)), 1.0
+        n, step = _quant_params(self.dac_bits, self.dac_range, self.dac_signed)
+        xq = np.multiply(x, np.float32(1.0 / step), dtype=np.float32)
+        np.rint(xq, out=xq)
+        np.clip(xq, -n if self.dac_signed else 0.0, n, out=xq)
+        return xq, step
+
+    def _adc(self, y: np.ndarray, in_step: float, gain: float) -> None:
+        """Scale back by the DAC step; ADC clip and quantise; drift-compensation gain."""
+        if not self.adc_bits:
+            if in_step * gain != 1.0:
+                y *= np.float32(in_step * gain)
+            return
+        n, step = _quant_params(self.adc_bits, self.adc_range)
+        y *= np.float32(in_step / step)
+        np.rint(y, out=y)
+        np.clip(y, -n, n, out=y)
+        y *= np.float32(step * gain)
+
+
+class DopStep(Step):
+    kind = "dop"
+
+    def __init__(self, core: int, ins: Instr, file: str, batch: int) -> None:
+        super().__init__(core, ins, file)
+        self.op = ins.kwargs["op"]
+        self.attrs = {k: v for k, v in ins.kwargs.items() if k not in ("op", "results")}
+        self.batch_attr = _BATCH_ATTRS.get(self.op)
+        self.compiled_batch = batch
+        try:
+            self.fn, arity, required = nn_kernel(self.op)
+        except KeyError:
+            raise ArtifactError(f"{self.where}: unknown digital op '{self.op}' (expected an nn.* "
+                                "op the runtime knows)") from None
+        lo, hi = arity
+        n = len(ins.srcs)
+        if n < lo or (hi is not None and n > hi):
+            raise ArtifactError(f"{self.where}: {self.op} takes {lo}" + (
+                "" if hi == lo else f" to {hi if hi is not None else 'any'}")
+                + f" operand(s), got {n}")
+        missing = [a for a in required if a not in self.attrs]
+        if missing:
+            raise ArtifactError(f"{self.where}: {self.op} needs attribute(s) "
+                                f"{', '.join(missing)}")
+
+    def size(self, env: dict[str, Any]) -> int:
+        return sum(int(env[d].size) for d in self.ins.dsts)
+
+    def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+        xs = [env[s] for s in self.ins.srcs]
+        attrs = self._attrs(xs)
+        try:
+            out = self.fn(attrs, *xs)
+        except CimcError as e:
+            raise ExecError(f"{self.op} failed: {e}") from None
+        except (ValueError, IndexError, TypeError) as e:
+            shapes = ", ".join(str(list(np.shape(x))) for x in xs)
+            raise ExecError(f"{self.op} on operands of shapes {shapes} failed: {e}") from None
+        outs = out if isinstance(out, list | tuple) else [out]
+        if len(outs) != len(self.ins.dsts):
+            raise ExecError(f"{self.op} gives {len(outs)} result(s) but the instruction names "
+                            f"{len(self.ins.dsts)}")
+        for d, v in zip(self.ins.dsts, outs):
+            env[d] = v
+
+    def _attrs(self, xs: list[np.ndarray]) -> dict[str, Any]:
+        """The attributes, with a compiled batch size replaced by the run's."""
+        key = self.batch_attr
+        if key is None or not xs or np.ndim(xs[0]) == 0:
+            return self.attrs
+        val = self.attrs.get(key)
+        batch = xs[0].shape[0]
+        if isinstance(val, list) and val and val[0] == self.compiled_batch != batch:
+            return {**self.attrs, key: [batch, *val[1:]]}
+        return self.attrs
+
+
+# ------------------------------------------------------------------------------ compile
+
+
+@dataclass
+class CoreCode:
+    core: int
+    chip: int
+    file: str
+    steps: list[Step]
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _compile_core(prog: Program, art: Artifact, batch: int) -> CoreCode:
+    consts = {}
+    for buf, decl in prog.consts.items():
+        key = f"const/{decl.name}"
+        if key not in art.weights:
+            raise ArtifactError(f"{prog.file}:{decl.line}: .const {buf} names '{decl.name}', "
+                                f"but weights.npz has no '{key}'")
+        consts[buf] = art.weights[key]
+    steps: list[Step] = []
+    for ins in prog.instrs:
+        m = ins.mnemonic
+        if m == "mvm":
+            x = prog.xbars[ins.kwargs["xbar"]]
+            steps.append(MvmStep(prog.core, ins, prog.file, x.rows, x.cols))
+        elif m == "dop":
+            steps.append(DopStep(prog.core, ins, prog.file, batch))
+        else:
+            cls = {"input": InputStep, "output": OutputStep, "send": SendStep, "recv": RecvStep,
+                   "slice": SliceStep, "im2col": Im2colStep, "halt": HaltStep}[m]
+            steps.append(cls(prog.core, ins, prog.file))
+    return CoreCode(prog.core, prog.chip, prog.file, steps, consts)
+
+
+def _check_links(codes: dict[int, CoreCode], art: Artifact) -> None:
+    """send/recv name existing cores; inputs/outputs match the manifest."""
+    in_names = {s.name for s in art.inputs}
+    produced: dict[str, str] = {}
+    for code in codes.values():
+        for st in code.steps:
+            if isinstance(st, SendStep | RecvStep) and st.peer not in codes:
+                raise ArtifactError(f"{st.where}: {st.kind} names core {st.peer}, which the "
+                                    f"artifact does not have (cores: {sorted(codes)})")
+            if isinstance(st, InputStep) and st.name not in in_names:
+                raise ArtifactError(f"{st.where}: input '{st.name}' is not a graph input of the "
+                                    f"manifest ({', '.join(sorted(in_names))})")
+            if isinstance(st, OutputStep):
+                if st.name in produced:
+                    raise ArtifactError(f"{st.where}: output '{st.name}' is also written at "
+                                        f"{produced[st.name]}")
+                produced[st.name] = st.where
+    missing = [s.name for s in art.outputs if s.name not in produced]
+    extra = sorted(set(produced) - {s.name for s in art.outputs})
+    if missing:
+        raise ArtifactError(f"{art.path}: no core program writes graph output(s) "
+                            f"{', '.join(missing)}")
+    if extra:
+        raise ArtifactError(f"{produced[extra[0]]}: output '{extra[0]}' is not a graph output "
+                            "of the manifest")
+
+
+# ------------------------------------------------------------------------------ the machine
+
+
+@dataclass
+class Trace:
+    """What one execution did, in execution order: (core, step index, size) per instruction."""
+
+    batch: int
+    events: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+class Machine:
+    """A programmed chip instance: tiles plus compiled core programs."""
+
+    def __init__(self, art: Artifact, rng: np.random.Generator,
+                 flips: Mapping[str, np.ndarray] | None = None) -> None:
+        self.art = art
+        self.batch = art.inputs[0].shape[0] if art.inputs and art.inputs[0].shape else 1
+        self.codes = {c: _compile_core(p, art, self.batch) for c, p in sorted(art.programs.items())}
+        _check_links(self.codes, art)
+        self.tiles = program_tiles(art, rng, flips)
+        self._cache: OrderedDict[tuple[float, bool], dict[tuple[int, int], TileAt]] = \
+            OrderedDict()
+
+    @property
+    def noisy(self) -> bool:
+        return any(t.array is not None for t in self.tiles.values())
+
+    def tiles_at(self, t: float, compensate: bool) -> dict[tuple[int, int], TileAt]:
+        """Per-tile matrices at time t (cached for the last few (t, compensate) pairs)."""
+        key = (device.check_time(t), bool(compensate))
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        states = {k: tile_at(tile, key[0], key[1]) for k, tile in self.tiles.items()}
+        self._cache[key] = states
+        while len(self._cache) > _T_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return states
+
+    def execute(self, inputs: Mapping[str, np.ndarray], ctx: RunContext,
+                trace: Trace | None = None) -> dict[str, np.ndarray]:
+        """Run every core program on one batch; returns the graph outputs."""
+        envs = {c: dict(code.consts) for c, code in self.codes.items()}
+        pcs = dict.fromkeys(self.codes, 0)
+        queues: dict[tuple[int, int], deque] = {}
+        outputs: dict[str, np.ndarray] = {}
+        live = list(self.codes)
+        while live:
+            progressed = False
+            for core in list(live):
+                code, env = self.codes[core], envs[core]
+                pc = pcs[core]
+                while True:
+                    st = code.steps[pc]
+                    kind = st.kind
+                    if kind == "recv":
+                        q = queues.get((st.peer, core))
+                        if not q:
+                            break
+                        env[st.dst] = q.popleft()
+                    elif kind == "halt":
+                        live.remove(core)
+                        pc += 1
+                        progressed = True
+                        break
+                    elif kind == "send":
+                        queues.setdefault((core, st.peer), deque()).append(env[st.src])
+                    elif kind == "input":
+                        env[st.dst] = inputs[st.name]
+                    elif kind == "output":
+                        outputs[st.name] = env[st.src]
+                    else:
+                        try:
+                            st.run(env, ctx)
+                        except ExecError as e:
+                            raise ArtifactError(f"{st.where}: {st.ins.text}: {e}") from None
+                    if trace is not None:
+                        trace.events.append((core, pc, st.size(env)))
+                    pc += 1
+                    progressed = True
+                pcs[core] = pc
+            if not progressed:
+                raise ArtifactError(self._deadlock_message(live, pcs))
+        return outputs
+
+    def _deadlock_message(self, live: list[int], pcs: dict[int, int]) -> str:
+        waits = []
+        for core in live:
+            st = self.codes[core].steps[pcs[core]]
+            waits.append(f"core {core} waits at {st.where} ({st.ins.text})")
+        return ("deadlock: no core can proceed; " + "; ".join(waits)
+                + ". Every recv needs a matching earlier send from the named core; the artifact "
+                "is inconsistent, recompile it")
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def check_inputs(specs: tuple[TensorSpec, ...], inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Check names, dtypes, shapes (the batch dimension may differ) and finiteness."""
+    if not isinstance(inputs, Mapping):
+        raise RuntimeInputError(f"inputs must be a dict of name -> array, got "
+                                f"{type(inputs).__name__}")
+    want = {s.name: s for s in specs}
+    unknown = [k for k in inputs if k not in want]
+    if unknown:
+        raise RuntimeInputError(f"unknown input name(s) {', '.join(map(repr, unknown))}; the "
+                                f"model's inputs are: {_describe_specs(specs)}")
+    missing = [s.name for s in specs if s.name not in inputs]
+    if missing:
+        raise RuntimeInputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's "
+                                f"inputs are: {_describe_specs(specs)}")
+    out = {}
+    batch = None
+    for s in specs:
+        arr = _check_one(s, inputs[s.name])
+        if batch is not None and arr.shape[0] != batch:
+            raise RuntimeInputError(f"input '{s.name}' has batch size {arr.shape[0]}, but "
+                                    f"another input has {batch}; all inputs share the batch size")
+        batch = arr.shape[0]
+        out[s.name] = arr
+    return out
+
+
+def _describe_specs(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{s.name} {_fmt_shape(s.shape)} {_dtype_name(s.dtype)}" for s in specs)
+
+
+def _dtype_name(ir_dtype: str) -> str:
+    return DTYPES[ir_dtype].name if ir_dtype in DTYPES else ir_dtype
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "[N" + "".join(f", {d}" for d in shape[1:]) + "]" if shape else "[]"
+
+
+def _check_one(spec: TensorSpec, value: Any) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise RuntimeInputError(f"input '{spec.name}' must be a numpy array, got "
+                                f"{type(value).__name__}")
+    dtype = DTYPES.get(spec.dtype)
+    if dtype is None:
+        raise ArtifactError(f"manifest input '{spec.name}' has unknown dtype '{spec.dtype}'")
+    expected = f"{_fmt_shape(spec.shape)} {dtype.name}"
+    if value.dtype != dtype:
+        raise RuntimeInputError(f"input '{spec.name}' has dtype {value.dtype}, expected "
+                                f"{dtype.name} (shape {expected}); convert it with "
+                                f".astype(np.{dtype.name})")
+    if value.ndim != len(spec.shape) or value.shape[1:] != spec.shape[1:] or (
+            value.ndim and value.shape[0] < 1):
+        raise RuntimeInputError(f"input '{spec.name}' has shape {list(value.shape)}, expected "
+                                f"{expected} (N = any batch size >= 1)")
+    if dtype.kind == "f":
+        bad = ~np.isfinite(value)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise RuntimeInputError(f"input '{spec.name}' holds {int(bad.sum())} NaN/Inf "
+                                    f"value(s), the first at index {list(idx)}; inputs must be "
+                                    "finite")
+    return value

@@ -1,0 +1,419 @@
+"""The artifact emitter: a placed, scheduled module -> ``NAME.cimc/`` (docs/isa.md).
+
+``emit_artifact(module, target, path)`` writes, atomically (a temporary directory renamed into
+place; nothing half-written on error):
+
+- ``core_NNN.s``: one program per core that has work, rendered from the jinja2 templates in
+  ``cimc/targets/templates`` (``core.s.j2`` lays out a program, ``instructions.j2`` has one macro
+  per instruction). The ops of ``@main`` are visited in body order; each becomes instructions on
+  its core: ``cim.xbar_mvm`` -> ``mvm`` (and a ``.xbar`` directive), ``cim.im2col`` -> ``im2col``,
+  a last-axis unit-step ``nn.slice`` -> ``slice``, ``cim.transfer`` -> ``send`` on its source
+  core and ``recv`` on its destination, every other ``nn.*`` op -> ``dop`` with its attributes,
+  graph inputs -> ``input`` on their ``input_cores``, graph outputs -> ``output`` on the core that
+  holds them. An ``nn.reshape`` that keeps the leading (batch) dimension is written with ``-1``
+  there, so a program runs for any batch size (the kernel is numpy's reshape). Constants become
+  ``.const`` directives (one per core that uses them) backed by ``const/<name>`` arrays.
+- ``weights.npz``: ``xbar/<core>/<x>/levels`` and ``.../scale`` for every tile, ``const/<name>``
+  for every constant (``np.savez``: plain arrays, no pickled objects).
+- ``manifest.json``: format, version, the resolved target (``Target.to_dict()``), inputs and
+  outputs, chips, cores, per-layer stats, the compiler version and pipeline, a mapping summary,
+  and the sha256 of every other file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from cimc.atomic import atomic_path
+from cimc.errors import CimcError
+from cimc.ir.core import Func, Module, Op, Value
+from cimc.ir.registry import COMMON_ATTRS
+
+FORMAT = "cimc-artifact"
+VERSION = 1
+
+
+class EmitError(CimcError):
+    """A module that cannot be turned into core programs (not tiled, placed or scheduled)."""
+
+
+@dataclass
+class _Core:
+    id: int
+    chip: int
+    xbars: list[dict[str, Any]] = field(default_factory=list)
+    consts: list[dict[str, str]] = field(default_factory=list)
+    instrs: list[dict[str, Any]] = field(default_factory=list)
+    buffers: dict[Value, str] = field(default_factory=dict)
+    const_buffers: dict[str, str] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def new(self, prefix: str) -> str:
+        n = self.counters.get(prefix, 0)
+        self.counters[prefix] = n + 1
+        return f"{prefix}{n}"
+
+
+def _where(op: Op) -> str:
+    return f" at {op.loc}" if op.loc else ""
+
+
+def _json_attr(op: Op, key: str, value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_json_attr(op, key, v) for v in value]
+    if isinstance(value, (int, float, str, bool)):
+        return value
+    raise EmitError(f"{op.name}{_where(op)}: attribute {key} of type {type(value).__name__} "
+                    "cannot be written to a core program")
+
+
+class _Emitter:
+    def __init__(self, func: Func, cores_per_chip: int) -> None:
+        self.func = func
+        self.cores_per_chip = cores_per_chip
+        self.cores: dict[int, _Core] = {}
+        self.weights: dict[str, np.ndarray] = {}
+        self.const_names: dict[Op, str] = {}
+
+    # ---- helpers
+    def core(self, core_id: int, chip: int | None = None) -> _Core:
+        if core_id not in self.cores:
+            if chip is None:
+                chip = core_id // self.cores_per_chip if self.cores_per_chip else 0
+            self.cores[core_id] = _Core(core_id, chip)
+        return self.cores[core_id]
+
+    def op_core(self, op: Op) -> _Core:
+        if "core" not in op.attrs:
+            raise EmitError(f"{op.name}{_where(op)} has no core; run the 'place' and 'schedule' "
+                            "passes before emitting an artifact")
+        return self.core(op.attrs["core"], op.attrs.get("chip"))
+
+    def read(self, core: _Core, v: Value, user: Op) -> str:
+        """The buffer holding ``v`` on ``core`` (declaring a constant there when needed)."""
+        if v.op is not None and v.op.name == "nn.constant":
+            name = self.const_names.get(v.op)
+            if name is None:
+                name = f"c{len(self.const_names)}"
+                self.const_names[v.op] = name
+                self.weights[f"const/{name}"] = np.ascontiguousarray(v.op.attrs["value"])
+            if name not in core.const_buffers:
+                buf = core.new("c")
+                core.const_buffers[name] = buf
+                core.consts.append({"buffer": buf, "name": name})
+            return core.const_buffers[name]
+        buf = core.buffers.get(v)
+        if buf is None:
+            raise EmitError(
+                f"{user.name}{_where(user)} on core {core.id} reads a value that lives on another "
+                "core; run the 'schedule' pass (it inserts the transfers) before emitting"
+            )
+        return buf
+
+    def define(self, core: _Core, v: Value, prefix: str = "a") -> str:
+        buf = core.new(prefix)
+        core.buffers[v] = buf
+        return buf
+
+    # ---- the walk
+    def emit(self) -> None:
+        f = self.func
+        untiled = next((op for op in f.walk() if op.name == "cim.mvm"), None)
+        if untiled is not None:
+            raise EmitError(f"cim.mvm{_where(untiled)} is not tiled; run the mapping passes "
+                            "(tile, quantize, place, schedule) before emitting")
+        input_cores = f.attrs.get("input_cores")
+        if input_cores is None or len(input_cores) != len(f.args):
+            raise EmitError("@main has no input_cores; run the 'place' pass before emitting")
+        for name, arg, core_id in zip(f.input_names, f.args, input_cores):
+            core = self.core(core_id)
+            core.instrs.append({"kind": "input", "dst": self.define(core, arg), "name": name})
+        for op in f.body.ops:
+            if op.regions:
+                raise EmitError(f"{op.name}{_where(op)} has regions; the emitter cannot lower "
+                                "ops with regions to core programs yet")
+            if op.name == "nn.constant":
+                continue
+            if op.name == "return":
+                self.outputs(op)
+            elif op.name == "cim.transfer":
+                self.transfer(op)
+            elif op.name == "cim.xbar_mvm":
+                self.mvm(op)
+            elif op.name == "cim.im2col":
+                self.im2col(op)
+            elif op.name == "nn.slice" and self.simple_slice(op) is not None:
+                core = self.op_core(op)
+                start, stop = self.simple_slice(op)  # type: ignore[misc]
+                src = self.read(core, op.operands[0], op)
+                core.instrs.append({"kind": "slice", "dst": self.define(core, op.result),
+                                    "src": src, "start": start, "stop": stop})
+            elif op.name.startswith("nn."):
+                self.dop(op)
+            else:
+                raise EmitError(f"{op.name}{_where(op)} has no instruction in docs/isa.md")
+
+    def outputs(self, op: Op) -> None:
+        first = min(self.cores) if self.cores else 0
+        for name, v in zip(self.func.output_names, op.operands):
+            if v.op is not None and v.op.name == "nn.constant":
+                core = self.core(first)
+            elif v.op is None:
+                core = self.core(self.func.attrs["input_cores"][v.index])
+            else:
+                core = self.op_core(v.op)
+            core.instrs.append({"kind": "output", "src": self.read(core, v, op), "name": name})
+
+    def transfer(self, op: Op) -> None:
+        src_core = self.core(op.attrs["from"])
+        dst_core = self.op_core(op)
+        if dst_core.id != op.attrs["to"]:
+            raise EmitError(f"cim.transfer{_where(op)}: core {dst_core.id} != to {op.attrs['to']}")
+        buf = self.read(src_core, op.operands[0], op)
+        src_core.instrs.append({"kind": "send", "src": buf, "to": dst_core.id})
+        dst_core.instrs.append({"kind": "recv", "dst": self.define(dst_core, op.result),
+                                "from_": src_core.id})
+
+    def mvm(self, op: Op) -> None:
+        core = self.op_core(op)
+        a = op.attrs
+        x = a.get("xbar", -1)
+        if not isinstance(x, int) or x < 0:
+            raise EmitError(f"cim.xbar_mvm{_where(op)} has no crossbar; run 'place' first")
+        if any(d["index"] == x for d in core.xbars):
+            raise EmitError(f"core {core.id}: crossbar {x} holds two tiles")
+        levels, scale = a["levels"], a["scale"]
+        rows, cols = levels.shape
+        layer = str(a.get("layer", ""))
+        core.xbars.append({"index": x, "rows": rows, "cols": cols, "layer": layer,
+                           "tile": list(a["tile"])})
+        self.weights[f"xbar/{core.id}/{x}/levels"] = _level_array(levels)
+        self.weights[f"xbar/{core.id}/{x}/scale"] = np.asarray(scale, dtype=np.float32)
+        src = self.read(core, op.operands[0], op)
+        core.instrs.append({
+            "kind": "mvm", "dst": self.define(core, op.result, "p"), "src": src, "xbar": x,
+            "dac_bits": a["dac_bits"], "dac_range": float(a["dac_range"]),
+            "dac_signed": a.get("dac_signed", True),
+            "adc_bits": a["adc_bits"], "adc_range": float(a["adc_range"]),
+            "comment": f"{layer} tile {a['tile']}" if layer else "",
+        })
+
+    def im2col(self, op: Op) -> None:
+        core = self.op_core(op)
+        src = self.read(core, op.operands[0], op)
+        rec = {"kind": "im2col", "dst": self.define(core, op.result), "src": src}
+        for key in ("kernel_shape", "strides", "pads", "dilations"):
+            rec[key] = list(op.attrs[key])
+        core.instrs.append(rec)
+
+    @staticmethod
+    def simple_slice(op: Op) -> tuple[int, int] | None:
+        """(start, stop) when ``op`` is ``x[..., start:stop]`` with 0 <= start <= stop <= dim."""
+        a = op.attrs
+        x = op.operands[0].type
+        if x.rank == 0 or len(a["axes"]) != 1 or a["steps"] != [1]:
+            return None
+        if a["axes"][0] % x.rank != x.rank - 1:
+            return None
+        start, stop = a["starts"][0], a["ends"][0]
+        if not 0 <= start <= stop <= x.shape[-1]:
+            return None
+        return start, stop
+
+    def dop(self, op: Op) -> None:
+        core = self.op_core(op)
+        srcs = [self.read(core, v, op) for v in op.operands]
+        attrs = [(k, _json_attr(op, k, v)) for k, v in sorted(op.attrs.items())
+                 if k not in COMMON_ATTRS]
+        if op.name == "nn.reshape" and _keeps_batch(op):
+            # the runtime accepts any batch size: keep the batch dimension free
+            attrs = [(k, [-1, *v[1:]] if k == "shape" else v) for k, v in attrs]
+        reserved = {"op", "results"} & {k for k, _ in attrs}
+        if reserved:
+            raise EmitError(f"{op.name}{_where(op)}: attribute(s) {sorted(reserved)} clash with "
+                            "the dop instruction's own keywords")
+        dsts = [self.define(core, r) for r in op.results]
+        core.instrs.append({"kind": "dop", "dsts": dsts, "srcs": srcs, "op": op.name,
+                            "attrs": attrs, "comment": str(op.attrs.get("layer", ""))})
+
+
+def _keeps_batch(op: Op) -> bool:
+    src, dst = op.operands[0].type, op.result.type
+    return src.rank >= 1 and dst.rank >= 1 and src.shape[0] == dst.shape[0]
+
+
+def _level_array(levels: np.ndarray) -> np.ndarray:
+    if levels.dtype.kind == "f":
+        return np.asarray(levels, dtype=np.float32)
+    if levels.dtype.itemsize > 2 and np.abs(levels).max(initial=0) <= 32767:
+        return levels.astype(np.int16)
+    return np.asarray(levels)
+
+
+# ----------------------------------------------------------------------------- templates
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    folder = resources.files("cimc.targets") / "templates"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["j"] = lambda v: json.dumps(v)
+    return env
+
+
+def render_program(core: Mapping[str, Any], target_name: str, version: str) -> str:
+    """One core program from ``core.s.j2``: ``core`` has id, chip, xbars, consts, instrs."""
+    template = _environment().get_template("core.s.j2")
+    return template.render(core=core, target=target_name, version=version)
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _tensor_specs(names: list[str], values: list[Value]) -> list[dict[str, Any]]:
+    return [{"name": n, "shape": list(v.type.shape), "dtype": v.type.dtype}
+            for n, v in zip(names, values)]
+
+
+def _layers(func: Func, target: Any) -> list[dict[str, Any]]:
+    from cimc.passes.tile import analytic_minimum, target_geometry
+
+    geo = target_geometry(target)
+    by_layer: dict[str, list[Op]] = {}
+    for op in func.body.ops:
+        if op.name == "cim.xbar_mvm":
+            by_layer.setdefault(str(op.attrs.get("layer", "")), []).append(op)
+    out = []
+    for name, tiles in by_layer.items():
+        shape = [int(d) for d in tiles[0].attrs.get("weight_shape") or []]
+        utils = [float(t.attrs.get("utilisation", 0.0)) for t in tiles]
+        entry: dict[str, Any] = {
+            "name": name,
+            "weight_shape": shape,
+            "tiles": len(tiles),
+            "crossbars": len(tiles),
+            "utilisation": sum(utils) / len(utils),
+            "cores": sorted({int(t.attrs["core"]) for t in tiles}),
+        }
+        if len(shape) in (2, 3):
+            entry["analytic_min"] = analytic_minimum(tuple(shape), geo)
+        out.append(entry)
+    return out
+
+
+def _compiler_version() -> str:
+    import cimc
+
+    version = getattr(cimc, "__version__", None)
+    if version is None:  # an install that does not run cimc/__init__.py
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        try:
+            version = dist_version("cimc")
+        except PackageNotFoundError:
+            version = "unknown"
+    return str(version)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _mapping_summary(reports: Mapping[str, Any] | None) -> dict[str, Any]:
+    reports = reports or {}
+    out: dict[str, Any] = {}
+    place = reports.get("place") or {}
+    for key in ("crossbars", "analytic_min", "chips", "cores_used", "utilisation"):
+        if key in place:
+            out[key] = place[key]
+    sched = reports.get("schedule") or {}
+    for key in ("transfers", "chip_transfers"):
+        if key in sched:
+            out[key] = sched[key]
+    quant = reports.get("quantize") or {}
+    if "calibration" in quant:
+        out["calibration"] = quant["calibration"]
+    return out
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def emit_artifact(
+    module: Module,
+    target: Any,
+    path: str | Path,
+    *,
+    pipeline: str = "",
+    reports: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
+    ``target``) at ``path``, atomically. Returns ``path``."""
+    __version__ = _compiler_version()
+    if target is None or not hasattr(target, "to_dict"):
+        raise EmitError("emit_artifact needs the Target the module was compiled for")
+    path = Path(path)
+    func = module.main
+    cores_per_chip = int(module.attrs.get("cores_per_chip") or target.chip.cores)
+    em = _Emitter(func, cores_per_chip)
+    em.emit()
+    cores = [em.cores[c] for c in sorted(em.cores)]
+    for core in cores:
+        core.xbars.sort(key=lambda d: d["index"])
+    width = max(3, len(str(max(em.cores, default=0))))
+    with atomic_path(path, directory=True) as tmp:
+        files: dict[str, str] = {}
+        core_list = []
+        for core in cores:
+            fname = f"core_{core.id:0{width}d}.s"
+            text = render_program(core.__dict__, target.name, __version__)
+            (tmp / fname).write_text(text, encoding="utf-8")
+            core_list.append({"id": core.id, "chip": core.chip, "program": fname,
+                              "xbars": len(core.xbars)})
+        with open(tmp / "weights.npz", "wb") as fh:
+            np.savez(fh, **em.weights)
+        for p in sorted(tmp.iterdir()):
+            files[p.name] = _sha256(p)
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "target": target.to_dict(),
+            "inputs": _tensor_specs(func.input_names, func.args),
+            "outputs": _tensor_specs(func.output_names, func.outputs),
+            "chips": int(module.attrs.get("chips") or max((c.chip + 1 for c in cores), default=1)),
+            "cores": core_list,
+            "layers": _layers(func, target),
+            "mapping": _mapping_summary(reports),
+            "weights": "weights.npz",
+            "key": None,
+            "compiler": {"version": __version__, "pipeline": pipeline},
+            "files": files,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,331 @@
+"""Device models: mapping, programming noise, drift, read noise, converters, drift compensation.
+
+The expected statistics are written out here from the published formulas (DESIGN.md), not taken
+from the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cimc.errors import RuntimeInputError
+from cimc.runtime import device as dv
+from cimc.targets import load_target
+
+N = 200_000  # devices per statistical check: std estimates to about 0.3 %
+
+
+def model(name: str) -> dv.DeviceModel:
+    return dv.DeviceModel.from_target(load_target(name))
+
+
+def nandakumar_sigma(g: float, g_max: float) -> float:
+    return (0.26348 + 1.9650 * g - 1.1731 * g**2) * (g_max / 25.0)
+
+
+def hermes_sigma(g: float) -> float:
+    return 0.16603 + 4.71806 * g - 8.48101 * g**2 + 4.68961 * g**3
+
+
+def folded_normal(mu: float, sigma: float) -> tuple[float, float]:
+    """Mean and std of |X|, X ~ N(mu, sigma): nu is drawn as |mean + std xi|."""
+    phi = 0.5 * (1 + math.erf(-mu / (sigma * math.sqrt(2))))
+    mean = sigma * math.sqrt(2 / math.pi) * math.exp(-(mu**2) / (2 * sigma**2)) + mu * (1 - 2 * phi)
+    return mean, math.sqrt(mu**2 + sigma**2 - mean**2)
+
+
+def neurram_sigma(g: float) -> float:
+    return 0.348 + 16.030 * g - 43.853 * g**2 + 45.393 * g**3 - 16.815 * g**4
+
+
+# ---- mapping ----------------------------------------------------------------------------------
+
+
+def test_quantize_weights_maps_max_to_top_level():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((64, 32))
+    q, step = dv.quantize_weights(w, 8)
+    assert q.dtype == np.int32 and np.abs(q).max() == 8
+    assert step.shape == () and np.isclose(step * 8, np.abs(w).max())
+    assert np.all(np.abs(q * step - w) <= step / 2 + 1e-12)
+
+
+def test_quantize_weights_per_column_and_zero_column():
+    w = np.array([[1.0, 0.0, -0.5], [-2.0, 0.0, 0.25]])
+    q, step = dv.quantize_weights(w, 7, per_column=True)
+    assert step.shape == (1, 3)
+    np.testing.assert_array_equal(q, [[4, 0, -7], [-7, 0, 4]])
+    np.testing.assert_allclose(step.ravel(), [2 / 7, 1 / 7, 0.5 / 7])
+
+
+def test_slices_round_trip():
+    rng = np.random.default_rng(2)
+    q = rng.integers(-127, 128, size=(50, 40))
+    digits = dv.slice_levels(q, levels=4, slices=4)
+    assert digits.shape == (4, 50, 40) and np.abs(digits).max() <= 3
+    assert np.all((digits == 0) | (np.sign(digits) == np.sign(q)))
+    np.testing.assert_array_equal(dv.combine_slices(digits, 4), q)
+    with pytest.raises(ValueError, match="more than 3 slices"):
+        dv.slice_levels(np.array([64]), levels=4, slices=3)
+
+
+def test_levels_to_conductance_differential_pair():
+    q = np.array([[8, -8], [3, 0]])
+    gp, gm = dv.levels_to_conductance(q, 8, 25.0)
+    np.testing.assert_allclose(gp, [[25.0, 0.0], [9.375, 0.0]])
+    np.testing.assert_allclose(gm, [[0.0, 25.0], [0.0, 0.0]])
+    assert gp.dtype == np.float32
+
+
+def test_weights_to_conductance_scale_inverts():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((16, 8))
+    gp, gm, scale = dv.weights_to_conductance(w, 20.7, per_column=True)
+    assert np.isclose(max(gp.max(), gm.max()), 20.7, rtol=1e-6)
+    np.testing.assert_allclose((gp - gm) * scale, w, rtol=1e-5, atol=1e-6)
+
+
+# ---- programming noise ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "g", "sigma"), [
+    ("pcm40", 0.5, nandakumar_sigma(0.5, 25.0)),
+    ("pcm40", 1.0, nandakumar_sigma(1.0, 25.0)),
+    ("hermes64", 0.3, hermes_sigma(0.3)),
+    ("hermes64", 0.9, hermes_sigma(0.9)),
+    ("neurram48", 0.5, neurram_sigma(0.5)),
+    ("neurram48", 0.8, neurram_sigma(0.8)),
+])
+def test_programming_noise_std_matches_the_fit(name, g, sigma):
+    m = model(name)
+    g_t = np.full(N, g * m.g_max, np.float32)
+    g_prog = dv.program(g_t, m.g_max, m.programming, np.random.default_rng(4))
+    err = g_prog - g_t
+    assert abs(err.std() / sigma - 1) < 0.02
+    assert abs(err.mean()) < 4 * sigma / np.sqrt(N)
+
+
+def test_programming_noise_scales_with_g_max():
+    m = model("pcm40")
+    assert np.isclose(dv.programming_sigma(np.array(6.25), 12.5, m.programming),
+                      nandakumar_sigma(0.5, 12.5))
+    assert np.isclose(nandakumar_sigma(0.5, 12.5), 0.5 * nandakumar_sigma(0.5, 25.0))
+
+
+def test_programmed_conductance_is_never_negative():
+    m = model("pcm40")
+    g_prog = dv.program(np.zeros(N, np.float32), m.g_max, m.programming,
+                        np.random.default_rng(5))
+    assert g_prog.min() == 0.0
+    assert 0.45 < np.mean(g_prog == 0.0) < 0.55  # the negative half is clipped to 0
+
+
+# ---- drift ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "g", "mean", "std"), [
+    # Nandakumar: clip(-0.0155 ln g + 0.0244, 0.049, 0.1), clip(-0.0125 ln g - 0.0059, .008, .045)
+    ("pcm40", 0.5, 0.049, 0.008),
+    ("pcm40", 0.02, -0.0155 * np.log(0.02) + 0.0244, -0.0125 * np.log(0.02) - 0.0059),
+    # HERMES: -0.0436 g^2 - 0.0126 g + 0.0736 for g >= 0.0945, spread poly for g >= 0.3055
+    ("hermes64", 0.5, -0.0436 * 0.25 - 0.0126 * 0.5 + 0.0736, -0.0118 * 0.25 + 0.0093 * 0.5
+     + 0.0073),
+    ("hermes64", 0.05, -0.0387 * np.log(0.05) - 0.0182, -0.0117 * np.log(0.05) - 0.0057),
+])
+def test_drift_exponent_statistics(name, g, mean, std):
+    m = model(name)
+    nu = dv.draw_drift_exponents(np.full(N, g * m.g_max), m.g_max, m.drift,
+                                 np.random.default_rng(6))
+    assert nu.min() >= 0
+    mean, std = folded_normal(mean, std)
+    assert abs(nu.mean() / mean - 1) < 0.01
+    assert abs(nu.std() / std - 1) < 0.03
+
+
+def test_hermes_mean_drift_is_within_the_published_band_at_low_g():
+    m = model("hermes64")
+    mean, _ = dv.drift_exponent_stats(np.linspace(0, 0.09, 50) * m.g_max, m.g_max, m.drift)
+    assert mean.min() >= 0.072 and mean.max() <= 0.13
+
+
+def test_drift_law():
+    g = np.array([10.0, 10.0], np.float32)
+    nu = np.array([0.05, 0.1], np.float32)
+    np.testing.assert_array_equal(dv.drifted(g, nu, 0.0, 20.0), g)
+    t = 86400.0
+    expected = 10.0 * ((t + 20.0) / 20.0) ** -nu.astype(np.float64)
+    np.testing.assert_allclose(dv.drifted(g, nu, t, 20.0), expected, rtol=1e-5)
+    with pytest.raises(RuntimeInputError, match="time since programming"):
+        dv.drift_factor(nu, -1.0, 20.0)
+
+
+# ---- read noise -------------------------------------------------------------------------------
+
+
+def test_pcm_read_noise_variance_formula():
+    m = model("pcm40")
+    g_prog = np.array([5.0, 20.0], np.float32)
+    g_now = 0.8 * g_prog
+    elapsed = 3600.0
+    var = dv.read_noise_variance(g_prog, g_now, m.g_max, elapsed, m.read)
+    g = g_prog / 25.0
+    q_s = np.minimum(0.0088 / np.maximum(g**0.65, 1e-3), 0.2)
+    rel = q_s * np.sqrt(np.log((elapsed + 250e-9) / (2 * 250e-9)))
+    np.testing.assert_allclose(var, (rel * g_now) ** 2, rtol=1e-5)
+
+
+def test_read_noise_per_vector_has_the_right_std():
+    # one cell per column lit by a one-hot input: output noise std is that cell's sigma
+    rng = np.random.default_rng(7)
+    g_eff = rng.uniform(-10, 10, (4, 3)).astype(np.float32)
+    var = rng.uniform(0.1, 1.0, (4, 3)).astype(np.float32)
+    state = dv.ArrayState(g_eff, var)
+    x = np.zeros((50_000, 4), np.float32)
+    x[:, 2] = 2.0
+    y = state.mvm(x, rng, per_vector=True)
+    np.testing.assert_allclose(y.mean(axis=0), 2.0 * g_eff[2], atol=0.05)
+    np.testing.assert_allclose(y.std(axis=0), 2.0 * np.sqrt(var[2]), rtol=0.03)
+
+
+def test_read_noise_per_call_is_shared_across_the_batch_and_redrawn_each_call():
+    rng = np.random.default_rng(8)
+    state = dv.ArrayState(np.ones((3, 2), np.float32), np.full((3, 2), 0.25, np.float32))
+    x = np.ones((5, 3), np.float32)
+    y1, y2 = state.mvm(x, rng, per_vector=False), state.mvm(x, rng, per_vector=False)
+    assert np.all(y1 == y1[0]) and not np.allclose(y1, y2)
+    draws = np.stack([state.mvm(x[:1], rng, per_vector=False)[0] for _ in range(4000)])
+    assert abs(draws.std() / np.sqrt(3 * 0.25) - 1) < 0.05
+
+
+def test_rram_additive_read_noise_and_no_drift():
+    m = model("neurram48")
+    assert m.drift is None
+    gp = np.full((8, 8), 20.0, np.float32)
+    arr = m.program(gp, np.zeros_like(gp), np.random.default_rng(9))
+    s0, s1 = arr.at(0.0), arr.at(1e6)
+    np.testing.assert_array_equal(s0.g_eff, s1.g_eff)
+    np.testing.assert_allclose(s0.read_var, 2 * (0.01 * 40.0) ** 2, rtol=1e-6)
+
+
+def test_mvm_accepts_batch_and_position_axes():
+    m = model("hermes64")
+    rng = np.random.default_rng(10)
+    gp = rng.uniform(0, 20.7, (16, 8)).astype(np.float32)
+    state = m.program(gp, np.zeros_like(gp), rng).at(100.0)
+    x = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    for per_vector in (True, False):
+        y = state.mvm(x, rng, per_vector=per_vector)
+        assert y.shape == (3, 5, 8) and y.dtype == np.float32
+
+
+# ---- chip instance: determinism, splitting, ideal --------------------------------------------
+
+
+def programmed(name: str, seed: int) -> dv.ProgrammedArray:
+    m = model(name)
+    q = np.random.default_rng(0).integers(-8, 9, (32, 16))
+    gp, gm = dv.levels_to_conductance(q, 8, m.g_max)
+    return m.program(gp, gm, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", ["pcm40", "hermes64", "neurram48"])
+def test_same_seed_same_chip(name):
+    a, b, c = programmed(name, 11), programmed(name, 11), programmed(name, 12)
+    np.testing.assert_array_equal(a.g_plus, b.g_plus)
+    np.testing.assert_array_equal(a.at(3600).g_eff, b.at(3600).g_eff)
+    assert not np.array_equal(a.g_plus, c.g_plus)
+    x = np.ones((4, 32), np.float32)
+    np.testing.assert_array_equal(a.at(60).mvm(x, np.random.default_rng(1)),
+                                  b.at(60).mvm(x, np.random.default_rng(1)))
+
+
+def test_polarity_split_over_independent_units():
+    base = model("pcm40")
+    split = dv.DeviceModel("pcm", base.g_max, units=2, programming=base.programming,
+                           drift=base.drift, read=base.read)
+    gp = np.full((200, 200), 0.6 * base.g_max, np.float32)
+    arr = split.program(gp, np.zeros_like(gp), np.random.default_rng(13))
+    assert arr.g_plus.shape == (2, 200, 200)
+    # each unit targets half the conductance, with its own G_max of g_max / 2
+    sigma_unit = nandakumar_sigma(0.6, base.g_max / 2)
+    assert abs(arr.g_plus.mean() / (0.3 * base.g_max) - 1) < 0.01
+    assert abs(arr.g_plus.sum(axis=0).std() / (np.sqrt(2) * sigma_unit) - 1) < 0.03
+
+
+def test_ideal_model_is_exact():
+    m = model("ideal")
+    assert m.noiseless
+    rng = np.random.default_rng(14)
+    w = rng.standard_normal((20, 10)).astype(np.float32)
+    gp, gm, scale = dv.weights_to_conductance(w, m.g_max)
+    state = m.program(gp, gm, rng).at(1e7)
+    x = rng.standard_normal((6, 20)).astype(np.float32)
+    np.testing.assert_allclose(state.mvm(x) * scale, x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_program_refuses_out_of_range_targets():
+    m = model("pcm40")
+    with pytest.raises(ValueError, match=r"\[0, 25.0\]"):
+        m.program(np.array([30.0]), np.array([0.0]), np.random.default_rng(0))
+
+
+# ---- converters -------------------------------------------------------------------------------
+
+
+def test_dac_unsigned_and_signed_grids():
+    x = np.linspace(-4, 5, 1001).astype(np.float32)
+    u = dv.dac(x, 4, 0.0, 4.0)
+    assert u.min() == 0.0 and u.max() == 4.0 and len(np.unique(u)) == 16
+    inside = (x >= 0) & (x <= 4)
+    assert np.abs(u - x)[inside].max() <= 4.0 / 15 / 2 + 1e-6
+    s = dv.dac(x, 4, -3.0, 2.0)
+    assert s.min() == -3.0 and s.max() == 3.0 and len(np.unique(s)) == 15
+    assert 0.0 in s
+    np.testing.assert_array_equal(dv.dac(x, 0, 0.0, 1.0), x)
+
+
+def test_adc_clips_and_quantises_per_column():
+    y = np.array([[-100.0, 0.3, 7.0], [100.0, -0.3, 0.49]], np.float32)
+    out = dv.adc(y, 6, np.array([10.0, 1.0, 0.5], np.float32))
+    assert out[0, 0] == -10.0 and out[1, 0] == 10.0 and out[0, 2] == 0.5
+    steps = np.array([10.0, 1.0, 0.5]) / 31
+    assert np.all(np.abs(out[:, 1] - y[:, 1]) <= steps[1] / 2 + 1e-6)
+    np.testing.assert_allclose(out / steps, np.rint(out / steps), atol=1e-4)
+    np.testing.assert_array_equal(dv.adc(y, 0, 1.0), y)
+
+
+# ---- global drift compensation ----------------------------------------------------------------
+
+
+def test_gdc_undoes_a_uniform_drift():
+    rng = np.random.default_rng(15)
+    g0 = rng.uniform(-20, 20, (64, 16)).astype(np.float32)
+    ref = dv.gdc_reference(g0)
+    assert np.isclose(dv.gdc_factor(ref, 0.7 * g0), 1 / 0.7, rtol=1e-5)
+    assert dv.gdc_factor(ref, np.zeros_like(g0)) == 1.0
+
+
+def test_gdc_restores_outputs_after_a_day_of_pcm_drift():
+    m = model("pcm40")
+    rng = np.random.default_rng(16)
+    q = rng.integers(-8, 9, (128, 32))
+    gp, gm = dv.levels_to_conductance(q, 8, m.g_max)
+    arr = m.program(gp, gm, rng)
+    g0, g_day = arr.at(0.0).g_eff, arr.at(86400.0).g_eff
+    x = rng.standard_normal((200, 128)).astype(np.float32)
+    y0, y_day = x @ g0, x @ g_day
+    factor = dv.gdc_factor(dv.gdc_reference(g0), g_day)
+    assert factor > 1.2  # a day of drift lowers conductances by a fifth or more
+    assert np.linalg.norm(y_day * factor - y0) < 0.5 * np.linalg.norm(y_day - y0)
+
+
+def test_device_models_know_no_chip_by_name():
+    from pathlib import Path
+
+    from cimc.targets import list_targets
+
+    source = Path(dv.__file__).read_text()
+    assert not [name for name in list_targets() if name in source]

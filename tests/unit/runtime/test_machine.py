@@ -1,0 +1,473 @@
+"""Executing core programs (cimc.runtime.machine via cimc.runtime.load): every instruction,
+send/recv across cores, deadlock, input checks, seeds, read noise, drift and its compensation."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_kit import single_mvm, write_artifact
+
+from cimc.errors import ArtifactError, RuntimeInputError
+from cimc.runtime import load
+from cimc.runtime.machine import im2col, standard_normal_f32
+
+RNG = np.random.default_rng(1234)
+
+
+def _one_core(tmp_path: Path, body: str, inputs, outputs, weights=None, name="a.cimc",
+              target="ideal", xbars: str = "") -> Path:
+    prog = ".core 0 chip=0\n" + xbars + body
+    return write_artifact(tmp_path / name, {0: prog}, weights or {"const/unused": np.zeros(1)},
+                          inputs, outputs, target=target)
+
+
+# ------------------------------------------------------------------------------ instructions
+
+
+def test_input_output_and_slice(tmp_path):
+    path = _one_core(tmp_path, """
+        input  a0, name="x"
+        slice  a1, a0, start=1, stop=3
+        output a1, name="y"
+        output a0, name="z"
+        halt
+    """.replace("    ", ""), [("x", (2, 2, 5), "f32")], [("y", (2, 2, 2), "f32"),
+                                                          ("z", (2, 2, 5), "f32")])
+    x = RNG.standard_normal((3, 2, 5)).astype(np.float32)
+    out = load(path).run({"x": x})
+    assert list(out) == ["y", "z"]
+    np.testing.assert_array_equal(out["y"], x[..., 1:3])
+    np.testing.assert_array_equal(out["z"], x)
+
+
+def _im2col_reference(x, k, s, p, d):
+    """Naive loops: [N, *O, C*prod(k)], channel-major patches."""
+    nd = len(k)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p[i], p[nd + i]) for i in range(nd)])
+    out_shape = [(xp.shape[2 + i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(nd)]
+    n, c = x.shape[:2]
+    res = np.zeros((n, *out_shape, c * int(np.prod(k))), x.dtype)
+    for o in itertools.product(*(range(v) for v in out_shape)):
+        vec = []
+        for ch in range(c):
+            for kk in itertools.product(*(range(v) for v in k)):
+                idx = tuple(o[i] * s[i] + kk[i] * d[i] for i in range(nd))
+                vec.append(xp[(slice(None), ch, *idx)])
+        res[(slice(None), *o)] = np.stack(vec, axis=-1)
+    return res
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "s", "p", "d"),
+    [
+        ((2, 3, 7, 6), [3, 2], [2, 1], [1, 0, 2, 1], [1, 2]),
+        ((1, 2, 5, 5), [5, 5], [1, 1], [0, 0, 0, 0], [1, 1]),
+        ((2, 2, 9), [3], [2], [1, 1], [2]),
+    ],
+)
+def test_im2col_matches_reference(shape, k, s, p, d):
+    x = RNG.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(im2col(x, k, s, p, d), _im2col_reference(x, k, s, p, d))
+
+
+def test_im2col_instruction(tmp_path):
+    path = _one_core(tmp_path, """
+        input  a0, name="x"
+        im2col a1, a0, kernel_shape=[3, 3], strides=[1, 2], pads=[1, 1, 1, 1], dilations=[1, 1]
+        output a1, name="y"
+        halt
+    """.replace("    ", ""), [("x", (1, 2, 5, 6), "f32")], [("y", (1, 5, 3, 18), "f32")])
+    x = RNG.standard_normal((4, 2, 5, 6)).astype(np.float32)
+    y = load(path).run({"x": x})["y"]
+    np.testing.assert_array_equal(y, _im2col_reference(x, [3, 3], [1, 2], [1, 1, 1, 1], [1, 1]))
+
+
+def test_mvm_ideal_is_exact(tmp_path):
+    levels = RNG.standard_normal((30, 7)).astype(np.float32)
+    scale = RNG.uniform(0.5, 2, 7).astype(np.float32)
+    path = single_mvm(tmp_path / "m.cimc", levels, levels=levels, scale=scale)
+    x = RNG.standard_normal((9, 30)).astype(np.float32)
+    y = load(path).run({"x": x})["y"]
+    np.testing.assert_allclose(y, x @ (levels * scale), rtol=1e-5, atol=1e-6)
+
+
+def test_mvm_over_positions_keeps_leading_axes(tmp_path):
+    w = RNG.standard_normal((6, 4)).astype(np.float32)
+    prog = """
+        input a0, name="x"
+        mvm   a1, a0, xbar=0, dac_bits=0, adc_bits=0
+        output a1, name="y"
+        halt
+    """.replace("    ", "")
+    path = _one_core(tmp_path, prog, [("x", (1, 3, 5, 6), "f32")], [("y", (1, 3, 5, 4), "f32")],
+                     {"xbar/0/0/levels": w, "xbar/0/0/scale": np.ones(4, np.float32)},
+                     xbars=".xbar 0 rows=6 cols=4\n")
+    x = RNG.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(load(path).run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-6)
+
+
+def test_dac_and_adc_quantise_and_clip(tmp_path):
+    # Integer weights and DAC step 0.25 (4 bits over ±1.75): every product is exact in float32,
+    # so the expected codes are computed exactly. ADC: 6 bits over ±15.5 -> step 0.5.
+    w = RNG.integers(-3, 4, (8, 5)).astype(np.float32)
+    path = single_mvm(tmp_path / "q.cimc", w, dac=(4, 1.75), adc=(6, 15.5))
+    codes = RNG.integers(-9, 10, (50, 8))  # beyond ±7: clipped by the DAC
+    x = (codes * 0.25 + RNG.uniform(-0.1, 0.1, codes.shape)).astype(np.float32)
+    xq = np.clip(codes, -7, 7) * 0.25
+    y = xq @ w
+    want = np.clip(np.rint(y / 0.5), -31, 31) * 0.5
+    assert (np.abs(y) > 15.5).any() and (want != y).any()  # clipping and rounding both happen
+    np.testing.assert_array_equal(load(path).run({"x": x})["y"], want.astype(np.float32))
+
+
+def test_unsigned_dac(tmp_path):
+    w = np.eye(4, dtype=np.float32)
+    path = _one_core(tmp_path, "input a0, name=\"x\"\n"
+                     "mvm a1, a0, xbar=0, dac_bits=3, dac_range=1.4, dac_signed=false, "
+                     "adc_bits=0\noutput a1, name=\"y\"\nhalt\n",
+                     [("x", (1, 4), "f32")], [("y", (1, 4), "f32")],
+                     {"xbar/0/0/levels": w, "xbar/0/0/scale": np.ones(4, np.float32)},
+                     xbars=".xbar 0 rows=4 cols=4\n")
+    x = np.array([[-1.0, 0.21, 0.55, 3.0]], np.float32)
+    # 3 bits unsigned: 7 steps of 0.2 over [0, 1.4]; negatives clip to 0
+    np.testing.assert_allclose(load(path).run({"x": x})["y"], [[0.0, 0.2, 0.6, 1.4]], atol=1e-6)
+
+
+def test_dop_single_and_multi_result(tmp_path):
+    path = _one_core(tmp_path, """
+        .const c0 name="bias"
+        input a0, name="x"
+        dop   a1, a0, c0, op="nn.add"
+        dop   a2, a1, op="nn.relu"
+        dop   a3, a4, a2, op="nn.split", results=2, axis=1, sizes=[1, 3]
+        output a3, name="head"
+        output a4, name="tail"
+        halt
+    """.replace("    ", ""), [("x", (1, 4), "f32")], [("head", (1, 1), "f32"),
+                                                     ("tail", (1, 3), "f32")],
+        {"const/bias": np.array([1.0, -1.0, 0.5, 0.0], np.float32)})
+    x = RNG.standard_normal((6, 4)).astype(np.float32)
+    out = load(path).run({"x": x})
+    r = np.maximum(x + np.array([1.0, -1.0, 0.5, 0.0], np.float32), 0)
+    np.testing.assert_array_equal(out["head"], r[:, :1])
+    np.testing.assert_array_equal(out["tail"], r[:, 1:])
+
+
+def test_reshape_follows_the_run_batch(tmp_path):
+    path = _one_core(tmp_path, """
+        input a0, name="x"
+        dop   a1, a0, op="nn.reshape", shape=[2, 6]
+        output a1, name="y"
+        halt
+    """.replace("    ", ""), [("x", (2, 2, 3), "f32")], [("y", (2, 6), "f32")])
+    x = RNG.standard_normal((5, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(load(path).run({"x": x})["y"], x.reshape(5, 6))
+
+
+def test_unknown_op_is_refused_at_load(tmp_path):
+    path = _one_core(tmp_path, "input a0, name=\"x\"\ndop a1, a0, op=\"nn.frobnicate\"\n"
+                     "output a1, name=\"y\"\nhalt\n", [("x", (1, 2), "f32")],
+                     [("y", (1, 2), "f32")])
+    with pytest.raises(ArtifactError, match=r"core_000.s:3: unknown digital op 'nn.frobnicate'"):
+        load(path)
+
+
+def test_dop_missing_attribute_is_refused_at_load(tmp_path):
+    path = _one_core(tmp_path, "input a0, name=\"x\"\ndop a1, a0, op=\"nn.transpose\"\n"
+                     "output a1, name=\"y\"\nhalt\n", [("x", (1, 2), "f32")],
+                     [("y", (2, 1), "f32")])
+    with pytest.raises(ArtifactError, match=r"core_000.s:3: nn.transpose needs attribute"):
+        load(path)
+
+
+def test_shape_error_at_run_names_the_instruction(tmp_path):
+    w = np.ones((4, 2), np.float32)
+    path = _one_core(tmp_path, "input a0, name=\"x\"\n"
+                     "mvm a1, a0, xbar=0, dac_bits=0, adc_bits=0\noutput a1, name=\"y\"\nhalt\n",
+                     [("x", (1, 3), "f32")], [("y", (1, 2), "f32")],
+                     {"xbar/0/0/levels": w, "xbar/0/0/scale": np.ones(2, np.float32)},
+                     xbars=".xbar 0 rows=4 cols=2\n")
+    with pytest.raises(ArtifactError, match=r"core_000.s:4: mvm a1, a0.*4 rows.*\[1, 3\]"):
+        load(path).run({"x": np.ones((1, 3), np.float32)})
+
+
+def test_outputs_must_match_manifest(tmp_path):
+    path = _one_core(tmp_path, "input a0, name=\"x\"\nhalt\n", [("x", (1, 2), "f32")],
+                     [("y", (1, 2), "f32")])
+    with pytest.raises(ArtifactError, match="no core program writes graph output"):
+        load(path)
+
+
+# ------------------------------------------------------------------------------ cores
+
+
+def _two_cores(tmp_path: Path, p0: str, p1: str, **kw) -> Path:
+    return write_artifact(tmp_path / "two.cimc", {0: p0, 1: p1}, {"const/u": np.zeros(1)},
+                          [("x", (1, 3), "f32")], [("y", (1, 3), "f32")], **kw)
+
+
+def test_send_recv_fifo_across_cores(tmp_path):
+    p0 = """
+        .core 0 chip=0
+        input  a0, name="x"
+        send   a0, to=1
+        dop    a1, a0, op="nn.relu"
+        send   a1, to=1
+        recv   a2, from=1
+        output a2, name="y"
+        halt
+    """
+    p1 = """
+        .core 1 chip=0
+        recv b0, from=0
+        recv b1, from=0
+        dop  b2, b0, b1, op="nn.sub"
+        send b2, to=0
+        halt
+    """
+    x = RNG.standard_normal((4, 3)).astype(np.float32)
+    y = load(_two_cores(tmp_path, p0, p1)).run({"x": x})["y"]
+    np.testing.assert_array_equal(y, np.minimum(x, 0))
+
+
+def test_chain_over_three_cores_in_any_order(tmp_path):
+    progs = {
+        2: ".core 2\nrecv c0, from=1\ndop c1, c0, op=\"nn.neg\"\nsend c1, to=0\nhalt\n",
+        1: ".core 1\nrecv b0, from=0\ndop b1, b0, b0, op=\"nn.add\"\nsend b1, to=2\nhalt\n",
+        0: ".core 0\ninput a0, name=\"x\"\nsend a0, to=1\nrecv a1, from=2\n"
+           "output a1, name=\"y\"\nhalt\n",
+    }
+    path = write_artifact(tmp_path / "c.cimc", progs, {"const/u": np.zeros(1)},
+                          [("x", (1, 3), "f32")], [("y", (1, 3), "f32")])
+    x = RNG.standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(load(path).run({"x": x})["y"], -2 * x)
+
+
+def test_deadlock_names_cores_and_instructions(tmp_path):
+    p0 = (".core 0\ninput a0, name=\"x\"\nrecv a1, from=1\nsend a0, to=1\n"
+          "output a1, name=\"y\"\nhalt\n")
+    p1 = ".core 1\nrecv b0, from=0\nsend b0, to=0\nhalt\n"
+    chip = load(_two_cores(tmp_path, p0, p1))
+    with pytest.raises(ArtifactError) as e:
+        chip.run({"x": np.zeros((1, 3), np.float32)})
+    msg = str(e.value)
+    assert msg.startswith("deadlock")
+    assert "core 0 waits at core_000.s:3 (recv a1, from=1)" in msg
+    assert "core 1 waits at core_001.s:2 (recv b0, from=0)" in msg
+
+
+def test_send_to_missing_core_is_refused(tmp_path):
+    p0 = ".core 0\ninput a0, name=\"x\"\nsend a0, to=9\noutput a0, name=\"y\"\nhalt\n"
+    p1 = ".core 1\nhalt\n"
+    with pytest.raises(ArtifactError, match=r"core_000.s:3: send names core 9"):
+        load(_two_cores(tmp_path, p0, p1))
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+@pytest.fixture
+def mvm_chip(tmp_path):
+    return load(single_mvm(tmp_path / "i.cimc", np.ones((4, 2), np.float32)))
+
+
+@pytest.mark.parametrize(
+    ("feeds", "needle"),
+    [
+        ({"z": np.zeros((1, 4), np.float32)}, ("unknown input name(s) 'z'; the model's inputs "
+         "are: x [N, 4] float32")),
+        ({}, "missing input(s) 'x'"),
+        ({"x": np.zeros((2, 5), np.float32)}, "'x' has shape [2, 5], expected [N, 4] float32"),
+        ({"x": np.zeros((1, 1, 4), np.float32)}, "has shape [1, 1, 4], expected [N, 4]"),
+        ({"x": np.zeros((0, 4), np.float32)}, "N = any batch size >= 1"),
+        ({"x": np.zeros((1, 4))}, "'x' has dtype float64, expected float32"),
+        ({"x": np.array([[0, 0, np.nan, 0]], np.float32)},
+         "'x' holds 1 NaN/Inf value(s), the first at index [0, 2]"),
+        ({"x": np.array([[0, np.inf, 0, -np.inf]], np.float32)}, "holds 2 NaN/Inf"),
+        ({"x": [[0.0, 0.0, 0.0, 0.0]]}, "'x' must be a numpy array"),
+    ],
+)
+def test_input_errors(mvm_chip, feeds, needle):
+    with pytest.raises(RuntimeInputError) as e:
+        mvm_chip.run(feeds)
+    assert needle in str(e.value)
+
+
+def test_time_must_be_valid(mvm_chip):
+    with pytest.raises(RuntimeInputError, match="time since programming"):
+        mvm_chip.run({"x": np.zeros((1, 4), np.float32)}, t=-1.0)
+
+
+def test_any_batch_size(mvm_chip):
+    for n in (1, 7, 64):
+        assert mvm_chip.run({"x": np.ones((n, 4), np.float32)})["y"].shape == (n, 2)
+
+
+# ------------------------------------------------------------------------------ device models
+
+
+def _hermes_mvm(tmp_path: Path, rows=16, cols=4, name="h.cimc", target="hermes64", **kw) -> Path:
+    rng = np.random.default_rng(7)
+    levels = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
+    scale = np.full(cols, 0.01, np.float32)
+    return single_mvm(tmp_path / name, levels.astype(np.float32), target=target, levels=levels,
+                      scale=scale, **kw)
+
+
+def test_same_seed_same_chip_other_seed_other_chip(tmp_path):
+    path = _hermes_mvm(tmp_path, dac=(8, 1.0), adc=(8, 2.0))
+    x = RNG.uniform(-1, 1, (32, 16)).astype(np.float32)
+    a, b, c = load(path, seed=3), load(path, seed=3), load(path, seed=4)
+    ga, gb, gc = (ch.machine.tiles[(0, 0)].array for ch in (a, b, c))
+    np.testing.assert_array_equal(ga.g_plus, gb.g_plus)
+    np.testing.assert_array_equal(ga.nu_minus, gb.nu_minus)
+    assert not np.array_equal(ga.g_plus, gc.g_plus)
+    ya = [a.run({"x": x}, t=60.0)["y"] for _ in range(2)]
+    yb = [b.run({"x": x}, t=60.0)["y"] for _ in range(2)]
+    np.testing.assert_array_equal(ya[0], yb[0])  # same seed, same sequence of runs
+    np.testing.assert_array_equal(ya[1], yb[1])
+    assert not np.array_equal(ya[0], ya[1])  # read noise is redrawn every run
+    assert not np.array_equal(ya[0], c.run({"x": x}, t=60.0)["y"])
+
+
+def test_programming_noise_stays_near_the_weights(tmp_path):
+    chip = load(_hermes_mvm(tmp_path, rows=64, cols=32))
+    tile = chip.machine.tiles[(0, 0)]
+    w_prog = chip.machine.tiles_at(0.0, False)[(0, 0)].weight
+    levels = chip.artifact.weights["xbar/0/0/levels"].astype(np.float32) * 0.01
+    err = w_prog - levels
+    assert 0.005 < np.std(err) / np.max(np.abs(levels)) < 0.1  # a few % of max|W|
+    assert abs(np.mean(err)) < 0.2 * np.std(err)
+    assert tile.array.nu_plus.shape == (1, 64, 32)
+
+
+def test_read_noise_statistics(tmp_path):
+    chip = load(_hermes_mvm(tmp_path))
+    x1 = RNG.uniform(-1, 1, 16).astype(np.float32)
+    x = np.tile(x1, (40000, 1))
+    t = 3600.0
+    y = chip.run({"x": x}, t=t, drift_compensation=False)["y"]
+    state = chip.machine.tiles_at(t, False)[(0, 0)]
+    mean = x1 @ state.weight
+    var = (x1 * x1) @ state.read_var
+    assert np.all(var > 0)
+    se = np.sqrt(var / len(x))
+    assert np.all(np.abs(y.mean(0) - mean) < 5 * se)
+    np.testing.assert_allclose(y.var(0), var, rtol=0.05)
+    # the variance the machine uses is the device model's, in weight units
+    tile = chip.machine.tiles[(0, 0)]
+    want = tile.array.at(t).read_var * tile.out_scale**2
+    np.testing.assert_allclose(state.read_var, want, rtol=1e-6)
+
+
+def test_noise_off_is_deterministic(tmp_path):
+    chip = load(_hermes_mvm(tmp_path))
+    x = RNG.uniform(-1, 1, (8, 16)).astype(np.float32)
+    a = chip.run({"x": x}, t=10.0, noise=False)["y"]
+    np.testing.assert_array_equal(a, chip.run({"x": x}, t=10.0, noise=False)["y"])
+
+
+def test_box_muller_normals():
+    z = standard_normal_f32(np.random.default_rng(0), (400001,))
+    assert z.dtype == np.float32 and z.shape == (400001,)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert abs(np.mean(z**4) - 3) < 0.05
+    assert abs(np.mean(z > 1.0) - 0.158655) < 0.003
+
+
+@pytest.mark.parametrize("target", ["hermes64", "pcm40"])
+def test_drift_with_and_without_compensation(tmp_path, target):
+    path = _hermes_mvm(tmp_path, rows=64, cols=16, target=target)
+    if target == "pcm40":  # integer levels within ±8
+        path = single_mvm(tmp_path / "p.cimc", np.zeros((64, 16), np.float32), target=target,
+                          levels=RNG.integers(-8, 9, (64, 16)).astype(np.int8),
+                          scale=np.full(16, 0.1, np.float32))
+    chip = load(path, seed=1)
+    assert chip.drift_compensation  # on by default for PCM targets
+    x = RNG.uniform(-1, 1, (256, 64)).astype(np.float32)
+    y0 = chip.run({"x": x}, t=0.0, noise=False)["y"]
+    np.testing.assert_array_equal(y0, chip.run({"x": x}, t=0.0, noise=False,
+                                               drift_compensation=False)["y"])
+    day = 86400.0
+    raw = chip.run({"x": x}, t=day, noise=False, drift_compensation=False)["y"]
+    comp = chip.run({"x": x}, t=day, noise=False)["y"]
+    ratio_raw = np.abs(raw).mean() / np.abs(y0).mean()
+    ratio_comp = np.abs(comp).mean() / np.abs(y0).mean()
+    assert ratio_raw < 0.85  # a day of drift loses a good part of the signal
+    assert abs(ratio_comp - 1) < 0.05  # compensation restores it
+    err_raw = np.abs(raw - y0).mean()
+    assert np.abs(comp - y0).mean() < 0.5 * err_raw
+    off = load(path, seed=1, drift_compensation=False)
+    np.testing.assert_array_equal(off.run({"x": x}, t=day, noise=False)["y"], raw)
+
+
+def test_drift_matrices_are_cached_per_time(tmp_path):
+    chip = load(_hermes_mvm(tmp_path))
+    m = chip.machine
+    a = m.tiles_at(100.0, True)
+    assert m.tiles_at(100.0, True) is a
+    assert m.tiles_at(100.0, False) is not a
+    assert m.tiles_at(200.0, True)[(0, 0)].weight is not a[(0, 0)].weight
+
+
+def test_rram_has_no_drift_but_read_noise(tmp_path):
+    path = single_mvm(tmp_path / "r.cimc", np.zeros((16, 4), np.float32), target="neurram48",
+                      levels=RNG.integers(-7, 8, (16, 4)).astype(np.int8),
+                      scale=np.full(4, 0.1, np.float32))
+    chip = load(path)
+    assert not chip.drift_compensation
+    a, b = chip.machine.tiles_at(0.0, False), chip.machine.tiles_at(1e6, False)
+    np.testing.assert_array_equal(a[(0, 0)].weight, b[(0, 0)].weight)
+    assert a[(0, 0)].read_var is not None and np.all(a[(0, 0)].read_var > 0)
+
+
+def test_levels_beyond_the_target_are_refused(tmp_path):
+    path = single_mvm(tmp_path / "b.cimc", np.zeros((4, 2), np.float32), target="pcm40",
+                      levels=np.full((4, 2), 9, np.int8), scale=np.ones(2, np.float32))
+    with pytest.raises(ArtifactError, match="levels up to 9, beyond the target's ±8"):
+        load(path)
+
+
+# ------------------------------------------------------------------------------ keys
+
+
+def _encrypted(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    w = RNG.standard_normal((5, 3)).astype(np.float32)
+    flip = RNG.random((5, 3)) < 0.5
+    prog = """
+        .core 0
+        .xbar 0 rows=5 cols=3
+        input a0, name="x"
+        mvm a1, a0, xbar=0, dac_bits=0, adc_bits=0
+        output a1, name="y"
+        halt
+    """
+    path = write_artifact(
+        tmp_path / "k.cimc", {0: prog},
+        {"xbar/0/0/levels": np.where(flip, -w, w), "xbar/0/0/scale": np.ones(3, np.float32)},
+        [("x", (1, 5), "f32")], [("y", (1, 3), "f32")],
+        key={"required": True, "artifact_hash": "abc123"})
+    return path, w, flip
+
+
+def test_key_unlocks_encrypted_weights(tmp_path):
+    path, w, flip = _encrypted(tmp_path)
+    with pytest.raises(ArtifactError, match="encrypted; load it with key="):
+        load(path)
+    x = RNG.standard_normal((4, 5)).astype(np.float32)
+    chip = load(path, key={"xbar/0/0/flip": flip, "artifact_hash": np.array("abc123")})
+    np.testing.assert_allclose(chip.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-6)
+    np.savez(tmp_path / "key.npz", **{"xbar/0/0/flip": flip})
+    np.testing.assert_allclose(load(path, key=tmp_path / "key.npz").run({"x": x})["y"], x @ w,
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ArtifactError, match="belongs to artifact"):
+        load(path, key={"xbar/0/0/flip": flip, "artifact_hash": np.array("zzz")})
+
+
+def test_key_for_plain_artifact_is_refused(mvm_chip, tmp_path):
+    path = single_mvm(tmp_path / "plain.cimc", np.ones((2, 2), np.float32))
+    with pytest.raises(ArtifactError, match="not encrypted"):
+        load(path, key={"xbar/0/0/flip": np.zeros((2, 2), bool)})

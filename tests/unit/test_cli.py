@@ -1,0 +1,94 @@
+"""The command line: each command on small inputs, and errors as one message without a traceback."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from cimc.cli import main
+from cimc.ir import read_module, to_text
+
+
+def _model(path, *, dynamic=False):
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+         helper.make_node("Relu", ["h"], ["y"], name="relu")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N" if dynamic else 2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N" if dynamic else 2, 3])],
+        [w],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_import_writes_parseable_ir(tmp_path):
+    r = CliRunner().invoke(main, ["import", str(_model(tmp_path / "m.onnx")), "-o", str(tmp_path / "m.cir")])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "m.cir").read_text()
+    assert "nn.matmul" in text and "nn.relu" in text
+    assert to_text(read_module(tmp_path / "m.cir")) == text
+
+
+def test_dynamic_input_needs_input_shape(tmp_path):
+    m = _model(tmp_path / "m.onnx", dynamic=True)
+    r = CliRunner().invoke(main, ["import", str(m), "-o", str(tmp_path / "m.cir")])
+    assert r.exit_code == 1
+    assert "input 'x' has a dynamic shape [N, 4]" in r.output and "--input-shape x=Nx4" in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "m.cir").exists()
+    r = CliRunner().invoke(main, ["import", str(m), "-o", str(tmp_path / "m.cir"), "--input-shape", "x=3x4"])
+    assert r.exit_code == 0, r.output
+    assert "tensor<3x4xf32>" in (tmp_path / "m.cir").read_text()
+
+
+def test_invalid_onnx_file_is_named(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not protobuf at all \x00\xff")
+    r = CliRunner().invoke(main, ["import", str(bad), "-o", str(tmp_path / "o.cir")])
+    assert r.exit_code == 1
+    assert str(bad) in r.output and "not a valid ONNX model" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_opt_runs_pipeline_and_prints(tmp_path):
+    CliRunner().invoke(main, ["import", str(_model(tmp_path / "m.onnx")), "-o", str(tmp_path / "m.cir")])
+    r = CliRunner().invoke(main, ["opt", str(tmp_path / "m.cir"), "-p", "dce", "--time-passes"])
+    assert r.exit_code == 0, r.output
+    assert "nn.relu" in r.output and "pass timing" in r.output
+    r = CliRunner().invoke(main, ["opt", str(tmp_path / "m.cir"), "-p", "dce,nosuch"])
+    assert r.exit_code == 1 and "unknown pass 'nosuch'" in r.output
+
+
+def test_opt_dump_dir(tmp_path):
+    CliRunner().invoke(main, ["import", str(_model(tmp_path / "m.onnx")), "-o", str(tmp_path / "m.cir")])
+    r = CliRunner().invoke(main, ["opt", str(tmp_path / "m.cir"), "-p", "dce,dce", "--dump-dir", str(tmp_path / "d"),
+                                  "-o", str(tmp_path / "o.cir")])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "d").glob("*.cir")) == ["000_input.cir", "001_dce.cir", "002_dce.cir"]
+
+
+def test_opt_parse_error_has_location(tmp_path):
+    (tmp_path / "bad.cir").write_text("module {\n  func @main() -> () {\n    return(%nope)\n  }\n}\n")
+    r = CliRunner().invoke(main, ["opt", str(tmp_path / "bad.cir"), "-p", "dce"])
+    assert r.exit_code == 1
+    assert f"{tmp_path / 'bad.cir'}:3:12: use of undefined value %nope" in r.output
+
+
+def test_passes_lists_each_pass_with_summary():
+    r = CliRunner().invoke(main, ["passes"])
+    assert r.exit_code == 0
+    assert any(line.startswith("dce ") and "never used" in line for line in r.output.splitlines())
+
+
+def test_print_pipeline_replays_with_opt():
+    r = CliRunner().invoke(main, ["compile", "x.onnx", "--print-pipeline"])
+    assert r.exit_code == 0, r.output
+    from cimc.passes import available_passes, parse_pipeline, pipeline_spec
+
+    spec = r.output.strip()
+    assert pipeline_spec(parse_pipeline(spec, available_passes())) == spec
+    assert spec.startswith("canonicalize,lower-to-mvm")
