@@ -223,5 +223,23 @@ def report_cmd(artifact, as_json) -> None:
         click.echo(str(report))
 
 
+@main.command("evaluate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
+              help="Labelled data (.npz with x and y).")
+@click.option("--target", default="pcm40", show_default=True, help="Target profile name or .toml.")
+@click.option("--time", "times", multiple=True, type=float, default=(0.0,), show_default=True,
+              help="Seconds since programming; repeat for several drift times.")
+@click.option("--seed", "seeds", multiple=True, type=int, default=(0,), show_default=True,
+              help="Chip instance seed; repeat to average over instances.")
+@click.option("--calib-count", default=100, show_default=True,
+              help="Leading samples used to calibrate the converters (left out of the scores).")
+def evaluate_cmd(model, data, target, times, seeds, calib_count) -> None:
+    """Top-1 accuracy of MODEL on a simulated chip beside onnxruntime's."""
+    from cimc.evaluate import evaluate_accuracy
+
+    click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

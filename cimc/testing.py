@@ -109,7 +109,7 @@ def randomize_constant_of_shape(model: onnx.ModelProto, seed: int = 0) -> onnx.M
             out = node.output[0]
             if len(shape) >= 2:
                 fan_in = int(np.prod(shape[1:]))
-                arr = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+                arr = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
             elif out in var_inputs:
                 arr = rng.uniform(0.5, 1.5, shape)
             elif out in scale_inputs:

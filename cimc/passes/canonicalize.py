@@ -84,7 +84,9 @@ class _Sweep:
 
     def replace(self, old: Value, new: Value) -> None:
         if old.type != new.type:
-            raise PassError(f"canonicalize: replacing a {old.type} value by a {new.type} one (a bug)")
+            raise PassError(
+                f"canonicalize: replacing a {old.type} value by a {new.type} one (a bug)"
+            )
         self.replaced[old] = new
         self.users.setdefault(new, []).extend(self.users.pop(old, []))
         self.changed = True
@@ -170,7 +172,9 @@ def _replace_by_constants(sw: _Sweep, op: Op, inputs: list[np.ndarray]) -> None:
     out = opdef.evaluate(opdef.with_defaults(op.attrs), *inputs)
     outs = out if isinstance(out, (list, tuple)) else [out]
     if len(outs) != len(op.results):
-        raise PassError(f"canonicalize: {op.name} evaluated to {len(outs)} results, not {len(op.results)}")
+        raise PassError(
+            f"canonicalize: {op.name} evaluated to {len(outs)} results, not {len(op.results)}"
+        )
     for r, a in zip(op.results, outs):
         a = np.array(a, dtype=r.type.np_dtype, order="C")
         if a.shape != r.type.shape:
@@ -331,15 +335,21 @@ def _fold_into_matmul(sw: _Sweep, mm: Op, user: Op, a: np.ndarray, b: np.ndarray
     return sw.create(user, "nn.add", [y, sw.constant(user, b.astype(weight.dtype))], layer).result
 
 
-def _fold_into_batch_norm(sw: _Sweep, bn0: Op, user: Op, a: np.ndarray, b: np.ndarray) -> Value | None:
+def _fold_into_batch_norm(
+    sw: _Sweep, bn0: Op, user: Op, a: np.ndarray, b: np.ndarray
+) -> Value | None:
     params = [constant_value(v) for v in bn0.operands[1:5]]
     if any(p is None for p in params):
         return None
-    scale, bias, mean, var = params
-    dt = scale.dtype
-    new_scale = (np.asarray(scale, np.float64) * a).astype(dt)
+    scale, bias = params[0], params[1]  # mean and var stay as they are
+    new_scale = (np.asarray(scale, np.float64) * a).astype(scale.dtype)
     new_bias = (np.asarray(bias, np.float64) * a + b).astype(bias.dtype)
-    operands = [bn0.operands[0], sw.constant(user, new_scale), sw.constant(user, new_bias), *bn0.operands[3:5]]
+    operands = [
+        bn0.operands[0],
+        sw.constant(user, new_scale),
+        sw.constant(user, new_bias),
+        *bn0.operands[3:5],
+    ]
     return sw.create(user, "nn.batch_norm", operands, dict(bn0.attrs)).result
 
 

@@ -19,6 +19,7 @@ gain) and caches them, so repeated runs at the same ``t`` do not redo the drift.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -97,7 +98,12 @@ def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...]) -> np.
 
 def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int],
            dilations: list[int]) -> np.ndarray:
-    """``cim.im2col``: ``x [N, C, *S] -> [N, *O, C*prod(kernel)]``, channel-major patches."""
+    """``cim.im2col``: ``x [N, C, *S] -> [N, *O, C*prod(kernel)]``, channel-major patches.
+
+    The result is a view of a patch-major block ``[C*prod(kernel), N, *O]``: one contiguous
+    copy per kernel offset fills it (fast), and :func:`rows_first` hands it to a matrix product
+    without another copy.
+    """
     d = len(kernel)
     n, c = x.shape[:2]
     if any(pads):
@@ -107,16 +113,41 @@ def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]
     if min(out) < 1:
         raise ValueError(f"input spatial shape {x.shape[2:]} (padded) is smaller than the "
                          f"kernel {kernel} with dilations {dilations}")
-    st = x.strides
-    view = np.lib.stride_tricks.as_strided(
-        x,
-        shape=(n, c, *out, *kernel),
-        strides=(st[0], st[1], *(st[2 + i] * strides[i] for i in range(d)),
-                 *(st[2 + i] * dilations[i] for i in range(d))),
-        writeable=False,
-    )
-    perm = (0, *range(2, 2 + d), 1, *range(2 + d, 2 + 2 * d))
-    return view.transpose(perm).reshape(n, *out, c * math.prod(kernel))
+    patches = np.empty((c, *kernel, n, *out), dtype=x.dtype)
+    xc = x.swapaxes(0, 1)  # [C, N, *S]
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        window = tuple(slice(o * dl, o * dl + (m - 1) * st + 1, st)
+                       for o, dl, m, st in zip(offset, dilations, out, strides))
+        patches[(slice(None), *offset)] = xc[(slice(None), slice(None), *window)]
+    rows = c * math.prod(kernel)
+    return np.moveaxis(patches.reshape(rows, n, *out), 0, -1)
+
+
+def rows_first(x: np.ndarray, rows: int) -> tuple[np.ndarray, bool]:
+    """``x [..., rows]`` as a 2-D matrix for one product: ``(m, transposed)``; ``m`` is
+    ``[vectors, rows]``, or ``[rows, vectors]`` with ``transposed`` when ``x`` is a view of a
+    patch-major block (as :func:`im2col` makes), so no copy is needed either way."""
+    xt = np.moveaxis(x, -1, 0)
+    if x.ndim > 2 and xt.flags.c_contiguous:
+        return xt.reshape(rows, -1), True
+    return x.reshape(-1, rows), False
+
+
+def dac_codes(x: np.ndarray, bits: int, max_abs: float, signed: bool = True
+              ) -> tuple[np.ndarray, float]:
+    """DAC codes (integer-valued float32, a new array) and the step they are in."""
+    n, step = _quant_params(bits, max_abs, signed)
+    xq = np.multiply(x, np.float32(1.0 / step), dtype=np.float32)
+    np.rint(xq, out=xq)
+    np.clip(xq, -n if signed else 0.0, n, out=xq)
+    return xq, step
+
+
+def dac_values(x: np.ndarray, bits: int, max_abs: float, signed: bool = True) -> np.ndarray:
+    """The DAC's output in input units: codes times step (float32, a new array)."""
+    xq, step = dac_codes(x, bits, max_abs, signed)
+    xq *= np.float32(step)
+    return xq
 
 
 def _quant_params(bits: int, max_abs: float, signed: bool = True) -> tuple[float, float]:
@@ -343,12 +374,18 @@ class Im2colStep(Step):
         super().__init__(core, ins, file)
         kw = ins.kwargs
         self.params = (kw["kernel_shape"], kw["strides"], kw["pads"], kw["dilations"])
+        # (bits, range, signed) of the DAC every consumer applies, folded in here (see
+        # _fold_dacs): quantising the input before copying it into patches is the same as
+        # quantising the patches, on far fewer elements.
+        self.dac: tuple[int, float, bool] | None = None
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
         x = env[self.src]
         if x.ndim != 2 + len(self.params[0]):
             raise ExecError(f"im2col with a {len(self.params[0])}-d kernel needs a buffer "
                             f"[N, C, {len(self.params[0])} spatial dims], got {list(x.shape)}")
+        if self.dac is not None:
+            x = dac_values(x, *self.dac)
         try:
             env[self.dst] = im2col(x, *self.params)
         except ValueError as e:
@@ -366,6 +403,7 @@ class MvmStep(Step):
         self.dac_bits, self.adc_bits = kw["dac_bits"], kw["adc_bits"]
         self.dac_range = float(kw.get("dac_range", 0.0))
         self.dac_signed = bool(kw.get("dac_signed", True))
+        self.pre_quantised = False  # set when the producing im2col applies this DAC
         self.adc_range = float(kw.get("adc_range", 0.0))
 
     def size(self, env: dict[str, Any]) -> int:
@@ -380,10 +418,13 @@ class MvmStep(Step):
                             f"shape {list(x.shape)}; its last axis must be {self.rows}")
         lead = x.shape[:-1]
         tile = ctx.tiles[self.key]
-        xq, in_step = self._dac(x.reshape(-1, self.rows))
-        y = xq @ tile.weight
+        m, transposed = rows_first(x, self.rows)
+        xq, in_step = self._dac(m)
+        xv = xq.T if transposed else xq  # [vectors, rows]
+        y = xv @ tile.weight
         if ctx.noise and tile.read_var is not None:
-            std = np.square(xq) @ tile.read_var
+            sq = np.square(xq)
+            std = (sq.T if transposed else sq) @ tile.read_var
             np.sqrt(std, out=std)
             std *= standard_normal_f32(ctx.rng, std.shape)
             y += std
@@ -392,13 +433,13 @@ class MvmStep(Step):
 
     def _dac(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """The DAC: integer-valued codes and the step they are in (1 when exact)."""
-        if not self.dac_bits:
+        if not self.dac_bits or self.pre_quantised:
             return (x if x.dtype == np.float32 else x.astype(np.float32)), 1.0
-        n, step = _quant_params(self.dac_bits, self.dac_range, self.dac_signed)
-        xq = np.multiply(x, np.float32(1.0 / step), dtype=np.float32)
-        np.rint(xq, out=xq)
-        np.clip(xq, -n if self.dac_signed else 0.0, n, out=xq)
-        return xq, step
+        return dac_codes(x, self.dac_bits, self.dac_range, self.dac_signed)
+
+    @property
+    def dac(self) -> tuple[int, float, bool]:
+        return (self.dac_bits, self.dac_range, self.dac_signed)
 
     def _adc(self, y: np.ndarray, in_step: float, gain: float) -> None:
         """Scale back by the DAC step; ADC clip and quantise; drift-compensation gain."""
@@ -502,7 +543,43 @@ def _compile_core(prog: Program, art: Artifact, batch: int) -> CoreCode:
             cls = {"input": InputStep, "output": OutputStep, "send": SendStep, "recv": RecvStep,
                    "slice": SliceStep, "im2col": Im2colStep, "halt": HaltStep}[m]
             steps.append(cls(prog.core, ins, prog.file))
-    return CoreCode(prog.core, prog.chip, prog.file, steps, consts)
+    code = CoreCode(prog.core, prog.chip, prog.file, steps, consts)
+    _fold_dacs(code)
+    return code
+
+
+def _mvm_consumers(steps: list[Step], start: int, buf: str) -> list[MvmStep] | None:
+    """The mvm steps that read ``buf`` (directly or through slices) after ``start``, until
+    ``buf`` is written again; None when anything else reads it."""
+    found: list[MvmStep] = []
+    for j in range(start + 1, len(steps)):
+        st = steps[j]
+        if buf in st.ins.srcs:
+            if isinstance(st, MvmStep):
+                found.append(st)
+            elif isinstance(st, SliceStep):
+                sub = _mvm_consumers(steps, j, st.dst)
+                if sub is None:
+                    return None
+                found += sub
+            else:
+                return None
+        if buf in st.ins.dsts:
+            break
+    return found
+
+
+def _fold_dacs(code: CoreCode) -> None:
+    """Quantise at the im2col when every consumer of its patches is an mvm with one DAC."""
+    for i, st in enumerate(code.steps):
+        if not isinstance(st, Im2colStep):
+            continue
+        mvms = _mvm_consumers(code.steps, i, st.dst)
+        if not mvms or len({m.dac for m in mvms}) != 1 or not mvms[0].dac_bits:
+            continue
+        st.dac = mvms[0].dac
+        for m in mvms:
+            m.pre_quantised = True
 
 
 def _check_links(codes: dict[int, CoreCode], art: Artifact) -> None:
@@ -541,6 +618,11 @@ class Trace:
 
     batch: int
     events: list[tuple[int, int, int]] = field(default_factory=list)
+    peak: int = 0  # the most elements one instruction wrote
+
+    @property
+    def peak_per_sample(self) -> float:
+        return self.peak / max(self.batch, 1)
 
 
 class Machine:
@@ -612,6 +694,8 @@ class Machine:
                             raise ArtifactError(f"{st.where}: {st.ins.text}: {e}") from None
                     if trace is not None:
                         trace.events.append((core, pc, st.size(env)))
+                        for d in st.ins.dsts:
+                            trace.peak = max(trace.peak, int(np.size(env[d])))
                     pc += 1
                     progressed = True
                 pcs[core] = pc

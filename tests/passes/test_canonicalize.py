@@ -48,7 +48,10 @@ def test_bn_folds_into_conv_with_bias():
 }}
 """
     # weight rows scaled by a = [0.5, 4]; bias = [2, 1] * a + [0, 7]
-    check_pass(src, "canonicalize", f"""module {{
+    check_pass(
+        src,
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {{
     %1 = nn.constant() {{value = dense<[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, -4.0, -8.0, -12.0, -16.0, -20.0, -24.0, -28.0, -32.0] : tensor<2x2x2x2xf32>>}} : tensor<2x2x2x2xf32>
     %2 = nn.constant() {{value = dense<[1.0, 11.0] : tensor<2xf32>>}} : tensor<2xf32>
@@ -56,7 +59,8 @@ def test_bn_folds_into_conv_with_bias():
     return(%3)
   }}
 }}
-""")
+""",
+    )
 
 
 def test_bn_folds_into_conv_without_bias_and_keeps_layer():
@@ -69,7 +73,10 @@ def test_bn_folds_into_conv_without_bias_and_keeps_layer():
   }}
 }}
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {
     %1 = nn.constant() {value = dense<[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, -4.0, -8.0, -12.0, -16.0, -20.0, -24.0, -28.0, -32.0] : tensor<2x2x2x2xf32>>} : tensor<2x2x2x2xf32>
     %2 = nn.constant() {value = dense<[0.0, 7.0] : tensor<2xf32>>} : tensor<2xf32>
@@ -77,7 +84,8 @@ def test_bn_folds_into_conv_without_bias_and_keeps_layer():
     return(%3)
   }
 }
-""")
+""",
+    )
 
 
 def test_bn_not_folded_when_conv_has_another_user():
@@ -91,7 +99,10 @@ def test_bn_not_folded_when_conv_has_another_user():
   }}
 }}
 """
-    check_pass(src, "canonicalize", f"""module {{
+    check_pass(
+        src,
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>, tensor<1x2x2x2xf32>) {{
     %1 = nn.constant() {{value = {W}}} : tensor<2x2x2x2xf32>
 {bn_out(2)}    %6 = nn.conv(%0, %1) {CONV} : tensor<1x2x2x2xf32>
@@ -100,7 +111,8 @@ def test_bn_not_folded_when_conv_has_another_user():
     return(%7, %8)
   }}
 }}
-""")
+""",
+    )
 
 
 def test_bn_not_folded_when_conv_result_is_also_returned():
@@ -126,14 +138,18 @@ def test_bn_not_folded_when_conv_weight_is_not_constant():
   }}
 }}
 """
-    check_pass(src, "canonicalize", f"""module {{
+    check_pass(
+        src,
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<1x2x3x3xf32>, %1: tensor<2x2x2x2xf32>) -> (tensor<1x2x2x2xf32>) {{
 {bn_out(2)}    %6 = nn.conv(%0, %1) {CONV} : tensor<1x2x2x2xf32>
     %7 = nn.batch_norm(%6, %2, %3, %4, %5) {{epsilon = 0.0}} : tensor<1x2x2x2xf32>
     return(%7)
   }}
 }}
-""")
+""",
+    )
 
 
 def test_bn_not_folded_when_its_parameters_are_not_constant():
@@ -162,14 +178,18 @@ def test_bn_after_a_non_linear_op_stays():
   }}
 }}
 """
-    check_pass(src, "canonicalize", f"""module {{
+    check_pass(
+        src,
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x3x3xf32>) {{
 {bn_out(1)}    %5 = nn.relu(%0) : tensor<1x2x3x3xf32>
     %6 = nn.batch_norm(%5, %1, %2, %3, %4) {{epsilon = 0.0}} : tensor<1x2x3x3xf32>
     return(%6)
   }}
 }}
-""")
+""",
+    )
 
 
 GEMM_BN = f"""module {{
@@ -190,7 +210,10 @@ GEMM_BN = f"""module {{
 )
 def test_bn_folds_into_gemm(trans_b, weight):
     # B's columns (its rows when trans_b) scaled by a; C = beta * C * a + b, beta = 1.
-    check_pass(GEMM_BN.replace("TB", trans_b), "canonicalize", f"""module {{
+    check_pass(
+        GEMM_BN.replace("TB", trans_b),
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<3x2xf32>) -> (tensor<3x2xf32>) {{
     %1 = nn.constant() {{value = dense<{weight} : tensor<2x2xf32>>}} : tensor<2x2xf32>
     %2 = nn.constant() {{value = dense<[0.25, 9.0] : tensor<2xf32>>}} : tensor<2xf32>
@@ -198,7 +221,8 @@ def test_bn_folds_into_gemm(trans_b, weight):
     return(%3)
   }}
 }}
-""")
+""",
+    )
 
 
 def test_bn_folds_into_gemm_without_c():
@@ -211,7 +235,10 @@ def test_bn_folds_into_gemm_without_c():
   }}
 }}
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<2x3xf32>) -> (tensor<3x2xf32>) {
     %1 = nn.constant() {value = dense<[0.5, 8.0, 1.5, 16.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
     %2 = nn.constant() {value = dense<[0.0, 7.0] : tensor<2xf32>>} : tensor<2xf32>
@@ -219,7 +246,8 @@ def test_bn_folds_into_gemm_without_c():
     return(%3)
   }
 }
-""")
+""",
+    )
 
 
 def test_bn_not_folded_into_gemm_with_run_time_c():
@@ -246,7 +274,10 @@ def test_bn_folds_into_matmul_with_constant_weight():
   }}
 }}
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<3x2xf32>) -> (tensor<3x2xf32>) {
     %1 = nn.constant() {value = dense<[0.5, 8.0, 1.5, 16.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
     %2 = nn.matmul(%0, %1) {layer = "fc"} : tensor<3x2xf32>
@@ -255,7 +286,8 @@ def test_bn_folds_into_matmul_with_constant_weight():
     return(%4)
   }
 }
-""")
+""",
+    )
 
 
 def test_bn_not_folded_into_matmul_of_two_activations():
@@ -267,14 +299,18 @@ def test_bn_not_folded_into_matmul_of_two_activations():
   }}
 }}
 """
-    check_pass(src, "canonicalize", f"""module {{
+    check_pass(
+        src,
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<3x2xf32>, %1: tensor<2x2xf32>) -> (tensor<3x2xf32>) {{
 {bn_out(2)}    %6 = nn.matmul(%0, %1) : tensor<3x2xf32>
     %7 = nn.batch_norm(%6, %2, %3, %4, %5) {{epsilon = 0.0}} : tensor<3x2xf32>
     return(%7)
   }}
 }}
-""")
+""",
+    )
 
 
 def _dense(a: np.ndarray) -> str:
@@ -322,14 +358,18 @@ def test_constant_ops_fold_into_one_constant():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<2x3xf32>) -> (tensor<2x3xf32>) {
     %1 = nn.constant() {value = dense<[2.0, 4.0, 6.0, 3.0, 5.0, 7.0] : tensor<2x3xf32>>} : tensor<2x3xf32>
     %2 = nn.add(%0, %1) : tensor<2x3xf32>
     return(%2)
   }
 }
-""")
+""",
+    )
 
 
 BROADCAST = """module {
@@ -345,14 +385,18 @@ BROADCAST = """module {
 
 
 def test_small_broadcast_folds():
-    check_pass(BROADCAST, "canonicalize", """module {
+    check_pass(
+        BROADCAST,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<3x4xf32>) -> (tensor<3x4xf32>) {
     %1 = nn.constant() {value = dense<[11.0, 21.0, 31.0, 41.0, 12.0, 22.0, 32.0, 42.0, 13.0, 23.0, 33.0, 43.0] : tensor<3x4xf32>>} : tensor<3x4xf32>
     %2 = nn.add(%0, %1) : tensor<3x4xf32>
     return(%2)
   }
 }
-""")
+""",
+    )
 
 
 def test_broadcast_beyond_fold_limit_is_not_folded():
@@ -394,14 +438,18 @@ def test_fold_to_a_scalar_keeps_rank_zero():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<3xf32>) -> (tensor<3xf32>) {
     %1 = nn.constant() {value = dense<[6.5] : tensor<f32>>} : tensor<f32>
     %2 = nn.mul(%0, %1) : tensor<3xf32>
     return(%2)
   }
 }
-""")
+""",
+    )
 
 
 def test_shape_of_static_value_folds_and_feeds_further_folding():
@@ -416,7 +464,10 @@ def test_shape_of_static_value_folds_and_feeds_further_folding():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<2x3x4xf32>) -> (tensor<2xi64>, tensor<1xi64>, tensor<24xf32>) {
     %1 = nn.constant() {value = dense<[2, 3] : tensor<2xi64>>} : tensor<2xi64>
     %2 = nn.constant() {value = dense<[4] : tensor<1xi64>>} : tensor<1xi64>
@@ -424,7 +475,8 @@ def test_shape_of_static_value_folds_and_feeds_further_folding():
     return(%1, %2, %3)
   }
 }
-""")
+""",
+    )
 
 
 # ----------------------------------------------------------------------------- cleanups
@@ -444,7 +496,10 @@ def test_reshape_chains_merge_and_no_op_reshapes_go():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<2x3x4xf32>) -> (tensor<4x6xf32>, tensor<2x3x4xf32>, tensor<6x4xf32>) {
     %1 = nn.reshape(%0) {shape = [6, 4]} : tensor<6x4xf32>
     %2 = nn.reshape(%0) {shape = [4, 6]} : tensor<4x6xf32>
@@ -452,7 +507,8 @@ def test_reshape_chains_merge_and_no_op_reshapes_go():
     return(%2, %3, %1)
   }
 }
-""")
+""",
+    )
 
 
 def test_transpose_chains_compose_and_identity_permutations_go():
@@ -466,13 +522,17 @@ def test_transpose_chains_compose_and_identity_permutations_go():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<2x3x4xf32>) -> (tensor<4x2x3xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>) {
     %1 = nn.transpose(%0) {perm = [2, 0, 1]} : tensor<4x2x3xf32>
     return(%1, %0, %0)
   }
 }
-""")
+""",
+    )
 
 
 def test_transpose_of_transpose_with_another_user_keeps_the_inner_one():
@@ -485,14 +545,18 @@ def test_transpose_of_transpose_with_another_user_keeps_the_inner_one():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<2x3xf32>) -> (tensor<2x3xf32>, tensor<3x2xf32>) {
     %1 = nn.transpose(%0) {perm = [1, 0]} : tensor<3x2xf32>
     %2 = nn.relu(%1) : tensor<3x2xf32>
     return(%0, %2)
   }
 }
-""")
+""",
+    )
 
 
 def test_dead_ops_are_removed():
@@ -506,13 +570,17 @@ def test_dead_ops_are_removed():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<4xf32>) -> (tensor<4xf32>) {
     %1 = nn.add(%0, %0) : tensor<4xf32>
     return(%1)
   }
 }
-""")
+""",
+    )
 
 
 def test_already_canonical_ir_is_unchanged_and_stage_kept():
@@ -540,13 +608,17 @@ def test_identity_is_removed():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<4xf32>) -> (tensor<4xf32>, tensor<4xf32>) {
     %1 = nn.relu(%0) : tensor<4xf32>
     return(%1, %0)
   }
 }
-""")
+""",
+    )
 
 
 def test_cast_to_own_dtype_is_removed_other_casts_stay():
@@ -559,13 +631,17 @@ def test_cast_to_own_dtype_is_removed_other_casts_stay():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<4xf32>) -> (tensor<4xi32>) {
     %1 = nn.cast(%0) {to = "i32"} : tensor<4xi32>
     return(%1)
   }
 }
-""")
+""",
+    )
 
 
 def test_rewrites_reach_a_fixed_point():
@@ -585,7 +661,10 @@ def test_rewrites_reach_a_fixed_point():
   }}
 }}
 """
-    check_pass(src, "canonicalize", f"""module {{
+    check_pass(
+        src,
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {{
     %1 = nn.constant() {{value = dense<[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, -4.0, -8.0, -12.0, -16.0, -20.0, -24.0, -28.0, -32.0] : tensor<2x2x2x2xf32>>}} : tensor<2x2x2x2xf32>
     %2 = nn.constant() {{value = dense<[0.0, 7.0] : tensor<2xf32>>}} : tensor<2xf32>
@@ -593,7 +672,8 @@ def test_rewrites_reach_a_fixed_point():
     return(%3)
   }}
 }}
-""")
+""",
+    )
 
 
 def test_per_channel_scale_and_shift_fold_into_conv():
@@ -610,7 +690,10 @@ def test_per_channel_scale_and_shift_fold_into_conv():
   }}
 }}
 """
-    check_pass(src, "canonicalize", f"""module {{
+    check_pass(
+        src,
+        "canonicalize",
+        f"""module {{
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {{
     %1 = nn.constant() {{value = dense<[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, -4.0, -8.0, -12.0, -16.0, -20.0, -24.0, -28.0, -32.0] : tensor<2x2x2x2xf32>>}} : tensor<2x2x2x2xf32>
     %2 = nn.constant() {{value = dense<[0.0, 7.0] : tensor<2xf32>>}} : tensor<2xf32>
@@ -618,7 +701,8 @@ def test_per_channel_scale_and_shift_fold_into_conv():
     return(%3)
   }}
 }}
-""")
+""",
+    )
 
 
 def test_scalar_scale_folds_into_gemm_but_not_a_per_element_shift():
@@ -634,7 +718,10 @@ def test_scalar_scale_folds_into_gemm_but_not_a_per_element_shift():
   }
 }
 """
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<3x2xf32>) -> (tensor<3x2xf32>) {
     %1 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0] : tensor<3x2xf32>>} : tensor<3x2xf32>
     %2 = nn.constant() {value = dense<[2.0, 4.0, 6.0, 8.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
@@ -643,7 +730,8 @@ def test_scalar_scale_folds_into_gemm_but_not_a_per_element_shift():
     return(%4)
   }
 }
-""")
+""",
+    )
 
 
 def test_scale_and_shift_fold_into_a_batch_norm_that_stays():
@@ -660,7 +748,10 @@ def test_scale_and_shift_fold_into_a_batch_norm_that_stays():
 }}
 """
     # scale * k = [2, -2]; bias * k + h = [2, 2]
-    check_pass(src, "canonicalize", """module {
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
   func @main(%0: tensor<1x2x3xf32>) -> (tensor<1x2x3xf32>) {
     %1 = nn.constant() {value = dense<[1.0, -2.0] : tensor<2xf32>>} : tensor<2xf32>
     %2 = nn.constant() {value = dense<[4.0, 0.25] : tensor<2xf32>>} : tensor<2xf32>
@@ -671,4 +762,5 @@ def test_scale_and_shift_fold_into_a_batch_norm_that_stays():
     return(%6)
   }
 }
-""")
+""",
+    )

@@ -19,13 +19,17 @@ def test_dead_chain_and_dead_constants_are_removed():
   }
 }
 """
-    check_pass(src, "dce", """module {
+    check_pass(
+        src,
+        "dce",
+        """module {
   func @main(%0: tensor<4xf32>, %1: tensor<2xf32>) -> (tensor<4xf32>) {
     %2 = nn.add(%0, %0) : tensor<4xf32>
     return(%2)
   }
 }
-""")
+""",
+    )
 
 
 def test_live_ops_and_multi_result_ops_with_one_used_result_stay():

@@ -31,7 +31,10 @@ def test_conv_becomes_im2col_mvm_bias_add_transpose():
 }}
 """
     # weight [M, C, kh, kw] -> [C*kh*kw, M]: row (c, kh, kw), column m
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {
     %1 = nn.constant() {value = dense<[0.5, -0.5] : tensor<2xf32>>} : tensor<2xf32>
     %2 = cim.im2col(%0) {dilations = [1, 1], kernel_shape = [2, 2], layer = "conv0", pads = [1, 1, 0, 0], strides = [2, 2]} : tensor<1x2x2x8xf32>
@@ -42,7 +45,8 @@ def test_conv_becomes_im2col_mvm_bias_add_transpose():
     return(%6)
   }
 }
-""")
+""",
+    )
 
 
 def test_grouped_conv_1d_becomes_grouped_mvm():
@@ -54,7 +58,10 @@ def test_grouped_conv_1d_becomes_grouped_mvm():
   }
 }
 """
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<1x4x3xf32>) -> (tensor<1x2x3xf32>) {
     %1 = cim.im2col(%0) {dilations = [1], kernel_shape = [2], layer = "conv0", pads = [1, 0], strides = [1]} : tensor<1x3x8xf32>
     %2 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0] : tensor<2x4x1xf32>>} : tensor<2x4x1xf32>
@@ -63,7 +70,8 @@ def test_grouped_conv_1d_becomes_grouped_mvm():
     return(%4)
   }
 }
-""")
+""",
+    )
 
 
 def test_depthwise_conv_with_multiplier_is_a_grouped_mvm():
@@ -76,7 +84,10 @@ def test_depthwise_conv_with_multiplier_is_a_grouped_mvm():
 }
 """
     # group g: [Kg = 2 taps, Mg = 2 output channels]
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<2x3x4x4xf32>) -> (tensor<2x6x4x4xf32>) {
     %1 = cim.im2col(%0) {dilations = [1, 3], kernel_shape = [1, 2], layer = "conv0", pads = [0, 1, 0, 2], strides = [1, 1]} : tensor<2x4x4x6xf32>
     %2 = nn.constant() {value = dense<[1.0, 2.0, -1.0, -2.0, 3.0, 0.5, -3.0, -0.5, 0.25, 1.5, -0.25, -1.5] : tensor<3x2x2xf32>>} : tensor<3x2x2xf32>
@@ -85,7 +96,8 @@ def test_depthwise_conv_with_multiplier_is_a_grouped_mvm():
     return(%4)
   }
 }
-""")
+""",
+    )
 
 
 def test_conv_with_run_time_weight_stays():
@@ -96,13 +108,17 @@ def test_conv_with_run_time_weight_stays():
   }
 }
 """
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<1x2x3x3xf32>, %1: tensor<2x2x2x2xf32>) -> (tensor<1x2x2x2xf32>) {
     %2 = nn.conv(%0, %1) {dilations = [1, 1], group = 1, pads = [0, 0, 0, 0], strides = [1, 1]} : tensor<1x2x2x2xf32>
     return(%2)
   }
 }
-""")
+""",
+    )
 
 
 def _dense(a: np.ndarray) -> str:
@@ -141,7 +157,7 @@ def test_lowered_conv_matches_nn_conv(xs, ws, strides, pads, dil, group, bias):
   func @main(%x: {_t(xs)}) -> ({out}) {{
     %w = nn.constant() {{value = {_dense(w)}}} : {_t(ws)}
     %b = nn.constant() {{value = {_dense(b)}}} : {_t(b.shape)}
-    %c = nn.conv(%x, %w{', %b' if bias else ''}) {a} : {out}
+    %c = nn.conv(%x, %w{", %b" if bias else ""}) {a} : {out}
     return(%c)
   }}
 }}
@@ -165,7 +181,10 @@ def test_gemm_trans_a_trans_b_alpha_and_constant_c():
 }
 """
     # weight = alpha * B^T; the constant C is folded with beta
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<3x2xf32>) -> (tensor<2x2xf32>) {
     %1 = nn.transpose(%0) {layer = "gemm0", perm = [1, 0]} : tensor<2x3xf32>
     %2 = nn.constant() {value = dense<[2.0, 8.0, 4.0, 10.0, 6.0, 12.0] : tensor<3x2xf32>>} : tensor<3x2xf32>
@@ -175,7 +194,8 @@ def test_gemm_trans_a_trans_b_alpha_and_constant_c():
     return(%5)
   }
 }
-""")
+""",
+    )
 
 
 def test_gemm_without_c_uses_its_weight_as_it_is():
@@ -187,14 +207,18 @@ def test_gemm_without_c_uses_its_weight_as_it_is():
   }
 }
 """
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<2x3xf32>) -> (tensor<2x2xf32>) {
     %1 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0] : tensor<3x2xf32>>} : tensor<3x2xf32>
     %2 = cim.mvm(%0, %1) {layer = "gemm0"} : tensor<2x2xf32>
     return(%2)
   }
 }
-""")
+""",
+    )
 
 
 GEMM_RUNTIME_C = """module {
@@ -215,20 +239,33 @@ GEMM_RUNTIME_C_HEAD = """module attributes {stage = "cim"} {
 @pytest.mark.parametrize(
     "beta, tail",
     [
-        ("1.0", """    %4 = nn.add(%3, %1) {layer = "gemm0"} : tensor<2x2xf32>
+        (
+            "1.0",
+            """    %4 = nn.add(%3, %1) {layer = "gemm0"} : tensor<2x2xf32>
     return(%4)
-"""),
-        ("0.5", """    %4 = nn.constant() {value = dense<[0.5] : tensor<f32>>} : tensor<f32>
+""",
+        ),
+        (
+            "0.5",
+            """    %4 = nn.constant() {value = dense<[0.5] : tensor<f32>>} : tensor<f32>
     %5 = nn.mul(%1, %4) {layer = "gemm0"} : tensor<2x2xf32>
     %6 = nn.add(%3, %5) {layer = "gemm0"} : tensor<2x2xf32>
     return(%6)
-"""),
-        ("0.0", """    return(%3)
-"""),
+""",
+        ),
+        (
+            "0.0",
+            """    return(%3)
+""",
+        ),
     ],
 )
 def test_gemm_with_run_time_c(beta, tail):
-    check_pass(GEMM_RUNTIME_C.replace("BETA", beta), "lower-to-mvm", GEMM_RUNTIME_C_HEAD + tail + "  }\n}\n")
+    check_pass(
+        GEMM_RUNTIME_C.replace("BETA", beta),
+        "lower-to-mvm",
+        GEMM_RUNTIME_C_HEAD + tail + "  }\n}\n",
+    )
 
 
 def test_gemm_of_two_activations_stays():
@@ -239,13 +276,17 @@ def test_gemm_of_two_activations_stays():
   }
 }
 """
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<2x3xf32>, %1: tensor<3x2xf32>) -> (tensor<2x2xf32>) {
     %2 = nn.gemm(%0, %1) {alpha = 1.0, beta = 1.0, trans_a = false, trans_b = false} : tensor<2x2xf32>
     return(%2)
   }
 }
-""")
+""",
+    )
 
 
 # ----------------------------------------------------------------------------- matmul
@@ -263,7 +304,10 @@ def test_matmul_with_constant_2d_weight_lowers_others_stay_digital():
   }
 }
 """
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<2x5x3xf32>, %1: tensor<3x4xf32>) -> (tensor<2x5x2xf32>, tensor<2x5x4xf32>, tensor<2x5x2xf32>) {
     %2 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0] : tensor<3x2xf32>>} : tensor<3x2xf32>
     %3 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0] : tensor<2x3x2xf32>>} : tensor<2x3x2xf32>
@@ -273,7 +317,8 @@ def test_matmul_with_constant_2d_weight_lowers_others_stay_digital():
     return(%4, %5, %6)
   }
 }
-""")
+""",
+    )
 
 
 def test_matmul_of_a_vector():
@@ -305,7 +350,10 @@ def test_layer_names_kept_or_generated_without_clashes():
   }
 }
 """
-    check_pass(src, "lower-to-mvm", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<2x3xf32>) -> (tensor<2x2xf32>) {
     %1 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0] : tensor<3x2xf32>>} : tensor<3x2xf32>
     %2 = nn.constant() {value = dense<[1.0, 0.0, 0.0, 1.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
@@ -317,7 +365,8 @@ def test_layer_names_kept_or_generated_without_clashes():
     return(%7)
   }
 }
-""")
+""",
+    )
 
 
 def test_generated_names_are_stable_across_runs():
@@ -358,7 +407,10 @@ def test_canonicalize_lower_canonicalize_pipeline():
   }}
 }}
 """
-    check_pass(src, "canonicalize,lower-to-mvm,canonicalize", """module attributes {stage = "cim"} {
+    check_pass(
+        src,
+        "canonicalize,lower-to-mvm,canonicalize",
+        """module attributes {stage = "cim"} {
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {
     %1 = nn.constant() {value = dense<[0.0, 7.0] : tensor<2xf32>>} : tensor<2xf32>
     %2 = cim.im2col(%0) {dilations = [1, 1], kernel_shape = [2, 2], layer = "stem", pads = [0, 0, 0, 0], strides = [1, 1]} : tensor<1x2x2x8xf32>
@@ -370,7 +422,8 @@ def test_canonicalize_lower_canonicalize_pipeline():
     return(%7)
   }
 }
-""")
+""",
+    )
 
 
 def _onnx_model() -> onnx.ModelProto:
@@ -383,15 +436,22 @@ def _onnx_model() -> onnx.ModelProto:
         return numpy_helper.from_array(a.astype(np.float32), name)
 
     inits = [
-        init("w1", 4, 3, 3, 3), init("b1", 4),
-        init("s", 4, positive=True), init("bb", 4), init("mu", 4), init("var", 4, positive=True),
+        init("w1", 4, 3, 3, 3),
+        init("b1", 4),
+        init("s", 4, positive=True),
+        init("bb", 4),
+        init("mu", 4),
+        init("var", 4, positive=True),
         init("w2", 4, 1, 3, 3),
-        init("wg", 5, 4 * 3 * 3), init("bg", 5),
+        init("wg", 5, 4 * 3 * 3),
+        init("bg", 5),
         init("wm", 5, 3),
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c1", "s", "bb", "mu", "var"], ["n1"], epsilon=1e-5),
+        helper.make_node(
+            "BatchNormalization", ["c1", "s", "bb", "mu", "var"], ["n1"], epsilon=1e-5
+        ),
         helper.make_node("Relu", ["n1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2"], ["c2"], group=4, strides=[2, 2]),
         helper.make_node("Flatten", ["c2"], ["f"]),
@@ -400,11 +460,16 @@ def _onnx_model() -> onnx.ModelProto:
         helper.make_node("MatMul", ["g", "z"], ["yz"]),
     ]
     graph = helper.make_graph(
-        nodes, "small",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 7, 7]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, [5, 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
-         helper.make_tensor_value_info("yz", TensorProto.FLOAT, [2, 2])],
+        nodes,
+        "small",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 7, 7]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [5, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("yz", TensorProto.FLOAT, [2, 2]),
+        ],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

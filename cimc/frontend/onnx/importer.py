@@ -155,9 +155,9 @@ def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
-def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str]:
+def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str, Path | None]:
     if isinstance(model, onnx.ModelProto):
-        return model, model.graph.name or "<model>"
+        return model, model.graph.name or "<model>", None
     path = Path(model)
     if not path.is_file():
         raise FrontendError(f"{path}: no such file")
@@ -167,12 +167,13 @@ def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str]:
         raise FrontendError(f"{path}: not a valid ONNX model ({type(e).__name__}: {e})") from None
     if not proto.graph.node and not proto.graph.output:
         raise FrontendError(f"{path}: not a valid ONNX model (the file has no graph)")
-    return proto, str(path)
+    return proto, str(path), path
 
 
-def _check(proto: onnx.ModelProto, source: str) -> None:
+def _check(proto: onnx.ModelProto, source: str, path: Path | None) -> None:
     try:
-        onnx.checker.check_model(proto)
+        # Checking by path lets the C++ checker read the file itself (no re-serialisation).
+        onnx.checker.check_model(str(path) if path is not None else proto)
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "validation failed"
         raise FrontendError(f"{source}: not a valid ONNX model: {first}") from None
@@ -248,10 +249,10 @@ def import_onnx(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Module:
     """Import an ONNX model (a path or a ModelProto) into a verified IR module at stage "nn"."""
-    proto, source = _load(model)
+    proto, source, path = _load(model)
     opset = _opset(proto, source)
     _scan_unsupported(proto, opset, source)
-    _check(proto, source)
+    _check(proto, source, path)
     inputs = _input_types(proto, source, dict(input_shapes or {}))
 
     func = Func("main", [t for _, t in inputs], input_names=[n for n, _ in inputs])

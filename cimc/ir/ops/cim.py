@@ -44,7 +44,9 @@ def im2col_geometry(
     output spatial shape)."""
     op = "cim.im2col"
     if len(x_shape) < 3:
-        raise VerifyError(f"{op}: input must be [N, C, *spatial] with >= 1 spatial dim, got {x_shape}")
+        raise VerifyError(
+            f"{op}: input must be [N, C, *spatial] with >= 1 spatial dim, got {x_shape}"
+        )
     d = len(x_shape) - 2
     kernel = _int_list(attrs, "kernel_shape", d, 1, op)
     strides = _int_list(attrs, "strides", d, 1, op)
@@ -128,4 +130,8 @@ def mvm(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray) -> np.ndarray:
     lead = x.shape[:-1]
     xg = xc.reshape(-1, g, kg).transpose(1, 0, 2)  # [G, B, Kg]
     y = np.matmul(xg, wc)  # [G, B, Mg]
-    return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(*lead, g * mg).astype(x.dtype, copy=False)
+    return (
+        np.ascontiguousarray(y.transpose(1, 0, 2))
+        .reshape(*lead, g * mg)
+        .astype(x.dtype, copy=False)
+    )

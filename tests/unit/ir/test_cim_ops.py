@@ -82,7 +82,9 @@ def test_im2col_mvm_equals_conv(xs, ws, strides, pads, dil, group):
     conv_attrs = {"strides": strides, "pads": pads, "dilations": dil, "group": group}
     want = evaluate("nn.conv", conv_attrs, x, w, b)
     cols = evaluate(
-        "cim.im2col", {"kernel_shape": list(ws[2:]), "strides": strides, "pads": pads, "dilations": dil}, x
+        "cim.im2col",
+        {"kernel_shape": list(ws[2:]), "strides": strides, "pads": pads, "dilations": dil},
+        x,
     )
     y = evaluate("cim.mvm", {}, cols, conv_weight_matrix(w, group)) + b
     got = np.moveaxis(y, -1, 1)
@@ -99,7 +101,9 @@ def test_grouped_mvm_is_block_diagonal():
         dense[4 * g : 4 * g + 4, 2 * g : 2 * g + 2] = w[g]
     got = evaluate("cim.mvm", {}, x, w)
     np.testing.assert_allclose(got, x @ dense, rtol=1e-5, atol=1e-6)
-    assert infer_types("cim.mvm", [TensorType.of(x), TensorType.of(w)], {}) == [TensorType((2, 5, 6))]
+    assert infer_types("cim.mvm", [TensorType.of(x), TensorType.of(w)], {}) == [
+        TensorType((2, 5, 6))
+    ]
 
 
 def test_mvm_vector_and_f16():
@@ -108,7 +112,9 @@ def test_mvm_vector_and_f16():
     x = rng.standard_normal(5).astype(np.float16)
     got = evaluate("cim.mvm", {}, x, w)
     assert got.dtype == np.float16 and got.shape == (3,)
-    np.testing.assert_allclose(got, x.astype(np.float32) @ w.astype(np.float32), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(
+        got, x.astype(np.float32) @ w.astype(np.float32), rtol=2e-3, atol=2e-3
+    )
 
 
 @pytest.mark.parametrize(
