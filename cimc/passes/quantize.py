@@ -20,9 +20,11 @@ bounded on large models; a range of 0 (an input that was always zero) becomes th
 or 1.0.
 
 Calibration inputs come from ``ctx.calib`` (``--calib FILE.npz``: one array per model input,
-batch first, any number of samples; they are fed in batches of the model's compiled batch size,
-at most ``calib_samples`` samples). Without calibration data the pass uses ONE batch of seeded
-standard-normal inputs of the model's input shapes (``ctx.seed``) and says so in a warning and in
+batch first, any number of samples, at most ``calib_samples`` of them used). They run
+``calib_batch`` samples at a time when every op follows the batch size (reshapes that spell out
+the compiled batch are adjusted, every result's shape is checked), else one compiled batch at a
+time. Without calibration data the pass uses ONE batch of seeded standard-normal inputs of the
+model's input shapes (``ctx.seed``) and says so in a warning and in
 ``ctx.reports["quantize"]["calibration"]``: real data usually calibrates better.
 
 The result has exact noise-free semantics in the interpreter (``cim.xbar_mvm``: DAC quantise ->
@@ -123,15 +125,16 @@ class _Stats:
     peak: dict[Any, float] = field(default_factory=dict)
 
     def add(self, key: Any, value: np.ndarray) -> None:
-        flat = np.abs(np.asarray(value, dtype=np.float32).reshape(-1))
-        if flat.size == 0:
+        value = np.asarray(value, dtype=np.float32)
+        if value.size == 0:
             return
-        if flat.size > SAMPLES_PER_BATCH:
-            flat = flat[self.rng.integers(0, flat.size, SAMPLES_PER_BATCH)]
-            self.peak[key] = max(self.peak.get(key, 0.0), float(np.abs(value).max()))
+        peak = max(float(value.max()), -float(value.min()))
+        self.peak[key] = max(self.peak.get(key, 0.0), peak)
+        if value.size > SAMPLES_PER_BATCH:
+            picked = np.take(value, self.rng.integers(0, value.size, SAMPLES_PER_BATCH))
         else:
-            self.peak[key] = max(self.peak.get(key, 0.0), float(flat.max()))
-        self.samples.setdefault(key, []).append(flat)
+            picked = value.reshape(-1)
+        self.samples.setdefault(key, []).append(np.abs(picked))
 
     def range(self, key: Any, percentile: float) -> float:
         if key not in self.samples:
@@ -149,21 +152,53 @@ def _region_runner(region: Block, env: dict[Value, np.ndarray]) -> Callable[[lis
     return runner
 
 
-def _evaluate(op: Op, inputs: list[np.ndarray], env: dict[Value, np.ndarray]) -> list[np.ndarray]:
-    """One op with the interpreter's semantics (results cast to their IR dtype)."""
+class _BatchMismatch(Exception):
+    """A value's shape does not follow the calibration batch: run at the compiled batch."""
+
+
+def _batched_attrs(op: Op, attrs: dict[str, Any], batch: int, compiled: int) -> dict[str, Any]:
+    """Attributes that spell out the compiled batch size, rewritten for ``batch``."""
+    key = {"nn.reshape": "shape", "nn.resize": "sizes"}.get(op.name)
+    if key is None or not op.operands or op.operands[0].type.rank == 0:
+        return attrs
+    val = attrs.get(key)
+    if isinstance(val, list) and val and val[0] == compiled == op.operands[0].type.shape[0]:
+        return {**attrs, key: [batch, *val[1:]]}
+    return attrs
+
+
+def _evaluate(
+    op: Op, inputs: list[np.ndarray], env: dict[Value, np.ndarray], batch: int, compiled: int
+) -> list[np.ndarray]:
+    """One op with the interpreter's semantics (results cast to their IR dtype), run on a batch
+    of ``batch`` samples when the module was compiled for ``compiled``."""
     opdef = registry.lookup(op.name)
     attrs = opdef.with_defaults(op.attrs)
+    if batch != compiled:
+        attrs = _batched_attrs(op, attrs, batch, compiled)
     if op.regions:
         runners = [_region_runner(r, env) for r in op.regions]
         out = opdef.evaluate(attrs, *inputs, regions=runners)
     else:
         out = opdef.evaluate(attrs, *inputs)
     outs = out if isinstance(out, (list, tuple)) else [out]
-    return [np.asarray(a).astype(v.type.np_dtype, copy=False) for a, v in zip(outs, op.results)]
+    results = []
+    for a, v in zip(outs, op.results):
+        a = np.asarray(a).astype(v.type.np_dtype, copy=False)
+        if batch != compiled:
+            shape = v.type.shape
+            want = (batch, *shape[1:]) if shape and shape[0] == compiled else shape
+            if a.shape != want:
+                raise _BatchMismatch(op.name)
+        results.append(a)
+    return results
 
 
-def _observe(func: Func, args: list[np.ndarray], tiles: set[Op], stats: _Stats) -> None:
+def _observe(
+    func: Func, args: list[np.ndarray], tiles: set[Op], stats: _Stats, compiled: int
+) -> None:
     """Run ``func`` on ``args``, feeding every tile's input and output to ``stats``."""
+    batch = args[0].shape[0] if args and args[0].ndim else compiled
     last: dict[Value, int] = {}
     for i, op in enumerate(func.body.ops):
         for inner in op.walk():
@@ -176,10 +211,12 @@ def _observe(func: Func, args: list[np.ndarray], tiles: set[Op], stats: _Stats) 
             break
         inputs = [env[v] for v in op.operands]
         try:
-            outs = _evaluate(op, inputs, env)
-        except CimcError:
+            outs = _evaluate(op, inputs, env, batch, compiled)
+        except (CimcError, _BatchMismatch):
             raise
         except Exception as e:
+            if batch != compiled:
+                raise _BatchMismatch(op.name) from e
             raise CimcError(f"quantize: calibration run failed at {op.name}: {e}") from e
         if op in tiles:
             x = op.operands[0]
@@ -193,23 +230,39 @@ def _observe(func: Func, args: list[np.ndarray], tiles: set[Op], stats: _Stats) 
                 env.pop(v, None)
 
 
-def calibration_batches(
+@dataclass
+class Calibration:
+    """Calibration inputs: one array per function argument (``samples`` along the first axis, a
+    multiple of the compiled batch ``batch``) and a sentence saying where they came from."""
+
+    arrays: list[np.ndarray]
+    batch: int
+    samples: int
+    description: str
+
+    def batches(self, size: int) -> list[list[np.ndarray]]:
+        return [[a[k:k + size] for a in self.arrays] for k in range(0, self.samples, size)]
+
+
+def calibration_inputs(
     func: Func, calib: Mapping[str, np.ndarray] | None, max_samples: int, seed: int
-) -> tuple[list[list[np.ndarray]], str]:
-    """Argument lists to run the model on, and a sentence saying where they came from."""
+) -> Calibration:
+    """The calibration inputs for ``func``: ``calib`` checked against the arguments, or the
+    documented default (one seeded standard-normal batch)."""
     names, types = func.input_names, [a.type for a in func.args]
+    batch = types[0].shape[0] if types and types[0].rank else 1
     if calib is None:
         rng = np.random.default_rng(seed)
-        batch = []
+        arrays = []
         for t in types:
             if t.dtype.startswith("f"):
-                batch.append(rng.standard_normal(t.shape).astype(t.np_dtype))
+                arrays.append(rng.standard_normal(t.shape).astype(t.np_dtype))
             else:
-                batch.append(np.zeros(t.shape, dtype=t.np_dtype))
-        return [batch], (
+                arrays.append(np.zeros(t.shape, dtype=t.np_dtype))
+        return Calibration(arrays, batch, batch, (
             f"default: one batch of seeded (seed {seed}) standard-normal inputs of the model's "
             "input shapes; pass calibration data (--calib FILE.npz) for ranges that fit real inputs"
-        )
+        ))
     missing = [n for n in names if n not in calib]
     if missing:
         raise CimcError(
@@ -226,19 +279,17 @@ def calibration_batches(
                 f"quantize: calibration array {name!r} has shape {list(a.shape)}; expected "
                 f"[N, {', '.join(map(str, t.shape[1:]))}] (any N, the model takes {list(t.shape)})"
             )
-        if a.shape[0] < t.shape[0]:
+        if t.shape[0] != batch or a.shape[0] < batch:
             raise CimcError(
                 f"quantize: calibration array {name!r} has {a.shape[0]} sample(s); the model's "
                 f"batch is {t.shape[0]}, so give at least that many"
             )
-        counts.append(a.shape[0] // t.shape[0])
+        counts.append(a.shape[0] // batch)
         arrays.append(a.astype(t.np_dtype, copy=False))
-    per_batch = types[0].shape[0] if types and types[0].rank else 1
-    n = min(min(counts), max(1, math.ceil(max_samples / max(per_batch, 1))))
-    batches = []
-    for k in range(n):
-        batches.append([a[k * t.shape[0]:(k + 1) * t.shape[0]] for a, t in zip(arrays, types)])
-    return batches, f"calibration data: {n} batch(es) of {per_batch} sample(s)"
+    n = min(min(counts), max(1, math.ceil(max_samples / max(batch, 1))))
+    samples = n * batch
+    return Calibration([a[:samples] for a in arrays], batch, samples,
+                       f"calibration data: {samples} sample(s)")
 
 
 # ----------------------------------------------------------------------------- the pass
@@ -260,7 +311,8 @@ class Quantize(Pass):
 
     Options override the target (``-1``/``0``: the target's value): ``max_level`` (0 = float
     weights), ``dac_bits``, ``adc_bits``, ``dac_percentile``, ``adc_percentile``;
-    ``calib_samples`` caps the calibration samples used. Calibration data: ``ctx.calib``, else one
+    ``calib_samples`` caps the calibration samples used, ``calib_batch`` how many run at once.
+    Calibration data: ``ctx.calib``, else one
     seeded standard-normal batch (with a warning). Writes ``ctx.reports["quantize"]``.
 
     Stage: cim (tiled) -> cim (quantised). Test: tests/passes/test_quantize.py.
@@ -273,6 +325,7 @@ class Quantize(Pass):
     dac_percentile: float = 0.0
     adc_percentile: float = 0.0
     calib_samples: int = 64
+    calib_batch: int = 16
 
     def settings(self, target: Any) -> _Settings:
         if target is None and min(self.max_level, self.dac_bits, self.adc_bits) < 0:
@@ -347,13 +400,11 @@ class Quantize(Pass):
     def _calibrate(
         self, func: Func, tiles: list[Op], s: _Settings, ctx: PassContext
     ) -> tuple[dict[Op, tuple[float, float]], str]:
-        batches, source = calibration_batches(func, ctx.calib, self.calib_samples, ctx.seed)
+        cal = calibration_inputs(func, ctx.calib, self.calib_samples, ctx.seed)
         if ctx.calib is None:
-            warnings.warn(f"quantize: no calibration data; {source}", stacklevel=2)
+            warnings.warn(f"quantize: no calibration data; {cal.description}", stacklevel=2)
         top = {op for op in tiles if op.parent is func.body}
-        stats = _Stats(np.random.default_rng(ctx.seed))
-        for args in batches:
-            _observe(func, args, top, stats)
+        stats = self._collect(func, cal, top, ctx.seed)
         ranges = {}
         for op in tiles:
             if op in top:
@@ -363,4 +414,21 @@ class Quantize(Pass):
                 dac = max((stats.range(t.operands[0], 100.0) for t in top), default=1.0)
                 adc = max((stats.range(t, 100.0) for t in top), default=1.0)
             ranges[op] = (dac, adc)
-        return ranges, source
+        return ranges, cal.description
+
+    def _collect(self, func: Func, cal: Calibration, top: set[Op], seed: int) -> _Stats:
+        """Run the calibration samples, ``calib_batch`` at a time when the module's ops follow
+        the batch size (at the compiled batch otherwise)."""
+        size = cal.batch * max(1, self.calib_batch // max(cal.batch, 1))
+        if size > cal.batch and cal.samples > cal.batch:
+            stats = _Stats(np.random.default_rng(seed))
+            try:
+                for args in cal.batches(size):
+                    _observe(func, args, top, stats, cal.batch)
+                return stats
+            except _BatchMismatch:
+                pass  # some op pins the batch size: run at the compiled batch
+        stats = _Stats(np.random.default_rng(seed))
+        for args in cal.batches(cal.batch):
+            _observe(func, args, top, stats, cal.batch)
+        return stats

@@ -96,12 +96,17 @@ class _Pack:
     offset: int
     weights: np.ndarray  # [rows, cols]
     groups: int          # groups packed block-diagonally (1 for dense)
-    used: np.ndarray     # bool [rows, cols]: cells that hold a weight of the layer
+    used: np.ndarray | None  # bool [rows, cols]: cells holding a weight (None: all of them)
+
+    def used_cells(self, r0: int, r1: int, c0: int, c1: int) -> int:
+        if self.used is None:
+            return (r1 - r0) * (c1 - c0)
+        return int(self.used[r0:r1, c0:c1].sum())
 
 
 def _packs(w: np.ndarray, geo: Geometry) -> list[_Pack]:
     if w.ndim == 2:
-        return [_Pack(0, w, 1, np.ones(w.shape, dtype=bool))]
+        return [_Pack(0, w, 1, None)]
     g, kg, mg = w.shape
     per = min(geo.rows // kg, geo.cols // mg) if kg <= geo.rows and mg <= geo.cols else 1
     per = max(per, 1)
@@ -142,7 +147,7 @@ def _weight(op: Op) -> np.ndarray:
     w = np.asarray(w_val.op.attrs["value"])
     if w.ndim not in (2, 3):
         raise CimcError(f"cim.mvm: weight of shape {w.shape} is neither [K, M] nor [G, Kg, Mg]")
-    return w.astype(np.float32)
+    return np.asarray(w, dtype=np.float32)
 
 
 class _Tiler:
@@ -195,10 +200,10 @@ class _Tiler:
             for c0, c1 in _blocks(m_cols, geo.cols):
                 partial: Value | None = None
                 for i, (r0, r1) in enumerate(rows):
-                    used = int(pack.used[r0:r1, c0:c1].sum())
+                    used = pack.used_cells(r0, r1, c0, c1)
                     util = used / cells
                     attrs = {
-                        "levels": np.ascontiguousarray(pack.weights[r0:r1, c0:c1]),
+                        "levels": pack.weights[r0:r1, c0:c1],  # a view: no copy
                         "scale": np.ones(c1 - c0, dtype=np.float32),
                         "dac_bits": 0, "dac_range": 0.0, "adc_bits": 0, "adc_range": 0.0,
                         "tile": [i, j],

@@ -8,9 +8,13 @@ same sequence of runs give the same numbers); ``t`` is the time since programmin
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import math
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import numpy as np
 
 from cimc.errors import ArtifactError, RuntimeInputError
 from cimc.runtime.artifact import Artifact, read_artifact
-from cimc.runtime.machine import Machine, RunContext, Trace, check_inputs
+from cimc.runtime.machine import Machine, RunContext, Trace, Workspace, check_inputs
 from cimc.runtime.report import Report, build_report
 
 KeyLike = str | Path | Mapping[str, Any] | None
@@ -30,6 +34,62 @@ _PROGRAM_STREAM, _READ_STREAM = 0, 1
 # A run is split into chunks of the batch whose largest buffer holds about this many elements:
 # the temporaries stay in cache-sized, reusable blocks, and chunks run on parallel threads.
 CHUNK_ELEMENTS = 1 << 20
+
+
+@functools.cache
+def _openblas() -> tuple[Any, Any] | None:
+    """(set_num_threads, get_num_threads) of the OpenBLAS numpy uses, or None (Linux only;
+    other BLAS libraries are left alone)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_"):
+                set_fn = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                get_fn = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                if set_fn is not None and get_fn is not None:
+                    set_fn.argtypes, get_fn.restype = [ctypes.c_int], ctypes.c_int
+                    return set_fn, get_fn
+    return None
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = 0
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the block with OpenBLAS on one thread (restored afterwards).
+
+    A run parallelises over chunks of the batch itself; BLAS threads on top of that only
+    compete for the same cores (and spin), which costs far more than they give on the skinny
+    products of crossbar MVMs. This changes a process-wide setting while a run executes.
+    """
+    global _blas_users, _blas_saved
+    fns = _openblas()
+    if fns is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = fns[1]()
+            fns[0](1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                fns[0](_blas_saved)
 
 
 def _default_threads() -> int:
@@ -91,6 +151,7 @@ class Chip:
         self._last_batch = 1
         self._peak_per_sample: float | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()  # one Workspace per thread that executes chunks
 
     @property
     def inputs(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -120,13 +181,15 @@ class Chip:
 
         def one(i: int) -> dict[str, np.ndarray]:
             a, b = bounds[i]
-            ctx = RunContext(tiles, _rng(self.seed, _READ_STREAM, run_index, i), noise)
+            ctx = RunContext(tiles, _rng(self.seed, _READ_STREAM, run_index, i), noise,
+                             self._workspace())
             return self.machine.execute({k: v[a:b] for k, v in feeds.items()}, ctx, traces[i])
 
-        if len(bounds) == 1:
-            parts = [one(0)]
-        else:
-            parts = list(self._executor().map(one, range(len(bounds))))
+        with single_threaded_blas():
+            if len(bounds) == 1 or self.threads == 1:
+                parts = [one(i) for i in range(len(bounds))]
+            else:
+                parts = list(self._executor().map(one, range(len(bounds))))
         self._trace, self._last_batch = traces[0], batch  # report() scales the first chunk's
         return {s.name: _join([p[s.name] for p in parts]) for s in self.artifact.outputs}
 
@@ -137,6 +200,12 @@ class Chip:
         n = math.ceil(batch / size)
         size = math.ceil(batch / n)
         return [(a, min(a + size, batch)) for a in range(0, batch, size)]
+
+    def _workspace(self) -> Workspace:
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = Workspace()
+        return ws
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -170,10 +239,8 @@ class Chip:
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:
-    if len(parts) == 1:
-        return parts[0]
-    if np.ndim(parts[0]) == 0:
-        return parts[0]
+    if len(parts) == 1 or np.ndim(parts[0]) == 0:
+        return np.ascontiguousarray(parts[0])
     return np.concatenate(parts, axis=0)
 
 

@@ -74,21 +74,41 @@ def nn_kernel(name: str) -> tuple[Callable[..., Any], tuple[int, int | None], tu
 # ------------------------------------------------------------------------------ fast kernels
 
 
-def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+class Workspace:
+    """Scratch arrays reused from chunk to chunk and run to run (one per worker thread), so the
+    large temporaries of an mvm are not allocated (and page-faulted) again every time."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[Any, np.ndarray] = {}
+
+    def get(self, key: Any, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        n = math.prod(shape)
+        buf = self._bufs.get(key)
+        if buf is None or buf.size < n or buf.dtype != dtype:
+            buf = np.empty(max(n, 1), dtype)
+            self._bufs[key] = buf
+        return buf[:n].reshape(shape)
+
+
+def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
+                        ws: Workspace | None = None) -> np.ndarray:
     """Standard normal float32 samples by the Box-Muller transform (exact in distribution).
 
-    About twice as fast as ``Generator.standard_normal`` for float32 on large arrays.
+    About twice as fast as ``Generator.standard_normal`` for float32 on large arrays. With a
+    workspace the result lives in it (valid until the next call).
     """
+    ws = ws or Workspace()
     n = math.prod(shape)
     half = (n + 1) // 2
-    u = rng.random((2, half), dtype=np.float32)
+    u = ws.get("normal.u", (2, half))
+    rng.random(dtype=np.float32, out=u)
     r, theta = u[0], u[1]
     np.subtract(np.float32(1.0), r, out=r)  # (0, 1]: log is finite
     np.log(r, out=r)
     r *= np.float32(-2.0)
     np.sqrt(r, out=r)
     theta *= np.float32(2.0 * np.pi)
-    out = np.empty(2 * half, dtype=np.float32)
+    out = ws.get("normal.z", (2 * half,))
     np.cos(theta, out=out[:half])
     np.sin(theta, out=out[half:])
     out[:half] *= r
@@ -97,12 +117,12 @@ def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...]) -> np.
 
 
 def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int],
-           dilations: list[int]) -> np.ndarray:
+           dilations: list[int], ws: Workspace | None = None, key: Any = None) -> np.ndarray:
     """``cim.im2col``: ``x [N, C, *S] -> [N, *O, C*prod(kernel)]``, channel-major patches.
 
     The result is a view of a patch-major block ``[C*prod(kernel), N, *O]``: one contiguous
     copy per kernel offset fills it (fast), and :func:`rows_first` hands it to a matrix product
-    without another copy.
+    without another copy. With a workspace, the block is the workspace's array ``key``.
     """
     d = len(kernel)
     n, c = x.shape[:2]
@@ -113,7 +133,8 @@ def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]
     if min(out) < 1:
         raise ValueError(f"input spatial shape {x.shape[2:]} (padded) is smaller than the "
                          f"kernel {kernel} with dilations {dilations}")
-    patches = np.empty((c, *kernel, n, *out), dtype=x.dtype)
+    shape = (c, *kernel, n, *out)
+    patches = np.empty(shape, x.dtype) if ws is None else ws.get(key, shape, x.dtype)
     xc = x.swapaxes(0, 1)  # [C, N, *S]
     for offset in itertools.product(*(range(k) for k in kernel)):
         window = tuple(slice(o * dl, o * dl + (m - 1) * st + 1, st)
@@ -133,11 +154,11 @@ def rows_first(x: np.ndarray, rows: int) -> tuple[np.ndarray, bool]:
     return x.reshape(-1, rows), False
 
 
-def dac_codes(x: np.ndarray, bits: int, max_abs: float, signed: bool = True
-              ) -> tuple[np.ndarray, float]:
-    """DAC codes (integer-valued float32, a new array) and the step they are in."""
+def dac_codes(x: np.ndarray, bits: int, max_abs: float, signed: bool = True,
+              out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """DAC codes (integer-valued float32; a new array or ``out``) and the step they are in."""
     n, step = _quant_params(bits, max_abs, signed)
-    xq = np.multiply(x, np.float32(1.0 / step), dtype=np.float32)
+    xq = np.divide(x, np.float32(step), dtype=np.float32, out=out)
     np.rint(xq, out=xq)
     np.clip(xq, -n if signed else 0.0, n, out=xq)
     return xq, step
@@ -279,6 +300,7 @@ class RunContext:
     tiles: Mapping[tuple[int, int], TileAt]
     rng: np.random.Generator
     noise: bool = True
+    ws: Workspace = field(default_factory=Workspace)
 
 
 class Step:
@@ -378,6 +400,8 @@ class Im2colStep(Step):
         # _fold_dacs): quantising the input before copying it into patches is the same as
         # quantising the patches, on far fewer elements.
         self.dac: tuple[int, float, bool] | None = None
+        # True when only mvms read the patches (see _fold_dacs): they can live in the workspace.
+        self.private = False
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
         x = env[self.src]
@@ -387,7 +411,10 @@ class Im2colStep(Step):
         if self.dac is not None:
             x = dac_values(x, *self.dac)
         try:
-            env[self.dst] = im2col(x, *self.params)
+            if self.private:
+                env[self.dst] = im2col(x, *self.params, ws=ctx.ws, key=(id(self), "patches"))
+            else:
+                env[self.dst] = im2col(x, *self.params)
         except ValueError as e:
             raise ExecError(str(e)) from None
 
@@ -419,23 +446,24 @@ class MvmStep(Step):
         lead = x.shape[:-1]
         tile = ctx.tiles[self.key]
         m, transposed = rows_first(x, self.rows)
-        xq, in_step = self._dac(m)
-        xv = xq.T if transposed else xq  # [vectors, rows]
-        y = xv @ tile.weight
+        xq, in_step = self._dac(m, ctx.ws)
+        y = (xq.T if transposed else xq) @ tile.weight  # [vectors, cols]
         if ctx.noise and tile.read_var is not None:
-            sq = np.square(xq)
-            std = (sq.T if transposed else sq) @ tile.read_var
+            sq = np.square(xq, out=ctx.ws.get("mvm.sq", xq.shape))
+            std = np.matmul(sq.T if transposed else sq, tile.read_var,
+                            out=ctx.ws.get("mvm.std", y.shape))
             np.sqrt(std, out=std)
-            std *= standard_normal_f32(ctx.rng, std.shape)
+            std *= standard_normal_f32(ctx.rng, std.shape, ctx.ws)
             y += std
         self._adc(y, in_step, tile.gain)
         env[self.dst] = y.reshape(*lead, self.cols)
 
-    def _dac(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """The DAC: integer-valued codes and the step they are in (1 when exact)."""
+    def _dac(self, x: np.ndarray, ws: Workspace) -> tuple[np.ndarray, float]:
+        """The DAC: integer-valued codes (in the workspace) and their step; 1 when exact."""
         if not self.dac_bits or self.pre_quantised:
             return (x if x.dtype == np.float32 else x.astype(np.float32)), 1.0
-        return dac_codes(x, self.dac_bits, self.dac_range, self.dac_signed)
+        return dac_codes(x, self.dac_bits, self.dac_range, self.dac_signed,
+                         out=ws.get("mvm.xq", x.shape))
 
     @property
     def dac(self) -> tuple[int, float, bool]:
@@ -575,6 +603,7 @@ def _fold_dacs(code: CoreCode) -> None:
         if not isinstance(st, Im2colStep):
             continue
         mvms = _mvm_consumers(code.steps, i, st.dst)
+        st.private = bool(mvms)
         if not mvms or len({m.dac for m in mvms}) != 1 or not mvms[0].dac_bits:
             continue
         st.dac = mvms[0].dac

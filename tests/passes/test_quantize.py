@@ -139,7 +139,7 @@ def test_quantised_targets_stay_within_quantisation_error(target, bound):
         assert np.abs(op.attrs["levels"]).max() <= t.max_level
         assert (op.attrs["dac_bits"], op.attrs["adc_bits"]) == (t.converters.dac_bits, t.converters.adc_bits)
         assert op.attrs["dac_range"] > 0 and op.attrs["adc_range"] > 0
-    assert ctx.reports["quantize"]["calibration"] == "calibration data: 32 batch(es) of 2 sample(s)"
+    assert ctx.reports["quantize"]["calibration"] == "calibration data: 64 sample(s)"
 
 
 def test_ranges_are_percentiles_of_the_calibration_data():
@@ -198,7 +198,7 @@ def test_calibration_samples_are_capped():
     run_pipeline(module, "tile{rows=32,cols=32}")
     ctx = PassContext(calib={"x": np.ones((100, 20), np.float32)})
     run_pipeline(module, "quantize{max_level=7,dac_bits=8,adc_bits=8,calib_samples=10}", ctx)
-    assert ctx.reports["quantize"]["calibration"] == "calibration data: 5 batch(es) of 2 sample(s)"
+    assert ctx.reports["quantize"]["calibration"] == "calibration data: 10 sample(s)"
 
 
 def test_bit_slicing_keeps_the_full_integer_and_records_the_slices():
@@ -235,3 +235,52 @@ def test_nonnegative_values_follow_relu_through_moves_and_pooling():
 def test_without_target_or_options_quantize_says_what_it_needs():
     with pytest.raises(CimcError, match=r"needs a target .* quantize\{max_level=7"):
         run_pipeline(parse_module(TILE), "quantize")
+
+
+def _ranges(module: Module) -> list[tuple[float, float]]:
+    return [(op.attrs["dac_range"], op.attrs["adc_range"])
+            for op in module.walk() if op.name == "cim.xbar_mvm"]
+
+
+def _batch1_model(pin_batch: bool) -> Module:
+    """Compiled for batch 1, with a reshape that spells the batch out; ``pin_batch`` adds a sum
+    over the batch axis, which no larger batch can run through."""
+    rng = np.random.default_rng(0)
+    f = Func("main", [TensorType((1, 2, 10))], ["x"], ["y"])
+    b = Builder(f.body)
+    v = b.create("nn.reshape", [f.args[0]], {"shape": [1, 20]}).result
+    if pin_batch:
+        v = b.create("nn.reduce_sum", [v], {"axes": [0], "keepdims": True}).result
+    w = b.constant((rng.standard_normal((20, 6)) / 4).astype(np.float32))
+    b.create("return", [b.create("cim.mvm", [v, w]).result])
+    return Module([f], {"stage": "cim"})
+
+
+@pytest.mark.parametrize("pin_batch", [False, True])
+def test_calibration_in_larger_batches_gives_the_same_ranges(pin_batch, monkeypatch):
+    import cimc.passes.quantize as q
+
+    sizes: list[int] = []
+    observe = q._observe
+
+    def spy(func, args, *rest):
+        sizes.append(args[0].shape[0])
+        return observe(func, args, *rest)
+
+    monkeypatch.setattr(q, "_observe", spy)
+    calib = {"x": np.random.default_rng(9).standard_normal((40, 2, 10)).astype(np.float32)}
+    spec = "quantize{max_level=7,dac_bits=8,adc_bits=8,dac_percentile=99.0,calib_batch=%d}"
+    got = []
+    for size in (16, 1):
+        sizes.clear()
+        module = _batch1_model(pin_batch)
+        run_pipeline(module, "tile{rows=32,cols=32}")
+        run_pipeline(module, spec % size, PassContext(calib=calib))
+        got.append(_ranges(module))
+        if size == 1:
+            assert sizes == [1] * 40
+        elif pin_batch:  # the first batch of 16 fails the shape check: one sample at a time
+            assert sizes == [16] + [1] * 40
+        else:
+            assert sizes == [16, 16, 8]
+    assert got[0] == got[1]

@@ -106,12 +106,12 @@ class ConvertContext:
         result = None
         if op is not None and not op.regions:
             if op.name == "nn.shape":
-                result = None
                 opdef = op_registry.lookup(op.name)
-                result = np.asarray(opdef.evaluate(opdef.with_defaults(op.attrs), np.empty(op.operands[0].type.shape, np.float32)))
+                shaped = np.broadcast_to(np.empty((), np.float32), op.operands[0].type.shape)
+                result = np.asarray(opdef.evaluate(opdef.with_defaults(op.attrs), shaped))
             else:
                 ins = [self.fold(x) for x in op.operands]
-                if all(x is not None for x in ins) and op.name not in ("nn.random",):
+                if all(x is not None for x in ins):
                     opdef = op_registry.lookup(op.name)
                     out = opdef.evaluate(opdef.with_defaults(op.attrs), *ins)
                     outs = out if isinstance(out, (list, tuple)) else [out]

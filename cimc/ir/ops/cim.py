@@ -16,12 +16,13 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 
 from cimc.errors import VerifyError
+from cimc.ir.ops.linalg import im2col as im2col_columns
+from cimc.ir.ops.linalg import pad_spatial
 from cimc.ir.registry import define
 from cimc.ir.types import TensorType
 
@@ -82,14 +83,7 @@ def im2col(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     kernel, strides, pads, dil, out = im2col_geometry(attrs, x.shape)
     d = len(kernel)
     n, c = x.shape[0], x.shape[1]
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[d + i]) for i in range(d)])
-    cols = np.empty((n, c, int(np.prod(kernel)), *out), dtype=x.dtype)
-    for j, pos in enumerate(itertools.product(*(range(k) for k in kernel))):
-        window = tuple(
-            slice(pos[i] * dil[i], pos[i] * dil[i] + (out[i] - 1) * strides[i] + 1, strides[i])
-            for i in range(d)
-        )
-        cols[:, :, j] = xp[(slice(None), slice(None), *window)]
+    cols = im2col_columns(pad_spatial(x, pads), kernel, strides, dil, out)  # [N, C, K, *O]
     # [N, C, K, *O] -> [N, *O, C, K] -> [N, *O, C*K]
     perm = (0, *range(3, 3 + d), 1, 2)
     return np.ascontiguousarray(cols.transpose(perm)).reshape(n, *out, -1)
@@ -125,7 +119,9 @@ def mvm(attrs: dict[str, Any], x: np.ndarray, w: np.ndarray) -> np.ndarray:
     ct = np.float32 if x.dtype == np.float16 else x.dtype
     xc, wc = x.astype(ct, copy=False), w.astype(ct, copy=False)
     if w.ndim == 2:
-        return np.matmul(xc, wc).astype(x.dtype, copy=False)
+        # One 2-D product over every leading position (a stacked matmul is many small GEMMs).
+        flat = np.ascontiguousarray(xc).reshape(-1, wc.shape[0])
+        return (flat @ wc).reshape(*x.shape[:-1], wc.shape[1]).astype(x.dtype, copy=False)
     g, kg, mg = w.shape
     lead = x.shape[:-1]
     xg = xc.reshape(-1, g, kg).transpose(1, 0, 2)  # [G, B, Kg]

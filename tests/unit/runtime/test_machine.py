@@ -471,3 +471,85 @@ def test_key_for_plain_artifact_is_refused(mvm_chip, tmp_path):
     path = single_mvm(tmp_path / "plain.cimc", np.ones((2, 2), np.float32))
     with pytest.raises(ArtifactError, match="not encrypted"):
         load(path, key={"xbar/0/0/flip": np.zeros((2, 2), bool)})
+
+
+# ------------------------------------------------------------------------------ execution paths
+
+
+CONV = """
+input  a0, name="x"
+im2col a1, a0, kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1]
+slice  a2, a1, start=0, stop=10
+slice  a3, a1, start=10, stop=18
+mvm    p0, a2, xbar=0, dac_bits=4, dac_range=1.75, adc_bits=0
+mvm    p1, a3, xbar=1, dac_bits=4, dac_range=1.75, adc_bits=0
+dop    p2, p0, p1, op="nn.add"
+output p2, name="y"
+{extra}halt
+"""
+
+
+def _conv_artifact(tmp_path: Path, extra: str = "", name: str = "conv.cimc"):
+    w = RNG.integers(-3, 4, (18, 4)).astype(np.float32)
+    outputs = [("y", (1, 5, 5, 4), "f32")] + ([("p", (1, 5, 5, 18), "f32")] if extra else [])
+    path = _one_core(
+        tmp_path, CONV.format(extra=extra), [("x", (1, 2, 5, 5), "f32")], outputs,
+        {"xbar/0/0/levels": w[:10], "xbar/0/0/scale": np.ones(4, np.float32),
+         "xbar/0/1/levels": w[10:], "xbar/0/1/scale": np.ones(4, np.float32)},
+        name=name, xbars=".xbar 0 rows=10 cols=4\n.xbar 1 rows=8 cols=4\n")
+    return path, w
+
+
+def _conv_reference(x, w):
+    patches = _im2col_reference(x, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1])
+    q = np.clip(np.rint(patches / 0.25), -7, 7) * 0.25
+    return q @ w, patches
+
+
+@pytest.mark.parametrize("extra", ["", "output a1, name=\"p\"\n"])
+def test_conv_tiles_with_dac_folded_or_not(tmp_path, extra):
+    # Without 'extra' only the mvms read the patches: the DAC is applied once at the im2col and
+    # the patches live in the workspace. With it, the patches are also an output.
+    path, w = _conv_artifact(tmp_path, extra)
+    chip = load(path)
+    im2col_step = chip.machine.codes[0].steps[1]
+    assert im2col_step.private == (not extra) and (im2col_step.dac is None) == bool(extra)
+    x = RNG.uniform(-2, 2, (3, 2, 5, 5)).astype(np.float32)
+    want, patches = _conv_reference(x, w)
+    for _ in range(2):  # the second run reuses the workspace
+        out = chip.run({"x": x})
+        np.testing.assert_allclose(out["y"], want, rtol=1e-5, atol=1e-5)
+    if extra:
+        np.testing.assert_array_equal(out["p"], patches)
+
+
+def test_results_do_not_depend_on_threads_or_chunks(tmp_path, monkeypatch):
+    import cimc.runtime.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 4096)  # many chunks
+    path = _hermes_mvm(tmp_path, dac=(8, 1.0), adc=(8, 3.0))
+    x = RNG.uniform(-1, 1, (1000, 16)).astype(np.float32)
+    one, many = load(path, seed=2, threads=1), load(path, seed=2, threads=3)
+    assert len(one._chunks(1000)) > 3
+    a, b = one.run({"x": x}, t=10.0)["y"], many.run({"x": x}, t=10.0)["y"]
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (1000, 4)
+    # outputs are fresh arrays: a later run does not change them
+    keep = a.copy()
+    one.run({"x": x}, t=10.0)
+    np.testing.assert_array_equal(a, keep)
+
+
+def test_blas_threads_are_restored():
+    from cimc.runtime.chip import _openblas, single_threaded_blas
+
+    fns = _openblas()
+    if fns is None:
+        pytest.skip("numpy does not use OpenBLAS here")
+    before = fns[1]()
+    with single_threaded_blas():
+        assert fns[1]() == 1
+        with single_threaded_blas():
+            assert fns[1]() == 1
+        assert fns[1]() == 1
+    assert fns[1]() == before

@@ -219,6 +219,30 @@ def test_quantised_programs_match_the_quantised_ir_exactly(tmp_path):
         assert z["xbar/0/0/levels"].dtype == np.int8
 
 
+def test_the_runtime_executes_the_programs_as_the_ir_says(tmp_path):
+    """The contract of docs/isa.md: on a noiseless quantising target (an ideal device with 4-bit
+    weights, DACs and 6-bit ADCs) the runtime gives exactly the quantised IR's outputs; on the
+    ideal target, for a batch other than the compiled one, the float IR's."""
+    import cimc
+
+    data = tiny().to_dict()
+    data["crossbar"].update(weight_bits=4, levels=8)
+    data["converters"].update(dac_bits=4, adc_bits=6)
+    target = Target.from_dict(data, source="test")
+    calib = {"image": np.random.default_rng(3).standard_normal((16, 2, 6, 6)).astype(np.float32)}
+    module = cnn()
+    compile_ir(module, target, tmp_path / "q.cimc", calib)
+    x = np.random.default_rng(4).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    got = cimc.load(tmp_path / "q.cimc").run({"image": x})["logits"]
+    np.testing.assert_array_equal(got, run(module, {"image": x})["logits"])
+
+    compile_ir(cnn(), tiny(), tmp_path / "f.cimc")
+    xs = np.random.default_rng(5).standard_normal((3, 2, 6, 6)).astype(np.float32)
+    want = np.concatenate([run(cnn(), {"image": xs[i:i + 1]})["logits"] for i in range(3)])
+    got = cimc.load(tmp_path / "f.cimc").run({"image": xs})["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_compile_api_writes_an_artifact_from_onnx(tmp_path):
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((rng.standard_normal((20, 12)) / 4).astype(np.float32), "w")
