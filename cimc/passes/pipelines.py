@@ -9,7 +9,9 @@ from cimc.passes.registry import available_passes
 # The front half: ONNX-level clean-up and lowering to matrix-vector products.
 LOWERING = "canonicalize,lower-to-mvm,canonicalize"
 # The back half: crossbar mapping (needs a target in the pass context).
-MAPPING = "tile,quantize,place,schedule"
+# place runs before quantize so that a model too large for --chips N is refused before the
+# (slow) calibration run.
+MAPPING = "tile,place,quantize,schedule"
 
 
 def compile_pipeline(*, chips: int = 0) -> list[Pass]:

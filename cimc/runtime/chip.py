@@ -23,7 +23,7 @@ import numpy as np
 
 from cimc.errors import ArtifactError, RuntimeInputError
 from cimc.runtime.artifact import Artifact, read_artifact
-from cimc.runtime.machine import Machine, RunContext, Trace, Workspace, check_inputs
+from cimc.runtime.machine import DTYPES, Machine, RunContext, Trace, Workspace, check_inputs
 from cimc.runtime.report import Report, build_report
 
 KeyLike = str | Path | Mapping[str, Any] | None
@@ -92,6 +92,19 @@ def single_threaded_blas() -> Iterator[None]:
                 fns[0](_blas_saved)
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """Worker threads shared by every chip instance (many instances, few threads)."""
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="cimc-run")
+        return pool
+
+
 def _default_threads() -> int:
     try:
         n = len(os.sched_getaffinity(0))
@@ -150,7 +163,6 @@ class Chip:
         self._trace: Trace | None = None
         self._last_batch = 1
         self._peak_per_sample: float | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()  # one Workspace per thread that executes chunks
 
     @property
@@ -208,9 +220,7 @@ class Chip:
         return ws
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cimc-chip")
-        return self._pool
+        return _pool(self.threads)
 
     def report(self, batch: int | None = None) -> Report:
         """Crossbars, cores, utilisation, instruction counts, latency, energy and area for a
@@ -224,13 +234,12 @@ class Chip:
 
     def _dry_trace(self) -> Trace:
         """Trace one noiseless run on zeros of batch 1 (for shapes; no random stream used)."""
-        from cimc.runtime.machine import DTYPES
-
         feeds = {s.name: np.zeros((1, *s.shape[1:]), DTYPES[s.dtype])
                  for s in self.artifact.inputs}
         ctx = RunContext(self.machine.tiles_at(0.0, False), _rng(0, 99), noise=False)
         trace = Trace(1)
-        self.machine.execute(feeds, ctx, trace)
+        with single_threaded_blas(), np.errstate(all="ignore"):
+            self.machine.execute(feeds, ctx, trace)
         return trace
 
     def __repr__(self) -> str:

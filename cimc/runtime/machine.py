@@ -7,10 +7,13 @@
 - compiles each core program into a list of steps with every parameter resolved, so a run does no
   parsing and no per-vector Python work.
 
-:meth:`Machine.execute` runs the programs on one batch: the cores are interleaved (each runs until
-it blocks on a ``recv`` whose message has not been sent), a deadlock is reported with the cores
-and the instructions they wait at, and every instruction works on the whole batch at once (one
-matrix product per ``mvm``, plus one more for the read-noise variance).
+:meth:`Machine.execute` runs the programs on one batch (the chip runs a large batch as a few
+chunks, possibly on parallel threads): the cores are interleaved (each runs until it blocks on a
+``recv`` whose message has not been sent), a deadlock is reported with the cores and the
+instructions they wait at, and every instruction works on the whole batch at once (one matrix
+product per ``mvm``, plus one more for the read-noise variance; no Python loop over vectors).
+Patches made by ``im2col`` are laid out patch-major so the product reads them without a copy,
+and a DAC that every consumer of the patches applies is applied once, before the copy.
 
 Per time ``t``, :meth:`Machine.tiles_at` turns the programmed conductances into the matrices an
 ``mvm`` multiplies by (drift applied, scales folded in, read-noise variance, drift-compensation
@@ -62,7 +65,7 @@ def nn_kernel(name: str) -> tuple[Callable[..., Any], tuple[int, int | None], tu
         opdef = get(name)
     except VerifyError:  # pragma: no cover - get() returns None for unknown names
         opdef = None
-    if opdef is None or opdef.regions:
+    if opdef is None or opdef.regions or not name.startswith("nn."):
         raise KeyError(name)
 
     def run(attrs: dict[str, Any], *xs: np.ndarray) -> Any:

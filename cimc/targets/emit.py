@@ -323,18 +323,9 @@ def _layers(func: Func, target: Any) -> list[dict[str, Any]]:
 
 
 def _compiler_version() -> str:
-    import cimc
+    from cimc import __version__
 
-    version = getattr(cimc, "__version__", None)
-    if version is None:  # an install that does not run cimc/__init__.py
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as dist_version
-
-        try:
-            version = dist_version("cimc")
-        except PackageNotFoundError:
-            version = "unknown"
-    return str(version)
+    return __version__
 
 
 def _sha256(path: Path) -> str:

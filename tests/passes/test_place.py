@@ -125,13 +125,15 @@ def test_im2col_runs_on_the_core_of_the_tiles_it_feeds():
 
 
 def test_placing_again_starts_from_scratch():
-    module, _ = _placed(f"{TILE},place{{cores=2,crossbars_per_core=1}},place{{cores=4,crossbars_per_core=4}}")
+    spec = f"{TILE},place{{cores=2,crossbars_per_core=1}},place{{cores=4,crossbars_per_core=4}}"
+    module, _ = _placed(spec)
     assert {op.attrs["core"] for op in module.walk() if "core" in op.attrs} == {0}
     assert module.attrs["chips"] == 1
 
 
 def test_without_target_or_sizes_place_says_what_it_needs():
-    with pytest.raises(PassError, match=r"needs a target .* place\{cores=64,crossbars_per_core=1\}"):
+    want = r"needs a target .* place\{cores=64,crossbars_per_core=1\}"
+    with pytest.raises(PassError, match=want):
         _placed(f"{TILE},place")
 
 

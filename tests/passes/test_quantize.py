@@ -46,7 +46,7 @@ def test_weights_map_per_column_to_the_top_level():
 def test_quantize_weights_properties():
     w = np.random.default_rng(0).standard_normal((40, 9)).astype(np.float32)
     w[:, 3] = 0.0
-    levels, scale = quantize_weights(w, 8)
+    levels, scale = quantize_weights(w, 8, "max")
     assert levels.dtype == np.int8 and scale.dtype == np.float32
     assert np.abs(levels).max() == 8
     live = [c for c in range(9) if c != 3]
@@ -55,9 +55,27 @@ def test_quantize_weights_properties():
     assert np.abs(levels * scale - w).max() <= scale.max() / 2 + 1e-6
     assert quantize_weights(w, 127)[0].dtype == np.int8
     assert quantize_weights(w, 200)[0].dtype == np.int16
+    with pytest.raises(CimcError, match="weight_scale='best'; expected one of mse, max"):
+        quantize_weights(w, 8, "best")
     same, ones = quantize_weights(w, 0)  # continuous conductances keep the floats
     np.testing.assert_array_equal(same, w)
     np.testing.assert_array_equal(ones, np.ones(9, np.float32))
+
+
+def test_mse_scaling_clips_outliers_and_never_does_worse_than_max():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((256, 16)).astype(np.float32) * 0.1
+    w[0, :8] = 1.0  # one outlier in each of the first 8 columns
+    err = {}
+    for method in ("max", "mse"):
+        levels, scale = quantize_weights(w, 7, method)
+        assert np.abs(levels).max() == 7
+        err[method] = ((levels * scale - w) ** 2).sum(axis=0)
+        if method == "mse":
+            assert (scale[:8] < 1.0 / 7 * 0.99).all()  # the outliers are clipped
+            assert (levels[0, :8] == 7).all()
+    assert (err["mse"] <= err["max"] + 1e-7).all()
+    assert err["mse"][:8].sum() < 0.75 * err["max"][:8].sum()
 
 
 def test_converter_quantisation_is_exact():
@@ -137,7 +155,8 @@ def test_quantised_targets_stay_within_quantisation_error(target, bound):
     for op in tiles:
         assert op.attrs["levels"].dtype.kind == "i"
         assert np.abs(op.attrs["levels"]).max() <= t.max_level
-        assert (op.attrs["dac_bits"], op.attrs["adc_bits"]) == (t.converters.dac_bits, t.converters.adc_bits)
+        assert op.attrs["dac_bits"] == t.converters.dac_bits
+        assert op.attrs["adc_bits"] == t.converters.adc_bits
         assert op.attrs["dac_range"] > 0 and op.attrs["adc_range"] > 0
     assert ctx.reports["quantize"]["calibration"] == "calibration data: 64 sample(s)"
 
@@ -147,7 +166,8 @@ def test_ranges_are_percentiles_of_the_calibration_data():
     run_pipeline(module, "tile{rows=32,cols=32}")
     calib = np.random.default_rng(4).standard_normal((10, 20)).astype(np.float32)
     ctx = PassContext(calib={"x": calib})
-    run_pipeline(module, "quantize{max_level=7,dac_bits=6,adc_bits=6,dac_percentile=90.0,adc_percentile=100.0}", ctx)
+    spec = "quantize{max_level=7,dac_bits=6,adc_bits=6,dac_percentile=90.0,adc_percentile=100.0}"
+    run_pipeline(module, spec, ctx)
     fc1, fc2 = [op for op in module.walk() if op.name == "cim.xbar_mvm"]
     assert fc1.attrs["dac_range"] == pytest.approx(np.percentile(np.abs(calib), 90.0), rel=1e-6)
     w1 = _mlp().main.body.ops[0].attrs["value"]
@@ -190,7 +210,8 @@ def test_bad_calibration_data_is_refused_with_what_was_expected(calib, match):
     module = _mlp()
     run_pipeline(module, "tile{rows=32,cols=32}")
     with pytest.raises(PassError, match=match):
-        run_pipeline(module, "quantize{max_level=7,dac_bits=8,adc_bits=8}", PassContext(calib=calib))
+        run_pipeline(module, "quantize{max_level=7,dac_bits=8,adc_bits=8}",
+                     PassContext(calib=calib))
 
 
 def test_calibration_samples_are_capped():

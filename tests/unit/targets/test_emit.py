@@ -28,7 +28,8 @@ from cimc.targets.emit import EmitError, emit_artifact, render_program
 MAPPING = "tile,quantize,place,schedule"
 
 
-def tiny(base: str = "ideal", rows: int = 8, cols: int = 8, cores: int = 3, xbars: int = 1) -> Target:
+def tiny(base: str = "ideal", rows: int = 8, cols: int = 8, cores: int = 3,
+         xbars: int = 1) -> Target:
     data = load_target(base).to_dict()
     data["crossbar"].update(rows=rows, cols=cols * data["crossbar"]["cols_per_weight"])
     data["chip"].update(cores=cores, crossbars_per_core=xbars)
@@ -42,14 +43,16 @@ def cnn(batch: int = 1, seed: int = 0) -> Module:
     f = Func("main", [TensorType((batch, 2, 6, 6))], ["image"], ["logits"])
     b = Builder(f.body)
     patches = b.create("cim.im2col", [f.args[0]], {
-        "kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]}).result
+        "kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1],
+    }).result
     w1 = b.constant((rng.standard_normal((18, 4)) / 4).astype(np.float32))
     h = b.create("cim.mvm", [patches, w1], {"layer": "conv"}).result
     h = b.create("nn.add", [h, b.constant(np.arange(4, dtype=np.float32) / 10)]).result
     h = b.create("nn.transpose", [h], {"perm": [0, 3, 1, 2]}).result
     h = b.create("nn.relu", [h]).result
-    h = b.create("nn.max_pool", [h], {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 0, 0, 0],
-                                      "dilations": [1, 1], "ceil_mode": False}).result
+    h = b.create("nn.max_pool", [h], {"kernel_shape": [2, 2], "strides": [2, 2],
+                                      "pads": [0, 0, 0, 0], "dilations": [1, 1],
+                                      "ceil_mode": False}).result
     h = b.create("nn.reshape", [h], {"shape": [batch, 36]}).result
     w2 = b.constant((rng.standard_normal((36, 10)) / 6).astype(np.float32))
     y = b.create("cim.mvm", [h, w2], {"layer": "fc"}).result
@@ -248,7 +251,8 @@ def test_compile_api_writes_an_artifact_from_onnx(tmp_path):
     w = numpy_helper.from_array((rng.standard_normal((20, 12)) / 4).astype(np.float32), "w")
     c = numpy_helper.from_array(rng.standard_normal(20).astype(np.float32), "c")
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w", "c"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["y"])],
+        [helper.make_node("Gemm", ["x", "w", "c"], ["h"], transB=1),
+         helper.make_node("Relu", ["h"], ["y"])],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 12])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 20])], [w, c])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
