@@ -33,7 +33,7 @@ _PROGRAM_STREAM, _READ_STREAM = 0, 1
 
 # A run is split into chunks of the batch whose largest buffer holds about this many elements:
 # the temporaries stay in cache-sized, reusable blocks, and chunks run on parallel threads.
-CHUNK_ELEMENTS = 1 << 20
+CHUNK_ELEMENTS = 1 << 19
 
 
 @functools.cache

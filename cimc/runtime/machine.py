@@ -22,6 +22,7 @@ gain) and caches them, so repeated runs at the same ``t`` do not redo the drift.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import OrderedDict, deque
@@ -139,21 +140,33 @@ def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]
     shape = (c, *kernel, n, *out)
     patches = np.empty(shape, x.dtype) if ws is None else ws.get(key, shape, x.dtype)
     xc = x.swapaxes(0, 1)  # [C, N, *S]
+    for dst, src in _im2col_windows(tuple(kernel), tuple(strides), tuple(dilations), tuple(out)):
+        patches[dst] = xc[src]
+    rows = c * math.prod(kernel)
+    return patches.reshape(rows, n, *out).transpose(*range(1, d + 2), 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _im2col_windows(kernel: tuple[int, ...], strides: tuple[int, ...],
+                    dilations: tuple[int, ...], out: tuple[int, ...]
+                    ) -> tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...]:
+    """(patch index, input window) per kernel offset, for :func:`im2col`."""
+    pairs = []
     for offset in itertools.product(*(range(k) for k in kernel)):
         window = tuple(slice(o * dl, o * dl + (m - 1) * st + 1, st)
                        for o, dl, m, st in zip(offset, dilations, out, strides))
-        patches[(slice(None), *offset)] = xc[(slice(None), slice(None), *window)]
-    rows = c * math.prod(kernel)
-    return np.moveaxis(patches.reshape(rows, n, *out), 0, -1)
+        pairs.append(((slice(None), *offset), (slice(None), slice(None), *window)))
+    return tuple(pairs)
 
 
 def rows_first(x: np.ndarray, rows: int) -> tuple[np.ndarray, bool]:
     """``x [..., rows]`` as a 2-D matrix for one product: ``(m, transposed)``; ``m`` is
     ``[vectors, rows]``, or ``[rows, vectors]`` with ``transposed`` when ``x`` is a view of a
     patch-major block (as :func:`im2col` makes), so no copy is needed either way."""
-    xt = np.moveaxis(x, -1, 0)
-    if x.ndim > 2 and xt.flags.c_contiguous:
-        return xt.reshape(rows, -1), True
+    if x.ndim > 2:
+        xt = x.transpose(x.ndim - 1, *range(x.ndim - 1))
+        if xt.flags.c_contiguous:
+            return xt.reshape(rows, -1), True
     return x.reshape(-1, rows), False
 
 
