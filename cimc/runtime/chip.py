@@ -163,6 +163,7 @@ class Chip:
         self._trace: Trace | None = None
         self._last_batch = 1
         self._peak_per_sample: float | None = None
+        self._dry: Trace | None = None
         self._local = threading.local()  # one Workspace per thread that executes chunks
 
     @property
@@ -234,12 +235,15 @@ class Chip:
 
     def _dry_trace(self) -> Trace:
         """Trace one noiseless run on zeros of batch 1 (for shapes; no random stream used)."""
+        if self._dry is not None:
+            return self._dry
         feeds = {s.name: np.zeros((1, *s.shape[1:]), DTYPES[s.dtype])
                  for s in self.artifact.inputs}
         ctx = RunContext(self.machine.tiles_at(0.0, False), _rng(0, 99), noise=False)
         trace = Trace(1)
         with single_threaded_blas(), np.errstate(all="ignore"):
             self.machine.execute(feeds, ctx, trace)
+        self._dry = trace
         return trace
 
     def __repr__(self) -> str:

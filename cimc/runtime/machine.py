@@ -254,6 +254,7 @@ def program_tiles(art: Artifact, rng: np.random.Generator,
     model = device.DeviceModel.from_target(target)
     max_level = target.slice_max_level
     tiles: dict[tuple[int, int], Tile] = {}
+    unused = set(flips or ())
     for core in sorted(art.programs):
         prog = art.programs[core]
         for x in sorted(prog.xbars):
@@ -266,6 +267,10 @@ def program_tiles(art: Artifact, rng: np.random.Generator,
             levels, scale = _levels_and_scale(art, core, x, decl.rows, decl.cols, where)
             flip = None if flips is None else flips.get(f"xbar/{core}/{x}/flip")
             if flip is not None:
+                unused.discard(f"xbar/{core}/{x}/flip")
+                if np.shape(flip) != levels.shape:
+                    raise ArtifactError(f"key: 'xbar/{core}/{x}/flip' has shape "
+                                        f"{list(np.shape(flip))}, expected {list(levels.shape)}")
                 levels = np.where(np.asarray(flip, dtype=bool), -levels, levels)
             tile = Tile(core, x, decl.rows, decl.cols, decl.layer)
             if model.kind == "ideal":
@@ -273,6 +278,9 @@ def program_tiles(art: Artifact, rng: np.random.Generator,
             else:
                 _program_tile(tile, levels, scale, max_level, model, rng, where)
             tiles[tile.key] = tile
+    if unused:
+        raise ArtifactError(f"key: {', '.join(sorted(unused)[:3])} name(s) no crossbar of "
+                            f"{art.path.name}; is it the key of another artifact?")
     return tiles
 
 

@@ -167,11 +167,12 @@ def test_reshape_follows_the_run_batch(tmp_path):
     np.testing.assert_array_equal(load(path).run({"x": x})["y"], x.reshape(5, 6))
 
 
-def test_unknown_op_is_refused_at_load(tmp_path):
-    path = _one_core(tmp_path, "input a0, name=\"x\"\ndop a1, a0, op=\"nn.frobnicate\"\n"
+@pytest.mark.parametrize("op", ["nn.frobnicate", "cim.mvm", "return"])
+def test_unknown_op_is_refused_at_load(tmp_path, op):
+    path = _one_core(tmp_path, f"input a0, name=\"x\"\ndop a1, a0, op=\"{op}\"\n"
                      "output a1, name=\"y\"\nhalt\n", [("x", (1, 2), "f32")],
                      [("y", (1, 2), "f32")])
-    with pytest.raises(ArtifactError, match=r"core_000.s:3: unknown digital op 'nn.frobnicate'"):
+    with pytest.raises(ArtifactError, match=rf"core_000.s:3: unknown digital op '{op}'"):
         load(path)
 
 
@@ -380,11 +381,12 @@ def test_box_muller_normals():
 
 @pytest.mark.parametrize("target", ["hermes64", "pcm40"])
 def test_drift_with_and_without_compensation(tmp_path, target):
-    path = _hermes_mvm(tmp_path, rows=64, cols=16, target=target)
     if target == "pcm40":  # integer levels within ±8
         path = single_mvm(tmp_path / "p.cimc", np.zeros((64, 16), np.float32), target=target,
                           levels=RNG.integers(-8, 9, (64, 16)).astype(np.int8),
                           scale=np.full(16, 0.1, np.float32))
+    else:
+        path = _hermes_mvm(tmp_path, rows=64, cols=16, target=target)
     chip = load(path, seed=1)
     assert chip.drift_compensation  # on by default for PCM targets
     x = RNG.uniform(-1, 1, (256, 64)).astype(np.float32)
@@ -434,7 +436,7 @@ def test_levels_beyond_the_target_are_refused(tmp_path):
 # ------------------------------------------------------------------------------ keys
 
 
-def _encrypted(tmp_path: Path) -> tuple[Path, np.ndarray]:
+def _encrypted(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     w = RNG.standard_normal((5, 3)).astype(np.float32)
     flip = RNG.random((5, 3)) < 0.5
     prog = """
@@ -465,6 +467,10 @@ def test_key_unlocks_encrypted_weights(tmp_path):
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ArtifactError, match="belongs to artifact"):
         load(path, key={"xbar/0/0/flip": flip, "artifact_hash": np.array("zzz")})
+    with pytest.raises(ArtifactError, match="'xbar/0/0/flip' has shape"):
+        load(path, key={"xbar/0/0/flip": flip[:2]})
+    with pytest.raises(ArtifactError, match="xbar/3/0/flip name"):
+        load(path, key={"xbar/0/0/flip": flip, "xbar/3/0/flip": flip})
 
 
 def test_key_for_plain_artifact_is_refused(mvm_chip, tmp_path):

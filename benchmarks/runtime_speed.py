@@ -1,0 +1,73 @@
+"""Runtime speed: the MNIST LeNet example, batch 1000, on the simulated chip, as a ratio to
+onnxruntime on the same batch measured in the same run.
+
+    python benchmarks/runtime_speed.py [--repeat 5] [--batch 1000]
+
+hermes64 runs with every noise source on (programming noise and drift drawn at load, read noise
+redrawn at every MVM, DAC/ADC quantisation, drift at t = 1 day with global drift compensation);
+ideal runs the same core programs with exact crossbars. Goals: hermes64 <= 4x, ideal <= 2x.
+Each figure is the median of --repeat runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import cimc
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "examples" / "mnist" / "model.onnx"
+DATA = ROOT / "examples" / "mnist" / "test.npz"
+
+
+def median_time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=1000)
+    args = ap.parse_args()
+    with np.load(DATA) as z:
+        x = z["x"][: args.batch].astype(np.float32)
+    model = onnx.load(str(MODEL))
+    name = model.graph.input[0].name
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(MODEL), opts, providers=["CPUExecutionProvider"])
+    t_ort = median_time(lambda: sess.run(None, {name: x}), args.repeat)
+    print(f"onnxruntime, batch {len(x)}: {t_ort * 1e3:.1f} ms")
+
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        for target, t, goal in (("hermes64", 86400.0, 4.0), ("ideal", 0.0, 2.0)):
+            art = cimc.compile(model, target, Path(tmp) / f"{target}.cimc",
+                               input_shapes={name: (1, *x.shape[1:])}, calib={name: x[:100]}).artifact
+            chip = cimc.load(art, seed=0)
+            t_chip = median_time(lambda: chip.run({name: x}, t=t), args.repeat)
+            ratio = t_chip / t_ort
+            ok &= ratio <= goal
+            print(f"cimc runtime, {target:<8} t={t:>7.0f} s: {t_chip * 1e3:7.1f} ms = {ratio:5.2f}x "
+                  f"onnxruntime (goal <= {goal:g}x)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
