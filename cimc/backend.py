@@ -28,11 +28,12 @@ class CimcBackendRep(BackendRep):
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         if isinstance(inputs, dict):
-            feeds = dict(inputs)
+            feeds = {k: np.asarray(v) for k, v in inputs.items()}
         else:
             if isinstance(inputs, np.ndarray):
                 inputs = [inputs]
-            feeds = dict(zip(self.input_names, inputs))
+            # numpy scalars (e.g. np.float32(0.5)) become 0-d arrays, as the runtime requires
+            feeds = {n: np.asarray(v) for n, v in zip(self.input_names, inputs)}
         outs = self.chip.run(feeds, t=kwargs.get("t", self.t))
         return tuple(outs[n] for n in self.output_names)
 

@@ -198,7 +198,7 @@ class Place(Pass):
         _set_chips(func, shape)
         used_cores = sorted({op.attrs["core"] for op in func.body.ops if "core" in op.attrs}
                             | set(func.attrs["input_cores"]))
-        chips_used = max(c // shape.cores for c in used_cores) + 1
+        chips_used = max((c // shape.cores for c in used_cores), default=0) + 1
         module.attrs["chips"] = chips_used
         module.attrs["cores_per_chip"] = shape.cores
         ctx.reports["place"] = {

@@ -281,6 +281,9 @@ def read_artifact(path: str | Path) -> Artifact:
         if prog.core != c.id:
             raise _err(path, c.program, f"says '.core {prog.core}' but the manifest lists it for "
                        f"core {c.id}")
+        if prog.chip != c.chip:
+            raise _err(path, c.program, f"says chip={prog.chip} but the manifest puts core {c.id} "
+                       f"on chip {c.chip}")
         programs[c.id] = prog
     return Artifact(
         path=path,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cimc.errors import ArtifactError, RuntimeInputError
+from cimc.errors import ArtifactError, CimcError, RuntimeInputError
 from cimc.runtime.artifact import Artifact, read_artifact
 from cimc.runtime.machine import DTYPES, Machine, RunContext, Trace, Workspace, check_inputs
 from cimc.runtime.report import Report, build_report
@@ -164,6 +164,7 @@ class Chip:
         self._last_batch = 1
         self._peak_per_sample: float | None = None
         self._dry: Trace | None = None
+        self._splittable = True
         self._local = threading.local()  # one Workspace per thread that executes chunks
 
     @property
@@ -209,10 +210,46 @@ class Chip:
     def _chunks(self, batch: int) -> list[tuple[int, int]]:
         if self._peak_per_sample is None:
             self._peak_per_sample = max(self._dry_trace().peak_per_sample, 1.0)
+            self._splittable = self._samples_independent()
+        if not self._splittable:
+            return [(0, batch)]
         size = max(1, int(CHUNK_ELEMENTS // self._peak_per_sample))
         n = math.ceil(batch / size)
         size = math.ceil(batch / n)
         return [(a, min(a + size, batch)) for a in range(0, batch, size)]
+
+    def _samples_independent(self) -> bool:
+        """Whether the programs treat the samples of a batch independently, so a batch may run
+        in chunks. The ISA promises it, but a model can normalise or reduce over its first axis;
+        then the first sample's outputs change when a second sample joins it (checked once,
+        noiselessly, on random inputs)."""
+        rng = np.random.default_rng(0)
+        two = {s.name: (rng.standard_normal((2, *s.shape[1:])).astype(DTYPES[s.dtype])
+                        if DTYPES[s.dtype].kind == "f" else np.zeros((2, *s.shape[1:]),
+                                                                      DTYPES[s.dtype]))
+               for s in self.artifact.inputs}
+        ctx = RunContext(self.machine.tiles_at(0.0, False), _rng(0, 98), noise=False)
+        try:
+            with single_threaded_blas(), np.errstate(all="ignore"):
+                both = self.machine.execute(two, ctx)
+                first = self.machine.execute({k: v[:1] for k, v in two.items()}, ctx)
+        except CimcError:
+            return False  # not batch-flexible: run every batch whole
+        for name, a in first.items():
+            b = both[name]
+            if np.ndim(a) == 0 or np.shape(a)[0] != 1 or np.shape(b)[0] != 2:
+                continue
+            b = b[:1]
+            if a.shape != b.shape:
+                return False
+            if a.dtype.kind in "fc":
+                tol = 1e-4 * (float(np.nanmax(np.abs(b))) if b.size else 0.0) + 1e-6
+                off = ~np.isclose(a, b, rtol=1e-4, atol=tol, equal_nan=True)
+                if off.mean() > 0.05:  # a few ADC steps may flip on rounding; mixing moves all
+                    return False
+            elif not np.array_equal(a, b):
+                return False
+        return True
 
     def _workspace(self) -> Workspace:
         ws = getattr(self._local, "ws", None)

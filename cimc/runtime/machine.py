@@ -23,7 +23,6 @@ gain) and caches them, so repeated runs at the same ``t`` do not redo the drift.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -121,12 +120,14 @@ def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
 
 
 def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int],
-           dilations: list[int], ws: Workspace | None = None, key: Any = None) -> np.ndarray:
+           dilations: list[int], ws: Workspace | None = None, key: Any = None,
+           per_sample: bool = False) -> np.ndarray:
     """``cim.im2col``: ``x [N, C, *S] -> [N, *O, C*prod(kernel)]``, channel-major patches.
 
-    The result is a view of a patch-major block ``[C*prod(kernel), N, *O]``: one contiguous
-    copy per kernel offset fills it (fast), and :func:`rows_first` hands it to a matrix product
-    without another copy. With a workspace, the block is the workspace's array ``key``.
+    The result is a view of a patch-major block, filled by one strided copy (which runs without
+    the GIL): ``[C*prod(kernel), N, *O]``, or ``[N, C*prod(kernel), *O]`` with ``per_sample``.
+    :func:`mvm_operand` hands either to a matrix product without another copy. With a
+    workspace, the block is the workspace's array ``key``.
     """
     d = len(kernel)
     n, c = x.shape[:2]
@@ -137,37 +138,50 @@ def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]
     if min(out) < 1:
         raise ValueError(f"input spatial shape {x.shape[2:]} (padded) is smaller than the "
                          f"kernel {kernel} with dilations {dilations}")
-    shape = (c, *kernel, n, *out)
-    patches = np.empty(shape, x.dtype) if ws is None else ws.get(key, shape, x.dtype)
-    xc = x.swapaxes(0, 1)  # [C, N, *S]
-    for dst, src in _im2col_windows(tuple(kernel), tuple(strides), tuple(dilations), tuple(out)):
-        patches[dst] = xc[src]
     rows = c * math.prod(kernel)
+    shape = (n, c, *kernel, *out) if per_sample else (c, *kernel, n, *out)
+    patches = np.empty(shape, x.dtype) if ws is None else ws.get(key, shape, x.dtype)
+    st = x.strides
+    windows = np.lib.stride_tricks.as_strided(  # [N, C, *K, *O]: every tap of every patch
+        x, (n, c, *kernel, *out),
+        (st[0], st[1], *(st[2 + i] * dilations[i] for i in range(d)),
+         *(st[2 + i] * strides[i] for i in range(d))),
+        writeable=False)
+    dst = patches if per_sample else np.moveaxis(patches, d + 1, 0)  # [N, C, *K, *O] view
+    np.copyto(dst, windows)
+    if per_sample:
+        return patches.reshape(n, rows, *out).transpose(0, *range(2, d + 2), 1)
     return patches.reshape(rows, n, *out).transpose(*range(1, d + 2), 0)
 
 
-@functools.lru_cache(maxsize=256)
-def _im2col_windows(kernel: tuple[int, ...], strides: tuple[int, ...],
-                    dilations: tuple[int, ...], out: tuple[int, ...]
-                    ) -> tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...]:
-    """(patch index, input window) per kernel offset, for :func:`im2col`."""
-    pairs = []
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        window = tuple(slice(o * dl, o * dl + (m - 1) * st + 1, st)
-                       for o, dl, m, st in zip(offset, dilations, out, strides))
-        pairs.append(((slice(None), *offset), (slice(None), slice(None), *window)))
-    return tuple(pairs)
+# How an mvm multiplies: "vectors" [V, rows] @ W; "rows" [rows, V].T @ W (patch-major im2col);
+# "samples" W.T @ [N, rows, P] per sample (per-sample patch-major im2col).
+VECTORS, ROWS, SAMPLES = "vectors", "rows", "samples"
 
 
-def rows_first(x: np.ndarray, rows: int) -> tuple[np.ndarray, bool]:
-    """``x [..., rows]`` as a 2-D matrix for one product: ``(m, transposed)``; ``m`` is
-    ``[vectors, rows]``, or ``[rows, vectors]`` with ``transposed`` when ``x`` is a view of a
-    patch-major block (as :func:`im2col` makes), so no copy is needed either way."""
-    if x.ndim > 2:
-        xt = x.transpose(x.ndim - 1, *range(x.ndim - 1))
+def mvm_operand(x: np.ndarray, rows: int) -> tuple[np.ndarray, str]:
+    """``x [..., rows]`` as the operand of one matrix product, without copying a view that
+    :func:`im2col` made: ``([V, rows], VECTORS)``, ``([rows, V], ROWS)`` or
+    ``([N, rows, P], SAMPLES)``."""
+    nd = x.ndim
+    if nd > 2:
+        xt = x.transpose(nd - 1, *range(nd - 1))
         if xt.flags.c_contiguous:
-            return xt.reshape(rows, -1), True
-    return x.reshape(-1, rows), False
+            return xt.reshape(rows, -1), ROWS
+        xs = x.transpose(0, nd - 1, *range(1, nd - 1))  # [N, rows, *O]
+        if _inner_contiguous(xs, 2):
+            return xs.reshape(x.shape[0], rows, -1), SAMPLES
+    return x.reshape(-1, rows), VECTORS
+
+
+def _inner_contiguous(x: np.ndarray, first: int) -> bool:
+    """Axes ``first..`` of ``x`` form one C-contiguous block (so they merge into one axis)."""
+    step = x.itemsize
+    for size, stride in zip(reversed(x.shape[first:]), reversed(x.strides[first:])):
+        if size != 1 and stride != step:
+            return False
+        step *= size
+    return True
 
 
 def dac_codes(x: np.ndarray, bits: int, max_abs: float, signed: bool = True,
@@ -216,13 +230,21 @@ class Tile:
         return (self.core, self.index)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TileAt:
     """A tile frozen at time t: what each mvm multiplies by."""
 
     weight: np.ndarray  # [rows, cols] float32, weight units (scale folded in)
     read_var: np.ndarray | None  # [rows, cols] float32, variance of one read in weight units²
     gain: float  # global drift compensation factor, applied after the ADC
+
+    @functools.cached_property
+    def weight_t(self) -> np.ndarray:
+        return np.ascontiguousarray(self.weight.T)
+
+    @functools.cached_property
+    def read_var_t(self) -> np.ndarray:
+        return np.ascontiguousarray(self.read_var.T)
 
 
 def _levels_and_scale(art: Artifact, core: int, x: int, rows: int, cols: int, where: str
@@ -426,6 +448,21 @@ class Im2colStep(Step):
         self.dac: tuple[int, float, bool] | None = None
         # True when only mvms read the patches (see _fold_dacs): they can live in the workspace.
         self.private = False
+        # Most columns among the crossbars that read the patches; few columns and many
+        # positions make the per-sample layout the faster one (see _per_sample).
+        self.cols = 0
+
+    def _per_sample(self, x: np.ndarray) -> bool:
+        """Per-sample products (W.T @ [rows, P] for each sample) beat one product over all
+        vectors when a crossbar has few columns and a sample many positions."""
+        kernel, strides, pads, dilations = self.params
+        d = len(kernel)
+        positions = 1
+        for i in range(d):
+            span = dilations[i] * (kernel[i] - 1) + 1
+            positions *= max((x.shape[2 + i] + pads[i] + pads[d + i] - span) // strides[i] + 1,
+                             1)
+        return positions >= 4 * max(self.cols, 1)
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
         x = env[self.src]
@@ -436,7 +473,8 @@ class Im2colStep(Step):
             x = dac_values(x, *self.dac)
         try:
             if self.private:
-                env[self.dst] = im2col(x, *self.params, ws=ctx.ws, key=(id(self), "patches"))
+                env[self.dst] = im2col(x, *self.params, ws=ctx.ws, key=(id(self), "patches"),
+                                       per_sample=self._per_sample(x))
             else:
                 env[self.dst] = im2col(x, *self.params)
         except ValueError as e:
@@ -469,18 +507,34 @@ class MvmStep(Step):
                             f"shape {list(x.shape)}; its last axis must be {self.rows}")
         lead = x.shape[:-1]
         tile = ctx.tiles[self.key]
-        m, transposed = rows_first(x, self.rows)
+        m, how = mvm_operand(x, self.rows)
         xq, in_step = self._dac(m, ctx.ws)
-        y = (xq.T if transposed else xq) @ tile.weight  # [vectors, cols]
+        if how == SAMPLES:  # [N, rows, P] -> y [N, cols, P]
+            y = np.matmul(tile.weight_t, xq)
+        else:  # -> y [V, cols]
+            y = (xq.T if how == ROWS else xq) @ tile.weight
         if ctx.noise and tile.read_var is not None:
-            sq = np.square(xq, out=ctx.ws.get("mvm.sq", xq.shape))
-            std = np.matmul(sq.T if transposed else sq, tile.read_var,
-                            out=ctx.ws.get("mvm.std", y.shape))
-            np.sqrt(std, out=std)
-            std *= standard_normal_f32(ctx.rng, std.shape, ctx.ws)
-            y += std
+            self._read_noise(xq, how, tile, y, ctx)
         self._adc(y, in_step, tile.gain)
-        env[self.dst] = y.reshape(*lead, self.cols)
+        if how == SAMPLES:
+            n, nd = x.shape[0], x.ndim
+            env[self.dst] = y.reshape(n, self.cols, *lead[1:]).transpose(0, *range(2, nd), 1)
+        else:
+            env[self.dst] = y.reshape(*lead, self.cols)
+
+    @staticmethod
+    def _read_noise(xq: np.ndarray, how: str, tile: TileAt, y: np.ndarray,
+                    ctx: RunContext) -> None:
+        """y += N(0, (x*x) @ var) per output: independent noise on every read of every vector."""
+        sq = np.square(xq, out=ctx.ws.get("mvm.sq", xq.shape))
+        std = ctx.ws.get("mvm.std", y.shape)
+        if how == SAMPLES:
+            np.matmul(tile.read_var_t, sq, out=std)
+        else:
+            np.matmul(sq.T if how == ROWS else sq, tile.read_var, out=std)
+        np.sqrt(std, out=std)
+        std *= standard_normal_f32(ctx.rng, std.shape, ctx.ws)
+        y += std
 
     def _dac(self, x: np.ndarray, ws: Workspace) -> tuple[np.ndarray, float]:
         """The DAC: integer-valued codes (in the workspace) and their step; 1 when exact."""
@@ -628,6 +682,7 @@ def _fold_dacs(code: CoreCode) -> None:
             continue
         mvms = _mvm_consumers(code.steps, i, st.dst)
         st.private = bool(mvms)
+        st.cols = max((m.cols for m in mvms or ()), default=0)
         if not mvms or len({m.dac for m in mvms}) != 1 or not mvms[0].dac_bits:
             continue
         st.dac = mvms[0].dac

@@ -131,6 +131,20 @@ def test_placing_again_starts_from_scratch():
     assert module.attrs["chips"] == 1
 
 
+def test_a_model_without_inputs_or_weights_is_placed_on_one_chip():
+    # e.g. the ONNX backend test "test_constant": one Constant node, no graph inputs.
+    src = """module attributes {stage = "cim"} {
+  func @main() -> (tensor<2xf32>) attributes {input_names = [], output_names = ["y"]} {
+    %c = nn.constant() {value = dense<[1.0, 2.0] : tensor<2xf32>>} : tensor<2xf32>
+    return(%c)
+  }
+}
+"""
+    module, ctx = _placed("place{cores=2,crossbars_per_core=1}", src)
+    assert module.attrs["chips"] == 1
+    assert ctx.reports["place"]["crossbars"] == 0 and ctx.reports["place"]["chips"] == 1
+
+
 def test_without_target_or_sizes_place_says_what_it_needs():
     want = r"needs a target .* place\{cores=64,crossbars_per_core=1\}"
     with pytest.raises(PassError, match=want):

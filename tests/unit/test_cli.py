@@ -45,6 +45,19 @@ def test_dynamic_input_needs_input_shape(tmp_path):
     assert "tensor<3x4xf32>" in (tmp_path / "m.cir").read_text()
 
 
+def test_empty_input_is_named_as_such_not_as_dynamic(tmp_path):
+    m = _model(tmp_path / "m.onnx")
+    proto = onnx.load(m)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    onnx.save(proto, m)
+    r = CliRunner().invoke(main, ["import", str(m), "-o", str(tmp_path / "m.cir")])
+    assert r.exit_code == 1
+    assert "input 'x' has a dimension of size 0 (shape [0, 4])" in r.output
+    assert "empty tensors" in r.output and "dynamic" not in r.output
+    r = CliRunner().invoke(main, ["import", str(m), "-o", str(tmp_path / "m.cir"), "--input-shape", "x=3x4"])
+    assert r.exit_code == 0, r.output
+
+
 def test_invalid_onnx_file_is_named(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not protobuf at all \x00\xff")

@@ -232,6 +232,12 @@ def _input_types(
                         f"model's static shape {dims}"
                     )
         else:
+            if tt.HasField("shape") and 0 in dims:
+                raise FrontendError(
+                    f"{source}: input '{i.name}' has a dimension of size 0 (shape {dims}); cimc "
+                    "does not support empty tensors. If the 0 marks an unknown size, give the "
+                    f"shape explicitly with --input-shape {i.name}=..."
+                )
             if not tt.HasField("shape") or any(not isinstance(d, int) or d <= 0 for d in dims):
                 shown = "[" + ", ".join(str(d) for d in dims) + "]" if tt.HasField("shape") else "unknown"
                 raise FrontendError(

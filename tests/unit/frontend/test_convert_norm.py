@@ -59,6 +59,30 @@ def test_batch_norm(opset: int, shape: tuple[int, ...]) -> None:
     )
 
 
+def test_batch_norm_opset6_inference() -> None:
+    # onnxruntime has no opset-6 kernels; the reference is the formula itself. The
+    # pytorch-converted backend cases (test_BatchNorm*_eval) are opset-6 models like this one.
+    from cimc.ir.interpreter import run
+
+    rng = np.random.default_rng(2)
+    p = _bn_params(rng, 3)
+    x = _rand(rng, 2, 3, 4, 5)
+    model = one_node_model("BatchNormalization", {"x": x}, initializers=p, opset=6,
+                           is_test=1, epsilon=1e-3)
+    (y,) = run(import_onnx(model), {"x": x}).values()
+    m, v, s, b = (p[k].reshape(1, 3, 1, 1) for k in ("mean", "var", "scale", "bias"))
+    want = (x - m) / np.sqrt(v + 1e-3) * s + b
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_opset6_training_is_an_error() -> None:
+    rng = np.random.default_rng(0)
+    model = one_node_model("BatchNormalization", {"x": _rand(rng, 1, 2, 3, 3)},
+                           initializers=_bn_params(rng, 2), opset=6)  # is_test defaults to 0
+    with pytest.raises(FrontendError, match="is_test=0 .*training mode.*eval mode"):
+        import_onnx(model)
+
+
 def test_batch_norm_default_epsilon_and_runtime_stats() -> None:
     rng = np.random.default_rng(1)
     params = _bn_params(rng, 3)

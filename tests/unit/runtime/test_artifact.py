@@ -140,6 +140,13 @@ def test_program_for_wrong_core(tmp_path):
     assert "core_000.s: says '.core 7'" in _error(path)
 
 
+def test_program_on_wrong_chip(tmp_path):
+    prog = ".core 0 chip=1\n input a0, name=\"x\"\n output a0, name=\"y\"\n halt\n"
+    path = write_artifact(tmp_path / "c.cimc", {0: prog}, {"const/z": np.zeros(1)},
+                          [("x", (1, 2), "f32")], [("y", (1, 2), "f32")])
+    assert "core_000.s: says chip=1 but the manifest puts core 0 on chip 0" in _error(path)
+
+
 def test_program_syntax_error_names_line(tmp_path):
     prog = ".core 0\n input a0, name=\"x\"\n bogus a0\n halt\n"
     path = write_artifact(tmp_path / "s.cimc", {0: prog}, {"const/z": np.zeros(1)},

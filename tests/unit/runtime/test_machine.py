@@ -12,7 +12,7 @@ from runtime_kit import single_mvm, write_artifact
 
 from cimc.errors import ArtifactError, RuntimeInputError
 from cimc.runtime import load
-from cimc.runtime.machine import im2col, standard_normal_f32
+from cimc.runtime.machine import im2col, mvm_operand, standard_normal_f32
 
 RNG = np.random.default_rng(1234)
 
@@ -68,9 +68,24 @@ def _im2col_reference(x, k, s, p, d):
         ((2, 2, 9), [3], [2], [1, 1], [2]),
     ],
 )
-def test_im2col_matches_reference(shape, k, s, p, d):
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_im2col_matches_reference(shape, k, s, p, d, per_sample):
     x = RNG.standard_normal(shape).astype(np.float32)
-    np.testing.assert_array_equal(im2col(x, k, s, p, d), _im2col_reference(x, k, s, p, d))
+    got = im2col(x, k, s, p, d, per_sample=per_sample)
+    want = _im2col_reference(x, k, s, p, d)
+    np.testing.assert_array_equal(got, want)
+    m, how = mvm_operand(got, want.shape[-1])  # the product reads the patches without a copy
+    assert how in ("samples", "rows") and np.shares_memory(m, got)
+    if x.shape[0] > 1:
+        assert how == ("samples" if per_sample else "rows")
+    m, how = mvm_operand(got[..., 1:3], 2)  # a tile's slice of the patch vector too
+    assert np.shares_memory(m, got)
+
+
+def test_mvm_operand_of_plain_buffers():
+    x = RNG.standard_normal((4, 3, 5)).astype(np.float32)
+    m, how = mvm_operand(x, 5)
+    assert how == "vectors" and m.shape == (12, 5) and np.shares_memory(m, x)
 
 
 def test_im2col_instruction(tmp_path):
@@ -495,14 +510,14 @@ output p2, name="y"
 """
 
 
-def _conv_artifact(tmp_path: Path, extra: str = "", name: str = "conv.cimc"):
-    w = RNG.integers(-3, 4, (18, 4)).astype(np.float32)
-    outputs = [("y", (1, 5, 5, 4), "f32")] + ([("p", (1, 5, 5, 18), "f32")] if extra else [])
+def _conv_artifact(tmp_path: Path, extra: str = "", name: str = "conv.cimc", cols: int = 4):
+    w = RNG.integers(-3, 4, (18, cols)).astype(np.float32)
+    outputs = [("y", (1, 5, 5, cols), "f32")] + ([("p", (1, 5, 5, 18), "f32")] if extra else [])
     path = _one_core(
         tmp_path, CONV.format(extra=extra), [("x", (1, 2, 5, 5), "f32")], outputs,
-        {"xbar/0/0/levels": w[:10], "xbar/0/0/scale": np.ones(4, np.float32),
-         "xbar/0/1/levels": w[10:], "xbar/0/1/scale": np.ones(4, np.float32)},
-        name=name, xbars=".xbar 0 rows=10 cols=4\n.xbar 1 rows=8 cols=4\n")
+        {"xbar/0/0/levels": w[:10], "xbar/0/0/scale": np.ones(cols, np.float32),
+         "xbar/0/1/levels": w[10:], "xbar/0/1/scale": np.ones(cols, np.float32)},
+        name=name, xbars=f".xbar 0 rows=10 cols={cols}\n.xbar 1 rows=8 cols={cols}\n")
     return path, w
 
 
@@ -512,11 +527,12 @@ def _conv_reference(x, w):
     return q @ w, patches
 
 
-@pytest.mark.parametrize("extra", ["", "output a1, name=\"p\"\n"])
-def test_conv_tiles_with_dac_folded_or_not(tmp_path, extra):
+@pytest.mark.parametrize(("extra", "cols"), [("", 4), ("", 9), ("output a1, name=\"p\"\n", 4)])
+def test_conv_tiles_with_dac_folded_or_not(tmp_path, extra, cols):
     # Without 'extra' only the mvms read the patches: the DAC is applied once at the im2col and
-    # the patches live in the workspace. With it, the patches are also an output.
-    path, w = _conv_artifact(tmp_path, extra)
+    # the patches live in the workspace, per sample (25 positions >= 4 x 4 columns) or
+    # patch-major (9 columns). With 'extra', the patches are also an output.
+    path, w = _conv_artifact(tmp_path, extra, cols=cols)
     chip = load(path)
     im2col_step = chip.machine.codes[0].steps[1]
     assert im2col_step.private == (not extra) and (im2col_step.dac is None) == bool(extra)
@@ -559,3 +575,23 @@ def test_blas_threads_are_restored():
             assert fns[1]() == 1
         assert fns[1]() == 1
     assert fns[1]() == before
+
+
+def test_batch_mixing_programs_run_whole(tmp_path, monkeypatch):
+    # A program that normalises over the batch axis must not be split into chunks.
+    import cimc.runtime.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 64)
+    path = _one_core(tmp_path, """
+        input a0, name="x"
+        dop   a1, a0, op="nn.softmax", axis=0
+        output a1, name="y"
+        halt
+    """.replace("    ", ""), [("x", (4, 8), "f32")], [("y", (4, 8), "f32")])
+    chip = load(path)
+    x = RNG.standard_normal((40, 8)).astype(np.float32)
+    e = np.exp(x - x.max(0))
+    np.testing.assert_allclose(chip.run({"x": x})["y"], e / e.sum(0), rtol=1e-5, atol=1e-7)
+    assert chip._chunks(40) == [(0, 40)]
+    independent = load(single_mvm(tmp_path / "s.cimc", np.ones((8, 2), np.float32)))
+    assert len(independent._chunks(40)) > 1

@@ -37,6 +37,18 @@ def _batch_norm(ctx, node, attrs: dict[str, Any]) -> list[Any]:
     return [ctx.emit1("nn.batch_norm", operands, {"epsilon": float(attrs.get("epsilon", 1e-5))})]
 
 
+@converter("BatchNormalization", since=1)
+def batch_norm_1(ctx, node, attrs):
+    """nn.batch_norm (opset < 7: is_test=1 required; spatial=0 and training outputs rejected)"""
+    if int(attrs.get("is_test", 0)) != 1:
+        raise ctx.error(
+            "BatchNormalization before opset 7 with is_test=0 normalises with the batch's own "
+            "statistics (training mode), which is not supported: cimc compiles for inference; "
+            "export the model in eval mode (is_test=1) or at opset >= 7"
+        )
+    return _batch_norm(ctx, node, attrs)
+
+
 @converter("BatchNormalization", since=7)
 def batch_norm_7(ctx, node, attrs):
     """nn.batch_norm (inference; spatial=0 and the training outputs are rejected)"""
