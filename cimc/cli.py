@@ -69,6 +69,10 @@ _input_shape_option = click.option(
 @click.version_option(package_name="cimc")
 def main() -> None:
     """cimc: compile ONNX models for analog compute-in-memory chips and run them on a simulated chip."""
+    import warnings
+
+    # Warnings from the library (e.g. "no calibration data") print as one plain line.
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 
 @main.command("import")

@@ -105,3 +105,61 @@ def test_print_pipeline_replays_with_opt():
     spec = r.output.strip()
     assert pipeline_spec(parse_pipeline(spec, available_passes())) == spec
     assert spec.startswith("canonicalize,lower-to-mvm")
+
+
+def test_compile_run_report_targets(tmp_path):
+    from pathlib import Path
+
+    digits = Path(__file__).resolve().parents[2] / "examples" / "digits"
+    runner = CliRunner()
+    art = tmp_path / "d.cimc"
+    r = runner.invoke(main, ["compile", str(digits / "model.onnx"), "--target", "hermes64",
+                             "--input-shape", "input=1x1x8x8", "-o", str(art)])
+    assert r.exit_code == 0, r.output
+    assert (art / "manifest.json").is_file() and list(art.glob("core_*.s"))
+    with np.load(digits / "test.npz") as z:
+        np.save(tmp_path / "x.npy", z["x"][:20])
+    r = runner.invoke(main, ["run", str(art), "--input", f"input={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npz"),
+                             "--time", "60", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "y.npz") as z:
+        assert z["logits"].shape == (20, 10)
+    r = runner.invoke(main, ["report", str(art), "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    rep = json.loads(r.output)
+    assert rep["crossbars"] >= 3 and rep["latency_ns"] > 0
+    r = runner.invoke(main, ["targets"])
+    assert r.exit_code == 0 and {"ideal", "pcm40", "hermes64", "neurram48"} <= {
+        line.split()[0] for line in r.output.splitlines() if line.strip()}
+
+
+def test_run_errors_are_one_message(tmp_path):
+    from pathlib import Path
+
+    digits = Path(__file__).resolve().parents[2] / "examples" / "digits"
+    art = tmp_path / "d.cimc"
+    CliRunner().invoke(main, ["compile", str(digits / "model.onnx"), "--input-shape", "input=1x1x8x8", "-o", str(art)])
+    np.save(tmp_path / "bad.npy", np.zeros((2, 1, 7, 8), np.float32))
+    r = CliRunner().invoke(main, ["run", str(art), "--input", f"input={tmp_path / 'bad.npy'}", "-o", str(tmp_path / "o.npz")])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "input" in r.output
+    assert not (tmp_path / "o.npz").exists()
+    r = CliRunner().invoke(main, ["run", str(art), "--input", f"nosuch={tmp_path / 'bad.npy'}", "-o", str(tmp_path / "o.npz")])
+    assert r.exit_code == 1 and "nosuch" in r.output
+    (art / "core_000.s").write_text((art / "core_000.s").read_text() + "; tampered\n")
+    r = CliRunner().invoke(main, ["report", str(art)])
+    assert r.exit_code == 1 and "core_000.s" in r.output
+
+
+def test_evaluate_prints_accuracy_beside_onnxruntime():
+    from pathlib import Path
+
+    digits = Path(__file__).resolve().parents[2] / "examples" / "digits"
+    r = CliRunner().invoke(main, ["evaluate", str(digits / "model.onnx"), "--data", str(digits / "test.npz"),
+                                  "--target", "pcm40", "--time", "0", "--time", "86400"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert any(line.startswith("onnxruntime (fp32)") for line in lines)
+    assert any("t = 1 day (drift compensation on)" in line for line in lines)
+    assert any("t = 1 day (drift compensation off)" in line for line in lines)
