@@ -38,6 +38,7 @@ from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.ir.registry import COMMON_ATTRS
+from cimc.targets.batching import analyze_batch
 
 FORMAT = "cimc-artifact"
 VERSION = 1
@@ -84,6 +85,7 @@ def _json_attr(op: Op, key: str, value: Any) -> Any:
 class _Emitter:
     def __init__(self, func: Func, cores_per_chip: int) -> None:
         self.func = func
+        self.batch = analyze_batch(func)
         self.cores_per_chip = cores_per_chip
         self.cores: dict[int, _Core] = {}
         self.weights: dict[str, np.ndarray] = {}
@@ -239,8 +241,8 @@ class _Emitter:
         srcs = [self.read(core, v, op) for v in op.operands]
         attrs = [(k, _json_attr(op, k, v)) for k, v in sorted(op.attrs.items())
                  if k not in COMMON_ATTRS]
-        if op.name == "nn.reshape" and _keeps_batch(op):
-            # the runtime accepts any batch size: keep the batch dimension free
+        if op.name == "nn.reshape" and op.result in self.batch.batched:
+            # the runtime may vary the batch size: keep the batch dimension free
             attrs = [(k, [-1, *v[1:]] if k == "shape" else v) for k, v in attrs]
         reserved = {"op", "results"} & {k for k, _ in attrs}
         if reserved:
@@ -249,11 +251,6 @@ class _Emitter:
         dsts = [self.define(core, r) for r in op.results]
         core.instrs.append({"kind": "dop", "dsts": dsts, "srcs": srcs, "op": op.name,
                             "attrs": attrs, "comment": str(op.attrs.get("layer", ""))})
-
-
-def _keeps_batch(op: Op) -> bool:
-    src, dst = op.operands[0].type, op.result.type
-    return src.rank >= 1 and dst.rank >= 1 and src.shape[0] == dst.shape[0]
 
 
 def _level_array(levels: np.ndarray) -> np.ndarray:
@@ -397,6 +394,10 @@ def emit_artifact(
             "target": target.to_dict(),
             "inputs": _tensor_specs(func.input_names, func.args),
             "outputs": _tensor_specs(func.output_names, func.outputs),
+            # dimension 0 of every input and output is a batch of independent samples, the runtime
+            # may vary and split it (null: run exactly the compiled shapes; batch_reason says why)
+            "batch": em.batch.size,
+            "batch_reason": em.batch.reason,
             "chips": int(module.attrs.get("chips") or max((c.chip + 1 for c in cores), default=1)),
             "cores": core_list,
             "layers": _layers(func, target),
