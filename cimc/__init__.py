@@ -26,4 +26,4 @@ def load(path, seed: int = 0, key=None, **kwargs):
     return _load(path, seed=seed, key=key, **kwargs)
 
 
-__all__ = ["compile", "load", "__version__"]
+__all__ = ["__version__", "compile", "load"]

@@ -207,9 +207,8 @@ def run_cmd(artifact, inputs, output, t, seed) -> None:
             raise CimcError(f"--input {name}: cannot read {path} as .npy ({e})") from None
     chip = load(artifact, seed=seed)
     outs = chip.run(feeds, t=t)
-    with atomic_path(output) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **outs)
+    with atomic_path(output) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **outs)
     click.echo(f"wrote {output}", err=True)
 
 

@@ -14,7 +14,13 @@ from cimc.errors import CimcError
 from cimc.frontend.onnx import import_onnx
 from cimc.ir.core import Module
 from cimc.passes.base import (
-    Instrument, Pass, PassContext, PassManager, Progress, parse_pipeline, pipeline_spec,
+    Instrument,
+    Pass,
+    PassContext,
+    PassManager,
+    Progress,
+    parse_pipeline,
+    pipeline_spec,
 )
 from cimc.passes.pipelines import compile_pipeline
 from cimc.passes.registry import available_passes

@@ -15,7 +15,6 @@ from onnx import TensorProto, helper, numpy_helper
 from cimc.frontend.onnx.importer import onnx_elem_type
 
 
-
 def ort_run(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run ``model`` with onnxruntime on the CPU; outputs by name."""
     import onnxruntime as ort

@@ -5,6 +5,7 @@ This is what every pass is checked against: run the module before and after, com
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -41,9 +42,7 @@ def run_block(block: Block, args: Sequence[np.ndarray], env: dict[Value, np.ndar
         inputs = [env[v] for v in op.operands]
         try:
             if op.regions:
-                runners = [
-                    (lambda r: lambda xs: run_block(r, xs, env))(r) for r in op.regions
-                ]
+                runners = [functools.partial(run_block, r, env=env) for r in op.regions]
                 out = opdef.evaluate(attrs, *inputs, regions=runners)
             else:
                 out = opdef.evaluate(attrs, *inputs)

@@ -165,9 +165,8 @@ def write_module(module: Module, path, *, inline_limit: int = INLINE_LIMIT) -> N
     printed = print_module(module, inline_limit=inline_limit)
     side = sidecar_path(path)
     if printed.resources:
-        with atomic_path(side) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **printed.resources)
+        with atomic_path(side) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **printed.resources)
     else:
         side.unlink(missing_ok=True)
     write_text(path, printed.text)

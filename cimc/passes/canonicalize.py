@@ -37,19 +37,8 @@ import numpy as np
 from cimc.errors import PassError
 from cimc.ir import registry
 from cimc.ir.core import Block, Builder, Func, Module, Op, Value
-from cimc.ir.types import TensorType
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.dce import remove_dead_ops
-
-
-def make_constant(b: Builder, value: np.ndarray) -> Value:
-    """An ``nn.constant`` of ``value`` at ``b``. Copies only when ``value`` is not C-contiguous
-    (constants are never mutated). Keeps rank 0, which ``Builder.constant`` does not
-    (``np.ascontiguousarray`` makes a scalar shape [1])."""
-    value = np.asarray(value)
-    if not value.flags.c_contiguous:
-        value = np.array(value, order="C")
-    return b.create("nn.constant", [], {"value": value}, [TensorType.of(value)]).result
 
 
 def constant_value(v: Value) -> np.ndarray | None:
@@ -107,7 +96,7 @@ class _Sweep:
         return new
 
     def constant(self, before: Op, value: np.ndarray) -> Value:
-        return make_constant(Builder.before(before), value)
+        return Builder.before(before).constant(value)
 
     def only_user(self, v: Value, op: Op) -> bool:
         lst = self.users.get(v, [])

@@ -29,7 +29,7 @@ from cimc.errors import PassError
 from cimc.ir import registry
 from cimc.ir.core import Block, Builder, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
-from cimc.passes.canonicalize import constant_value, make_constant
+from cimc.passes.canonicalize import constant_value
 from cimc.passes.dce import remove_dead_ops
 
 _KIND = {"nn.conv": "conv", "nn.gemm": "gemm", "nn.matmul": "matmul"}
@@ -97,7 +97,7 @@ def _lower_conv(b: Builder, op: Op, layer: dict) -> Value:
             **layer,
         },
     ).result
-    y = b.create("cim.mvm", [cols, make_constant(b, weight)], dict(layer)).result
+    y = b.create("cim.mvm", [cols, b.constant(weight)], dict(layer)).result
     if len(op.operands) > 2:
         y = b.create("nn.add", [y, op.operands[2]], dict(layer)).result
     d = x.type.rank - 2
@@ -122,7 +122,7 @@ def _lower_gemm(b: Builder, op: Op, layer: dict) -> Value:
         weight = transposed(w) if attrs["trans_b"] else w.copy()
         if alpha != 1.0:
             weight *= weight.dtype.type(alpha)
-        w_val = make_constant(b, weight)
+        w_val = b.constant(weight)
     else:
         w_val = op.operands[1]  # used as it is
     y = b.create("cim.mvm", [a, w_val], dict(layer)).result
@@ -131,11 +131,11 @@ def _lower_gemm(b: Builder, op: Op, layer: dict) -> Value:
     c_val = op.operands[2]
     c = constant_value(c_val)
     if c is not None:
-        add = make_constant(b, (np.asarray(c, np.float64) * beta).astype(c.dtype))
+        add = b.constant((np.asarray(c, np.float64) * beta).astype(c.dtype))
     elif beta == 1.0:
         add = c_val
     else:
-        scale = make_constant(b, np.asarray(beta, dtype=c_val.type.np_dtype))
+        scale = b.constant(np.asarray(beta, dtype=c_val.type.np_dtype))
         add = b.create("nn.mul", [c_val, scale], dict(layer)).result
     return b.create("nn.add", [y, add], dict(layer)).result
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -117,6 +118,43 @@ def standard_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
     out[:half] *= r
     out[half:] *= r
     return out[:n].reshape(shape)
+
+
+# Read noise draws its standard normals by inversion through a table: 16 random bits index one of
+# 2^16 quantiles. See fast_normal_f32.
+NORMAL_TABLE_BITS = 16
+
+
+@functools.cache
+def normal_table() -> np.ndarray:
+    """float32 ``[2^16]``: the standard normal's quantiles at the cell midpoints
+    ``(i + 1/2) / 2^16`` (made exactly symmetric), scaled by 1.00001 so that the table's
+    variance is exactly 1. The largest entry, 4.325, is the tail cut-off."""
+    n = 1 << NORMAL_TABLE_BITS
+    nd = statistics.NormalDist()
+    upper = np.array([nd.inv_cdf((i + 0.5) / n) for i in range(n // 2, n)])
+    q = np.concatenate([-upper[::-1], upper])
+    q /= math.sqrt(float(np.mean(q * q)))
+    return q.astype(np.float32)
+
+
+def fast_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
+                    ws: Workspace | None = None) -> np.ndarray:
+    """Standard normal float32 samples by inversion through :func:`normal_table`.
+
+    Each sample takes 16 bits of the generator's raw output (one 64-bit draw gives four) and
+    looks its quantile up, about twice as fast as :func:`standard_normal_f32`. The result is a
+    discrete distribution of 2^16 equally likely values that matches the normal's distribution
+    function at every multiple of 2^-16, with mean 0 and variance exactly 1, and no samples
+    beyond ±4.325 (the normal puts 1.5e-5 of its mass there; its kurtosis is 2.9992, not 3). With a workspace the result lives
+    in it (valid until the next call).
+    """
+    n = math.prod(shape)
+    raw = rng.bit_generator.random_raw((n + 3) // 4)
+    out = np.empty(n, np.float32) if ws is None else ws.get("normal.z", (n,))
+    # mode="wrap" skips the bounds check; every uint16 index is in range
+    np.take(normal_table(), raw.view(np.uint16)[:n], out=out, mode="wrap")
+    return out.reshape(shape)
 
 
 def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int],
@@ -336,7 +374,12 @@ def tile_at(tile: Tile, t: float, compensate: bool) -> TileAt:
 
 
 class ExecError(Exception):
-    """Raised inside a step; the scheduler adds the instruction's location."""
+    """Raised inside a step; the scheduler adds the location of ``step`` (the instruction that
+    failed; None: the step being executed)."""
+
+    def __init__(self, message: str, step: Step | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -493,6 +536,9 @@ class MvmStep(Step):
         self.dac_range = float(kw.get("dac_range", 0.0))
         self.dac_signed = bool(kw.get("dac_signed", True))
         self.pre_quantised = False  # set when the producing im2col applies this DAC
+        # set when this mvm is the only reader of its (private, workspace) input, so the read
+        # noise may square the input in place (see _fold_dacs)
+        self.owns_input = False
         self.adc_range = float(kw.get("adc_range", 0.0))
 
     def size(self, env: dict[str, Any]) -> int:
@@ -501,6 +547,13 @@ class MvmStep(Step):
         return int(x.size // max(x.shape[-1], 1))
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+        env[self.dst] = self.compute(env, ctx)[0]
+
+    def compute(self, env: dict[str, Any], ctx: RunContext,
+                defer_scale: bool = False) -> tuple[np.ndarray, float]:
+        """The mvm's result (a fresh array, or a view of one) and, with ``defer_scale``, the
+        positive factor the ADC's last multiplication would have applied (the caller applies
+        it; 1.0 when nothing is deferred)."""
         x = env[self.src]
         if x.ndim < 2 or x.shape[-1] != self.rows:
             raise ExecError(f"mvm on crossbar {self.key[1]} ({self.rows} rows) got a buffer of "
@@ -508,56 +561,66 @@ class MvmStep(Step):
         lead = x.shape[:-1]
         tile = ctx.tiles[self.key]
         m, how = mvm_operand(x, self.rows)
-        xq, in_step = self._dac(m, ctx.ws)
+        xq, in_step, owned = self._dac(m, ctx.ws)
         if how == SAMPLES:  # [N, rows, P] -> y [N, cols, P]
             y = np.matmul(tile.weight_t, xq)
         else:  # -> y [V, cols]
             y = (xq.T if how == ROWS else xq) @ tile.weight
         if ctx.noise and tile.read_var is not None:
-            self._read_noise(xq, how, tile, y, ctx)
-        self._adc(y, in_step, tile.gain)
+            self._read_noise(xq, how, tile, y, ctx, owned or self.owns_input)
+        factor = self._adc(y, in_step, tile.gain, defer_scale)
         if how == SAMPLES:
             n, nd = x.shape[0], x.ndim
-            env[self.dst] = y.reshape(n, self.cols, *lead[1:]).transpose(0, *range(2, nd), 1)
-        else:
-            env[self.dst] = y.reshape(*lead, self.cols)
+            return y.reshape(n, self.cols, *lead[1:]).transpose(0, *range(2, nd), 1), factor
+        return y.reshape(*lead, self.cols), factor
 
     @staticmethod
     def _read_noise(xq: np.ndarray, how: str, tile: TileAt, y: np.ndarray,
-                    ctx: RunContext) -> None:
-        """y += N(0, (x*x) @ var) per output: independent noise on every read of every vector."""
-        sq = np.square(xq, out=ctx.ws.get("mvm.sq", xq.shape))
+                    ctx: RunContext, in_place: bool) -> None:
+        """y += N(0, (x*x) @ var) per output: independent noise on every read of every vector.
+        With ``in_place`` the input is squared where it lies (nothing reads it afterwards)."""
+        sq = np.square(xq, out=xq if in_place else ctx.ws.get("mvm.sq", xq.shape))
         std = ctx.ws.get("mvm.std", y.shape)
         if how == SAMPLES:
             np.matmul(tile.read_var_t, sq, out=std)
         else:
             np.matmul(sq.T if how == ROWS else sq, tile.read_var, out=std)
         np.sqrt(std, out=std)
-        std *= standard_normal_f32(ctx.rng, std.shape, ctx.ws)
+        std *= fast_normal_f32(ctx.rng, std.shape, ctx.ws)
         y += std
 
-    def _dac(self, x: np.ndarray, ws: Workspace) -> tuple[np.ndarray, float]:
-        """The DAC: integer-valued codes (in the workspace) and their step; 1 when exact."""
+    def _dac(self, x: np.ndarray, ws: Workspace) -> tuple[np.ndarray, float, bool]:
+        """The DAC: integer-valued codes and their step (1 when exact), and whether the codes
+        live in this step's own scratch array (the workspace's)."""
         if not self.dac_bits or self.pre_quantised:
-            return (x if x.dtype == np.float32 else x.astype(np.float32)), 1.0
-        return dac_codes(x, self.dac_bits, self.dac_range, self.dac_signed,
-                         out=ws.get("mvm.xq", x.shape))
+            if x.dtype == np.float32:
+                return x, 1.0, False
+            return x.astype(np.float32), 1.0, True
+        xq, step = dac_codes(x, self.dac_bits, self.dac_range, self.dac_signed,
+                             out=ws.get("mvm.xq", x.shape))
+        return xq, step, True
 
     @property
     def dac(self) -> tuple[int, float, bool]:
         return (self.dac_bits, self.dac_range, self.dac_signed)
 
-    def _adc(self, y: np.ndarray, in_step: float, gain: float) -> None:
-        """Scale back by the DAC step; ADC clip and quantise; drift-compensation gain."""
+    def _adc(self, y: np.ndarray, in_step: float, gain: float, defer: bool = False) -> float:
+        """Scale back by the DAC step; ADC clip and quantise; drift-compensation gain. With
+        ``defer``, the last multiplication (by a positive factor) is left to the caller, whose
+        factor is returned (1.0 otherwise)."""
         if not self.adc_bits:
-            if in_step * gain != 1.0:
-                y *= np.float32(in_step * gain)
-            return
-        n, step = _quant_params(self.adc_bits, self.adc_range)
-        y *= np.float32(in_step / step)
-        np.rint(y, out=y)
-        np.clip(y, -n, n, out=y)
-        y *= np.float32(step * gain)
+            f = in_step * gain
+        else:
+            n, step = _quant_params(self.adc_bits, self.adc_range)
+            y *= np.float32(in_step / step)
+            np.rint(y, out=y)
+            np.clip(y, -n, n, out=y)
+            f = step * gain
+        if defer and f > 0:
+            return f
+        if f != 1.0:
+            y *= np.float32(f)
+        return 1.0
 
 
 class DopStep(Step):
@@ -589,21 +652,26 @@ class DopStep(Step):
         return sum(int(env[d].size) for d in self.ins.dsts)
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
-        xs = [env[s] for s in self.ins.srcs]
+        outs = self.call([env[s] for s in self.ins.srcs])
+        for d, v in zip(self.ins.dsts, outs):
+            env[d] = v
+
+    def call(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """The kernel on the operand arrays ``xs``: one array per destination."""
         attrs = self._attrs(xs)
         try:
             out = self.fn(attrs, *xs)
         except CimcError as e:
-            raise ExecError(f"{self.op} failed: {e}") from None
+            raise ExecError(f"{self.op} failed: {e}", self) from None
         except (ValueError, IndexError, TypeError) as e:
             shapes = ", ".join(str(list(np.shape(x))) for x in xs)
-            raise ExecError(f"{self.op} on operands of shapes {shapes} failed: {e}") from None
+            raise ExecError(f"{self.op} on operands of shapes {shapes} failed: {e}",
+                            self) from None
         outs = out if isinstance(out, list | tuple) else [out]
         if len(outs) != len(self.ins.dsts):
             raise ExecError(f"{self.op} gives {len(outs)} result(s) but the instruction names "
-                            f"{len(self.ins.dsts)}")
-        for d, v in zip(self.ins.dsts, outs):
-            env[d] = v
+                            f"{len(self.ins.dsts)}", self)
+        return outs
 
     def _attrs(self, xs: list[np.ndarray]) -> dict[str, Any]:
         """The attributes, with a compiled batch size replaced by the run's."""
@@ -654,17 +722,20 @@ def _compile_core(prog: Program, art: Artifact, batch: int) -> CoreCode:
     return code
 
 
-def _mvm_consumers(steps: list[Step], start: int, buf: str) -> list[MvmStep] | None:
+def _mvm_consumers(steps: list[Step], start: int, buf: str, lo: float = 0.0,
+                   hi: float = math.inf) -> list[tuple[MvmStep, float, float]] | None:
     """The mvm steps that read ``buf`` (directly or through slices) after ``start``, until
-    ``buf`` is written again; None when anything else reads it."""
-    found: list[MvmStep] = []
+    ``buf`` is written again, each with the range of ``buf``'s last axis it reads (``lo``/``hi``
+    place ``buf`` in its base buffer); None when anything else reads it."""
+    found: list[tuple[MvmStep, float, float]] = []
     for j in range(start + 1, len(steps)):
         st = steps[j]
         if buf in st.ins.srcs:
             if isinstance(st, MvmStep):
-                found.append(st)
+                found.append((st, lo, hi))
             elif isinstance(st, SliceStep):
-                sub = _mvm_consumers(steps, j, st.dst)
+                sub = _mvm_consumers(steps, j, st.dst, lo + st.start,
+                                     min(hi, lo + st.stop))
                 if sub is None:
                     return None
                 found += sub
@@ -676,13 +747,18 @@ def _mvm_consumers(steps: list[Step], start: int, buf: str) -> list[MvmStep] | N
 
 
 def _fold_dacs(code: CoreCode) -> None:
-    """Quantise at the im2col when every consumer of its patches is an mvm with one DAC."""
+    """Quantise at the im2col when every consumer of its patches is an mvm with one DAC; let an
+    mvm that alone reads its part of private patches square it in place (read noise)."""
     for i, st in enumerate(code.steps):
         if not isinstance(st, Im2colStep):
             continue
-        mvms = _mvm_consumers(code.steps, i, st.dst)
+        readers = _mvm_consumers(code.steps, i, st.dst)
+        mvms = [m for m, _, _ in readers or ()]
         st.private = bool(mvms)
-        st.cols = max((m.cols for m in mvms or ()), default=0)
+        st.cols = max((m.cols for m in mvms), default=0)
+        for k, (m, lo, hi) in enumerate(readers or ()):
+            m.owns_input = all(h <= lo or hi <= lo2 for j, (_, lo2, h) in enumerate(readers)
+                               if j != k)
         if not mvms or len({m.dac for m in mvms}) != 1 or not mvms[0].dac_bits:
             continue
         st.dac = mvms[0].dac

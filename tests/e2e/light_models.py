@@ -8,7 +8,7 @@ import os
 import numpy as np
 import onnx
 
-from cimc.testing import randomize_constant_of_shape, random_inputs
+from cimc.testing import random_inputs, randomize_constant_of_shape
 
 LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 LIGHT_MODELS = [

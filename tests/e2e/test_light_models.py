@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from light_models import LIGHT_MODELS, light_inputs, light_model
 
 import cimc
 from cimc.frontend.onnx import import_onnx
@@ -23,8 +24,6 @@ from cimc.passes.pipelines import LOWERING, MAPPING
 from cimc.targets import load_target
 from cimc.targets.emit import emit_artifact
 from cimc.testing import ort_run
-
-from light_models import LIGHT_MODELS, light_inputs, light_model
 
 RTOL, ATOL = 1e-4, 1e-5
 

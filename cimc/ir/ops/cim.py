@@ -82,7 +82,7 @@ def _im2col_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
 def im2col(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     kernel, strides, pads, dil, out = im2col_geometry(attrs, x.shape)
     d = len(kernel)
-    n, c = x.shape[0], x.shape[1]
+    n = x.shape[0]
     cols = im2col_columns(pad_spatial(x, pads), kernel, strides, dil, out)  # [N, C, K, *O]
     # [N, C, K, *O] -> [N, *O, C, K] -> [N, *O, C*K]
     perm = (0, *range(3, 3 + d), 1, 2)

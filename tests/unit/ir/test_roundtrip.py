@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cimc.ir import Block, Func, Module, Op, TensorType, parse_module, print_module, to_text
-from cimc.ir.verify import verify
 from cimc.ir.types import DTYPES
+from cimc.ir.verify import verify
 
 _names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
 _floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
