@@ -1,0 +1,81 @@
+"""The importer itself: unsupported ops, invalid files, input shapes, opset normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from cimc.errors import FrontendError
+from cimc.frontend.onnx import import_onnx
+from cimc.frontend.onnx.registry import find, schema_version
+
+
+def _model(nodes, inputs, outputs, opset=17, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def test_two_unsupported_ops_give_one_error_naming_both():
+    m = _model(
+        [helper.make_node("Relu", ["x"], ["a"], name="ok"),
+         helper.make_node("NonMaxSuppression", ["a", "a"], ["b"], name="nms"),
+         helper.make_node("Det", ["b"], ["y"], name="det")],
+        [_vi("x", [2, 2])], [_vi("y", [])])
+    with pytest.raises(FrontendError) as e:
+        import_onnx(m)
+    msg = str(e.value)
+    assert "2 node(s) use ops cimc does not support" in msg
+    assert "(NonMaxSuppression, opset 17, node 'nms')" in msg
+    assert "(Det, opset 17, node 'det')" in msg
+    assert "Relu" not in msg
+
+
+def test_custom_domain_op_is_reported_with_its_domain():
+    m = _model([helper.make_node("Foo", ["x"], ["y"], name="f", domain="com.acme")],
+               [_vi("x", [1])], [_vi("y", [1])])
+    m.opset_import.append(helper.make_opsetid("com.acme", 1))
+    with pytest.raises(FrontendError, match=r"\(com\.acme\.Foo, opset 1, node 'f'\)"):
+        import_onnx(m)
+
+
+def test_invalid_file_is_named(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(FrontendError, match=rf"{bad}: not a valid ONNX model"):
+        import_onnx(bad)
+    with pytest.raises(FrontendError, match=r"no such file"):
+        import_onnx(tmp_path / "missing.onnx")
+
+
+def test_dynamic_dimension_needs_explicit_shape():
+    m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", ["batch", 3])], [_vi("y", ["batch", 3])])
+    with pytest.raises(FrontendError, match=r"input 'x' has a dynamic shape \[batch, 3\].*--input-shape x=Nx3"):
+        import_onnx(m)
+    mod = import_onnx(m, {"x": (5, 3)})
+    assert mod.main.args[0].type.shape == (5, 3)
+    with pytest.raises(FrontendError, match=r"contradicts the model's static shape"):
+        import_onnx(m, {"x": (5, 4)})
+    with pytest.raises(FrontendError, match=r"names nope, which are not inputs"):
+        import_onnx(m, {"nope": (1, 3)})
+
+
+def test_opset_is_normalised_with_schema_since_version():
+    # Relu's schema changed at opsets 6, 13, 14: opset 12 resolves to the since-6 schema.
+    assert schema_version("Relu", 12) == 6
+    assert find("Relu", 12) is not None and find("Relu", 12).since <= 6
+    assert find("NoSuchOp", 17) is None
+
+
+def test_initializers_become_constants_and_outputs_keep_names():
+    w = onnx.numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    m = _model([helper.make_node("MatMul", ["x", "w"], ["out"])], [_vi("x", [1, 2])], [_vi("out", [1, 2])],
+               inits=[w])
+    mod = import_onnx(m)
+    assert mod.main.input_names == ["x"] and mod.main.output_names == ["out"]
+    assert any(op.name == "nn.constant" and op.result.type.shape == (2, 2) for op in mod.walk())
