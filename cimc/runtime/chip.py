@@ -14,7 +14,7 @@ import functools
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,11 @@ KeyLike = str | Path | Mapping[str, Any] | None
 # Random streams derived from the seed: programming (load) and read noise (runs).
 _PROGRAM_STREAM, _READ_STREAM = 0, 1
 
-# A run is split into chunks of the batch whose largest buffer holds about this many elements:
-# the temporaries stay in cache-sized, reusable blocks, and chunks run on parallel threads.
-CHUNK_ELEMENTS = 1 << 19
+# A run is split into chunks of the batch whose largest buffer holds about this many elements
+# (patches made block by block inside a fused step aside: cimc.runtime.fusion keeps those in
+# the cache); chunks run on parallel threads. Few large chunks mean few Python calls, and two
+# threads contend for the GIL less.
+CHUNK_ELEMENTS = 1 << 21
 
 
 @functools.cache
@@ -160,7 +162,6 @@ class Chip:
         self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), _load_key(key, art))
         self.threads = _default_threads() if threads is None else max(1, int(threads))
         self.runs = 0
-        self._trace: Trace | None = None
         self._last_batch = 1
         self._peak_per_sample: float | None = None
         self._dry: Trace | None = None
@@ -191,21 +192,45 @@ class Chip:
         self.runs += 1
         batch = next(iter(feeds.values())).shape[0] if feeds else 1
         bounds = self._chunks(batch)
-        traces = [Trace(b - a) if i == 0 else None for i, (a, b) in enumerate(bounds)]
 
         def one(i: int) -> dict[str, np.ndarray]:
             a, b = bounds[i]
             ctx = RunContext(tiles, _rng(self.seed, _READ_STREAM, run_index, i), noise,
                              self._workspace())
-            return self.machine.execute({k: v[a:b] for k, v in feeds.items()}, ctx, traces[i])
+            return self.machine.execute({k: v[a:b] for k, v in feeds.items()}, ctx)
 
         with single_threaded_blas():
             if len(bounds) == 1 or self.threads == 1:
                 parts = [one(i) for i in range(len(bounds))]
             else:
-                parts = list(self._executor().map(one, range(len(bounds))))
-        self._trace, self._last_batch = traces[0], batch  # report() scales the first chunk's
+                parts = self._parallel(one, len(bounds))
+        self._last_batch = batch  # report() scales the traced batch-1 run to this batch
         return {s.name: _join([p[s.name] for p in parts]) for s in self.artifact.outputs}
+
+    def _parallel(self, one: Callable[[int], dict[str, np.ndarray]],
+                  n: int) -> list[dict[str, np.ndarray]]:
+        """``[one(i) for i in range(n)]`` on ``threads`` threads: the calling thread and
+        ``threads - 1`` workers each take the next chunk until none is left (the caller works
+        instead of sleeping until the workers are done)."""
+        parts: list[dict[str, np.ndarray] | None] = [None] * n
+        todo = iter(range(n))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                parts[i] = one(i)
+
+        helpers = [self._executor().submit(work) for _ in range(min(self.threads, n) - 1)]
+        try:
+            work()
+        finally:
+            for f in helpers:
+                f.result()  # waits for every helper; re-raises the first error
+        return parts  # type: ignore[return-value]
 
     def _chunks(self, batch: int) -> list[tuple[int, int]]:
         if self._peak_per_sample is None:
@@ -258,12 +283,12 @@ class Chip:
         return ws
 
     def _executor(self) -> ThreadPoolExecutor:
-        return _pool(self.threads)
+        return _pool(self.threads - 1)
 
     def report(self, batch: int | None = None) -> Report:
         """Crossbars, cores, utilisation, instruction counts, latency, energy and area for a
         batch of ``batch`` inputs (default: the last run's batch, or 1 before any run)."""
-        trace = self._trace or self._dry_trace()
+        trace = self._dry_trace()  # the work of every instruction scales with the batch
         if batch is None:
             batch = self._last_batch
         if batch < 1:

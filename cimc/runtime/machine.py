@@ -12,8 +12,11 @@ chunks, possibly on parallel threads): the cores are interleaved (each runs unti
 ``recv`` whose message has not been sent), a deadlock is reported with the cores and the
 instructions they wait at, and every instruction works on the whole batch at once (one matrix
 product per ``mvm``, plus one more for the read-noise variance; no Python loop over vectors).
-Patches made by ``im2col`` are laid out patch-major so the product reads them without a copy,
-and a DAC that every consumer of the patches applies is applied once, before the copy.
+Patches made by ``im2col`` are laid out so the product reads them without a copy (patch-major,
+per sample, or position-major from a channels-last copy of the input), a DAC that every consumer
+of the patches applies is applied once, before the copy, and the read noise's normals come from
+a quantile table (:func:`fast_normal_f32`). Untraced runs execute each core's fused plan
+(:mod:`cimc.runtime.fusion`): every mvm with the instructions that only transform its result.
 
 Per time ``t``, :meth:`Machine.tiles_at` turns the programmed conductances into the matrices an
 ``mvm`` multiplies by (drift applied, scales folded in, read-noise variance, drift-compensation
@@ -139,7 +142,7 @@ def normal_table() -> np.ndarray:
 
 
 def fast_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
-                    ws: Workspace | None = None) -> np.ndarray:
+                    ws: Workspace | None = None, key: Any = "normal.z") -> np.ndarray:
     """Standard normal float32 samples by inversion through :func:`normal_table`.
 
     Each sample takes 16 bits of the generator's raw output (one 64-bit draw gives four) and
@@ -147,11 +150,11 @@ def fast_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
     discrete distribution of 2^16 equally likely values that matches the normal's distribution
     function at every multiple of 2^-16, with mean 0 and variance exactly 1, and no samples
     beyond ±4.325 (the normal puts 1.5e-5 of its mass there; its kurtosis is 2.9992, not 3). With a workspace the result lives
-    in it (valid until the next call).
+    in it, as its array ``key`` (valid until the next call with that key).
     """
     n = math.prod(shape)
     raw = rng.bit_generator.random_raw((n + 3) // 4)
-    out = np.empty(n, np.float32) if ws is None else ws.get("normal.z", (n,))
+    out = np.empty(n, np.float32) if ws is None else ws.get(key, (n,))
     # mode="wrap" skips the bounds check; every uint16 index is in range
     np.take(normal_table(), raw.view(np.uint16)[:n], out=out, mode="wrap")
     return out.reshape(shape)
@@ -159,23 +162,25 @@ def fast_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
 
 def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int],
            dilations: list[int], ws: Workspace | None = None, key: Any = None,
-           per_sample: bool = False) -> np.ndarray:
+           per_sample: bool = False, channels_last: bool = False) -> np.ndarray:
     """``cim.im2col``: ``x [N, C, *S] -> [N, *O, C*prod(kernel)]``, channel-major patches.
 
     The result is a view of a patch-major block, filled by one strided copy (which runs without
     the GIL): ``[C*prod(kernel), N, *O]``, or ``[N, C*prod(kernel), *O]`` with ``per_sample``.
     :func:`mvm_operand` hands either to a matrix product without another copy. With a
     workspace, the block is the workspace's array ``key``.
+
+    ``channels_last`` gives the same patches with their entries in another order: position-
+    major (kernel positions, then channel), ``[N, *O, prod(kernel)*C]`` (see
+    :func:`im2col_channels_last`).
     """
+    if channels_last:
+        return im2col_channels_last(x, kernel, strides, pads, dilations, ws, key)
     d = len(kernel)
     n, c = x.shape[:2]
+    out = _out_size(x.shape[2:], kernel, strides, pads, dilations)
     if any(pads):
         x = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[d + i]) for i in range(d)])
-    spatial = x.shape[2:]
-    out = [(spatial[i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(d)]
-    if min(out) < 1:
-        raise ValueError(f"input spatial shape {x.shape[2:]} (padded) is smaller than the "
-                         f"kernel {kernel} with dilations {dilations}")
     rows = c * math.prod(kernel)
     shape = (n, c, *kernel, *out) if per_sample else (c, *kernel, n, *out)
     patches = np.empty(shape, x.dtype) if ws is None else ws.get(key, shape, x.dtype)
@@ -192,24 +197,89 @@ def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]
     return patches.reshape(rows, n, *out).transpose(*range(1, d + 2), 0)
 
 
+def _out_size(spatial: tuple[int, ...], kernel: list[int], strides: list[int], pads: list[int],
+              dilations: list[int]) -> list[int]:
+    """Output positions per spatial axis of an im2col (the padded input must fit the kernel)."""
+    d = len(kernel)
+    padded = [spatial[i] + pads[i] + pads[d + i] for i in range(d)]
+    out = [(padded[i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(d)]
+    if min(out) < 1:
+        raise ValueError(f"input spatial shape {tuple(padded)} (padded) is smaller than the "
+                         f"kernel {kernel} with dilations {dilations}")
+    return out
+
+
+def im2col_channels_last(x: np.ndarray, kernel: list[int], strides: list[int],
+                         pads: list[int], dilations: list[int], ws: Workspace | None = None,
+                         key: Any = None) -> np.ndarray:
+    """The patches of ``x [N, C, *S]`` position-major: ``[N, *O, prod(kernel)*C]``, entry
+    ``k*C + c`` of a patch being entry ``c*prod(kernel) + k`` of :func:`im2col`'s.
+
+    Copied from a channels-last (and padded) ``[N, *S, C]`` view or copy of ``x``, so that
+    every copied run is ``kernel[-1]*C`` elements long (one row of the window over all
+    channels) instead of one output row: much faster for many channels. With a workspace, the
+    patches (and the channels-last copy) are its arrays ``key`` (and ``(key, "cl")``).
+    """
+    d = len(kernel)
+    n, c = x.shape[:2]
+    out = _out_size(x.shape[2:], kernel, strides, pads, dilations)
+    xl = np.moveaxis(x, 1, -1)  # [N, *S, C]
+    if any(pads) or not xl.flags.c_contiguous:
+        shape = (n, *(x.shape[2 + i] + pads[i] + pads[d + i] for i in range(d)), c)
+        buf = np.empty(shape, x.dtype) if ws is None else ws.get((key, "cl"), shape, x.dtype)
+        if any(pads):
+            buf.fill(0)
+        inner = (slice(None), *(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(d)))
+        np.copyto(buf[inner], xl)
+        xl = buf
+    st = xl.strides
+    windows = np.lib.stride_tricks.as_strided(  # [N, *O, *K, C]: every tap of every patch
+        xl, (n, *out, *kernel, c),
+        (st[0], *(st[1 + i] * strides[i] for i in range(d)),
+         *(st[1 + i] * dilations[i] for i in range(d)), st[-1]),
+        writeable=False)
+    shape = (n, *out, *kernel, c)
+    patches = np.empty(shape, x.dtype) if ws is None else ws.get(key, shape, x.dtype)
+    np.copyto(patches, windows)
+    return patches.reshape(n, *out, c * math.prod(kernel))
+
+
+def channels_last_rows(channels: int, positions: int) -> np.ndarray:
+    """For position-major patches (:func:`im2col_channels_last`): entry ``k*C + c`` is
+    channel-major entry ``c*K + k``; the result maps the first index to the second."""
+    return np.arange(channels * positions).reshape(channels, positions).T.ravel()
+
+
 # How an mvm multiplies: "vectors" [V, rows] @ W; "rows" [rows, V].T @ W (patch-major im2col);
 # "samples" W.T @ [N, rows, P] per sample (per-sample patch-major im2col).
 VECTORS, ROWS, SAMPLES = "vectors", "rows", "samples"
 
 
-def mvm_operand(x: np.ndarray, rows: int) -> tuple[np.ndarray, str]:
+def mvm_operand(x: np.ndarray, rows: int, prefer: str | None = None) -> tuple[np.ndarray, str]:
     """``x [..., rows]`` as the operand of one matrix product, without copying a view that
     :func:`im2col` made: ``([V, rows], VECTORS)``, ``([rows, V], ROWS)`` or
-    ``([N, rows, P], SAMPLES)``."""
+    ``([N, rows, P], SAMPLES)`` (first when ``prefer`` says so and it applies)."""
     nd = x.ndim
     if nd > 2:
+        xs = x.transpose(0, nd - 1, *range(1, nd - 1))  # [N, rows, *O]
+        if prefer == SAMPLES and _inner_contiguous(xs, 2):
+            return xs.reshape(x.shape[0], rows, -1), SAMPLES
         xt = x.transpose(nd - 1, *range(nd - 1))
         if xt.flags.c_contiguous:
             return xt.reshape(rows, -1), ROWS
-        xs = x.transpose(0, nd - 1, *range(1, nd - 1))  # [N, rows, *O]
         if _inner_contiguous(xs, 2):
             return xs.reshape(x.shape[0], rows, -1), SAMPLES
     return x.reshape(-1, rows), VECTORS
+
+
+def _matmul_per_sample(x: np.ndarray, w: np.ndarray, n: int,
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """``x [V, K] @ w [K, M] -> [V, M]`` as ``n`` products of ``V/n`` rows each (the same
+    numbers; small products run without the packing a single huge one needs)."""
+    rows, cols = w.shape
+    y = np.matmul(x.reshape(n, -1, rows), w,
+                  out=None if out is None else out.reshape(n, -1, cols))
+    return y.reshape(-1, cols)
 
 
 def _inner_contiguous(x: np.ndarray, first: int) -> bool:
@@ -277,12 +347,28 @@ class TileAt:
     gain: float  # global drift compensation factor, applied after the ADC
 
     @functools.cached_property
-    def weight_t(self) -> np.ndarray:
-        return np.ascontiguousarray(self.weight.T)
+    def _variants(self) -> dict[Any, tuple[np.ndarray, np.ndarray | None]]:
+        return {}
 
-    @functools.cached_property
-    def read_var_t(self) -> np.ndarray:
-        return np.ascontiguousarray(self.read_var.T)
+    def matrices(self, order: np.ndarray | None, scale: float | None, transposed: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(weight, read_var) with their rows in ``order`` (None: as they are), weight times
+        ``scale`` and read_var times its square (None: unscaled), both transposed when asked
+        (contiguous; cached per variant)."""
+        key = (None if order is None else order.tobytes(), scale, transposed)
+        hit = self._variants.get(key)
+        if hit is None:
+            w, var = self.weight, self.read_var
+            if order is not None:
+                w, var = w[order], (None if var is None else var[order])
+            if scale is not None:
+                w = w * np.float32(scale)
+                var = None if var is None else var * np.float32(scale * scale)
+            if transposed:
+                w, var = w.T, (None if var is None else var.T)
+            hit = (np.ascontiguousarray(w), None if var is None else np.ascontiguousarray(var))
+            self._variants[key] = hit
+        return hit
 
 
 def _levels_and_scale(art: Artifact, core: int, x: int, rows: int, cols: int, where: str
@@ -494,6 +580,12 @@ class Im2colStep(Step):
         # Most columns among the crossbars that read the patches; few columns and many
         # positions make the per-sample layout the faster one (see _per_sample).
         self.cols = 0
+        # Patches position-major (im2col_channels_last; see _fold_dacs): only mvms that read
+        # them whole, with their crossbar rows in the same order, read them.
+        self.channels_last = False
+        # Set when a fused step makes the patches block by block (cimc.runtime.fusion): then
+        # they do not count towards the largest buffer of a run (Trace.peak).
+        self.blocked = False
 
     def _per_sample(self, x: np.ndarray) -> bool:
         """Per-sample products (W.T @ [rows, P] for each sample) beat one product over all
@@ -508,18 +600,28 @@ class Im2colStep(Step):
         return positions >= 4 * max(self.cols, 1)
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+        env[self.dst] = self.patches(self.input(env), ctx)
+
+    def input(self, env: dict[str, Any]) -> np.ndarray:
+        """The source buffer, checked, with the folded DAC applied."""
         x = env[self.src]
         if x.ndim != 2 + len(self.params[0]):
             raise ExecError(f"im2col with a {len(self.params[0])}-d kernel needs a buffer "
                             f"[N, C, {len(self.params[0])} spatial dims], got {list(x.shape)}")
         if self.dac is not None:
             x = dac_values(x, *self.dac)
+        return x
+
+    def patches(self, x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        """The patches of ``x`` (from :meth:`input`), in the workspace when private."""
         try:
+            if self.channels_last:
+                return im2col_channels_last(x, *self.params, ws=ctx.ws,
+                                            key=(id(self), "patches"))
             if self.private:
-                env[self.dst] = im2col(x, *self.params, ws=ctx.ws, key=(id(self), "patches"),
-                                       per_sample=self._per_sample(x))
-            else:
-                env[self.dst] = im2col(x, *self.params)
+                return im2col(x, *self.params, ws=ctx.ws, key=(id(self), "patches"),
+                              per_sample=self._per_sample(x))
+            return im2col(x, *self.params)
         except ValueError as e:
             raise ExecError(str(e)) from None
 
@@ -539,6 +641,8 @@ class MvmStep(Step):
         # set when this mvm is the only reader of its (private, workspace) input, so the read
         # noise may square the input in place (see _fold_dacs)
         self.owns_input = False
+        # set when the input is position-major patches: the crossbar's rows in their order
+        self.row_order: np.ndarray | None = None
         self.adc_range = float(kw.get("adc_range", 0.0))
 
     def size(self, env: dict[str, Any]) -> int:
@@ -555,36 +659,68 @@ class MvmStep(Step):
         positive factor the ADC's last multiplication would have applied (the caller applies
         it; 1.0 when nothing is deferred)."""
         x = env[self.src]
+        y, how, factor = self.product(x, ctx, defer_scale)
+        return self.result_view(x.shape, y, how), factor
+
+    def product(self, x: np.ndarray, ctx: RunContext, defer_scale: bool = False,
+                out: np.ndarray | None = None, prefer: str | None = None
+                ) -> tuple[np.ndarray, str, float]:
+        """ADC(DAC(x) @ W) as the product lays it out: ``[N, cols, P]`` (SAMPLES) or
+        ``[V, cols]``, written to ``out`` when given; the layout; the deferred factor (see
+        :meth:`compute`). ``prefer=SAMPLES`` keeps a per-sample operand per sample even for a
+        batch of one.
+
+        With read noise the scaling from DAC codes to ADC codes is folded into the matrices
+        (``x @ (W a)`` for ``(x @ W) a``: the same up to float32 rounding, far below the
+        noise); without it the arithmetic is exactly docs/isa.md's."""
         if x.ndim < 2 or x.shape[-1] != self.rows:
             raise ExecError(f"mvm on crossbar {self.key[1]} ({self.rows} rows) got a buffer of "
                             f"shape {list(x.shape)}; its last axis must be {self.rows}")
-        lead = x.shape[:-1]
         tile = ctx.tiles[self.key]
-        m, how = mvm_operand(x, self.rows)
+        m, how = mvm_operand(x, self.rows, prefer)
         xq, in_step, owned = self._dac(m, ctx.ws)
+        noisy = ctx.noise and tile.read_var is not None
+        pre = None
+        if noisy:
+            pre = in_step / _quant_params(self.adc_bits, self.adc_range)[1] \
+                if self.adc_bits else in_step
+        weight, read_var = tile.matrices(self.row_order, pre, how == SAMPLES)
+        # position-major patches: one small product per sample (no packing of a huge operand)
+        per = x.shape[0] if how == VECTORS and self.row_order is not None and x.ndim > 2 \
+            else None
         if how == SAMPLES:  # [N, rows, P] -> y [N, cols, P]
-            y = np.matmul(tile.weight_t, xq)
+            y = np.matmul(weight, xq, out=out)
+        elif per is not None:  # [N, P, rows] -> y [N * P, cols]
+            y = _matmul_per_sample(xq, weight, per, out)
         else:  # -> y [V, cols]
-            y = (xq.T if how == ROWS else xq) @ tile.weight
-        if ctx.noise and tile.read_var is not None:
-            self._read_noise(xq, how, tile, y, ctx, owned or self.owns_input)
-        factor = self._adc(y, in_step, tile.gain, defer_scale)
+            y = np.matmul(xq.T if how == ROWS else xq, weight, out=out)
+        if noisy:
+            self._read_noise(xq, how, read_var, y, ctx, owned or self.owns_input, per)
+        return y, how, self._adc(y, None if noisy else in_step, tile.gain, defer_scale)
+
+    def result_view(self, shape: tuple[int, ...], y: np.ndarray, how: str) -> np.ndarray:
+        """The product ``y`` of an input of ``shape`` as the instruction's result
+        ``[*shape[:-1], cols]`` (a view)."""
+        lead = shape[:-1]
         if how == SAMPLES:
-            n, nd = x.shape[0], x.ndim
-            return y.reshape(n, self.cols, *lead[1:]).transpose(0, *range(2, nd), 1), factor
-        return y.reshape(*lead, self.cols), factor
+            nd = len(shape)
+            return y.reshape(shape[0], self.cols, *lead[1:]).transpose(0, *range(2, nd), 1)
+        return y.reshape(*lead, self.cols)
 
     @staticmethod
-    def _read_noise(xq: np.ndarray, how: str, tile: TileAt, y: np.ndarray,
-                    ctx: RunContext, in_place: bool) -> None:
-        """y += N(0, (x*x) @ var) per output: independent noise on every read of every vector.
-        With ``in_place`` the input is squared where it lies (nothing reads it afterwards)."""
+    def _read_noise(xq: np.ndarray, how: str, var: np.ndarray, y: np.ndarray,
+                    ctx: RunContext, in_place: bool, per: int | None = None) -> None:
+        """y += N(0, (x*x) @ var) per output: independent noise on every read of every vector
+        (``var`` transposed for SAMPLES; ``per``: products per sample, see product). With
+        ``in_place`` the input is squared where it lies (nothing reads it afterwards)."""
         sq = np.square(xq, out=xq if in_place else ctx.ws.get("mvm.sq", xq.shape))
         std = ctx.ws.get("mvm.std", y.shape)
         if how == SAMPLES:
-            np.matmul(tile.read_var_t, sq, out=std)
+            np.matmul(var, sq, out=std)
+        elif per is not None:
+            _matmul_per_sample(sq, var, per, std)
         else:
-            np.matmul(sq.T if how == ROWS else sq, tile.read_var, out=std)
+            np.matmul(sq.T if how == ROWS else sq, var, out=std)
         np.sqrt(std, out=std)
         std *= fast_normal_f32(ctx.rng, std.shape, ctx.ws)
         y += std
@@ -604,15 +740,18 @@ class MvmStep(Step):
     def dac(self) -> tuple[int, float, bool]:
         return (self.dac_bits, self.dac_range, self.dac_signed)
 
-    def _adc(self, y: np.ndarray, in_step: float, gain: float, defer: bool = False) -> float:
-        """Scale back by the DAC step; ADC clip and quantise; drift-compensation gain. With
-        ``defer``, the last multiplication (by a positive factor) is left to the caller, whose
-        factor is returned (1.0 otherwise)."""
+    def _adc(self, y: np.ndarray, in_step: float | None, gain: float,
+             defer: bool = False) -> float:
+        """Scale back by the DAC step (``in_step`` None: ``y`` is in ADC steps already, see
+        :meth:`product`); ADC clip and quantise; drift-compensation gain. With ``defer``, the
+        last multiplication (by a positive factor) is left to the caller, whose factor is
+        returned (1.0 otherwise)."""
         if not self.adc_bits:
-            f = in_step * gain
+            f = gain if in_step is None else in_step * gain
         else:
             n, step = _quant_params(self.adc_bits, self.adc_range)
-            y *= np.float32(in_step / step)
+            if in_step is not None:
+                y *= np.float32(in_step / step)
             np.rint(y, out=y)
             np.clip(y, -n, n, out=y)
             f = step * gain
@@ -695,6 +834,9 @@ class CoreCode:
     file: str
     steps: list[Step]
     consts: dict[str, np.ndarray] = field(default_factory=dict)
+    # the steps with each mvm fused with the instructions that only transform its result
+    # (cimc.runtime.fusion); what untraced runs execute
+    plan: list[Step] = field(default_factory=list)
 
 
 def _compile_core(prog: Program, art: Artifact, batch: int) -> CoreCode:
@@ -719,6 +861,9 @@ def _compile_core(prog: Program, art: Artifact, batch: int) -> CoreCode:
             steps.append(cls(prog.core, ins, prog.file))
     code = CoreCode(prog.core, prog.chip, prog.file, steps, consts)
     _fold_dacs(code)
+    from cimc.runtime.fusion import plan_core  # fusion builds on this module's steps
+
+    code.plan = plan_core(code)
     return code
 
 
@@ -759,11 +904,34 @@ def _fold_dacs(code: CoreCode) -> None:
         for k, (m, lo, hi) in enumerate(readers or ()):
             m.owns_input = all(h <= lo or hi <= lo2 for j, (_, lo2, h) in enumerate(readers)
                                if j != k)
+        _choose_channels_last(st, readers or [])
         if not mvms or len({m.dac for m in mvms}) != 1 or not mvms[0].dac_bits:
             continue
         st.dac = mvms[0].dac
         for m in mvms:
             m.pre_quantised = True
+
+
+# Position-major patches copy runs of kernel[-1] * C elements; below this many the
+# channel-major layouts (runs of one output row) are usually as fast.
+_CHANNELS_LAST_RUN = 16
+
+
+def _choose_channels_last(st: Im2colStep, readers: list[tuple[MvmStep, float, float]]) -> None:
+    """Make the patches position-major when only mvms read them, each the whole patch, and a
+    window row over all channels is long enough to copy fast (see im2col_channels_last)."""
+    kernel = st.params[0]
+    positions = math.prod(kernel)
+    if not readers or any(m.src != st.dst for m, _, _ in readers):
+        return
+    rows = readers[0][0].rows
+    channels = rows // positions
+    if channels < 2 or channels * positions != rows or channels * kernel[-1] < _CHANNELS_LAST_RUN:
+        return
+    st.channels_last = True
+    order = channels_last_rows(channels, positions)
+    for m, _, _ in readers:
+        m.row_order = order
 
 
 def _check_links(codes: dict[int, CoreCode], art: Artifact) -> None:
@@ -802,7 +970,7 @@ class Trace:
 
     batch: int
     events: list[tuple[int, int, int]] = field(default_factory=list)
-    peak: int = 0  # the most elements one instruction wrote
+    peak: int = 0  # the most elements one instruction wrote (patches made in blocks aside)
 
     @property
     def peak_per_sample(self) -> float:
@@ -840,8 +1008,11 @@ class Machine:
         return states
 
     def execute(self, inputs: Mapping[str, np.ndarray], ctx: RunContext,
-                trace: Trace | None = None) -> dict[str, np.ndarray]:
-        """Run every core program on one batch; returns the graph outputs."""
+                trace: Trace | None = None, fused: bool = True) -> dict[str, np.ndarray]:
+        """Run every core program on one batch; returns the graph outputs. Traced runs (and
+        ``fused=False``) execute the instructions one by one, others the fused plans."""
+        progs = {c: code.steps if trace is not None or not fused else code.plan
+                 for c, code in self.codes.items()}
         envs = {c: dict(code.consts) for c, code in self.codes.items()}
         pcs = dict.fromkeys(self.codes, 0)
         queues: dict[tuple[int, int], deque] = {}
@@ -850,10 +1021,10 @@ class Machine:
         while live:
             progressed = False
             for core in list(live):
-                code, env = self.codes[core], envs[core]
+                steps, env = progs[core], envs[core]
                 pc = pcs[core]
                 while True:
-                    st = code.steps[pc]
+                    st = steps[pc]
                     kind = st.kind
                     if kind == "recv":
                         q = queues.get((st.peer, core))
@@ -875,22 +1046,26 @@ class Machine:
                         try:
                             st.run(env, ctx)
                         except ExecError as e:
-                            raise ArtifactError(f"{st.where}: {st.ins.text}: {e}") from None
+                            at = e.step or st
+                            raise ArtifactError(f"{at.where}: {at.ins.text}: {e}") from None
                     if trace is not None:
                         trace.events.append((core, pc, st.size(env)))
-                        for d in st.ins.dsts:
-                            trace.peak = max(trace.peak, int(np.size(env[d])))
+                        if not getattr(st, "blocked", False):
+                            for d in st.ins.dsts:
+                                trace.peak = max(trace.peak, int(np.size(env[d])))
                     pc += 1
                     progressed = True
                 pcs[core] = pc
             if not progressed:
-                raise ArtifactError(self._deadlock_message(live, pcs))
+                raise ArtifactError(self._deadlock_message(live, pcs, progs))
         return outputs
 
-    def _deadlock_message(self, live: list[int], pcs: dict[int, int]) -> str:
+    @staticmethod
+    def _deadlock_message(live: list[int], pcs: dict[int, int],
+                          progs: dict[int, list[Step]]) -> str:
         waits = []
         for core in live:
-            st = self.codes[core].steps[pcs[core]]
+            st = progs[core][pcs[core]]
             waits.append(f"core {core} waits at {st.where} ({st.ins.text})")
         return ("deadlock: no core can proceed; " + "; ".join(waits)
                 + ". Every recv needs a matching earlier send from the named core; the artifact "

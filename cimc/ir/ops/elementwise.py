@@ -211,7 +211,7 @@ def pow_(attrs, x, y):
 
 @define("nn.relu", infer=same_type, summary="max(x, 0)")
 def relu(attrs, x):
-    return np.maximum(x, 0).astype(x.dtype)
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
 
 
 @define(

@@ -7,7 +7,9 @@ An average divides by the number of window taps inside the input, or, with
 ``count_include_pad``, inside the explicitly padded input (taps in the ceil-mode overhang past
 the end padding never count).
 
-Both run as one strided slice per kernel tap of the padded input (see ``linalg.kernel_taps``).
+Average pooling runs as one strided slice per kernel tap of the padded input (see
+``linalg.kernel_taps``); max pooling is separable, so it takes the max along each spatial axis in
+turn (``k0 + k1 + ...`` strided slices instead of ``k0 * k1 * ...``).
 """
 
 from __future__ import annotations
@@ -96,11 +98,28 @@ def _lowest(dtype: np.dtype) -> float | int:
 def max_pool(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     r = x.ndim - 2
     out = _max_pool_infer(attrs, TensorType.of(x)).shape[2:]
-    xp = _padded(x, attrs, out, _lowest(x.dtype))
-    y = None
-    for tap in kernel_taps(attrs["kernel_shape"], attrs["strides"], _dilations(attrs, r), out):
-        v = xp[(slice(None), slice(None), *tap)]
-        y = v.copy() if y is None else np.maximum(y, v, out=y)
+    y = _padded(x, attrs, out, _lowest(x.dtype))
+    k, s, d = attrs["kernel_shape"], attrs["strides"], _dilations(attrs, r)
+    # The max over a window box is the max along each spatial axis in turn: k[0] + k[1] + ...
+    # strided passes instead of k[0] * k[1] * ... (the result is a new array, in x's layout).
+    for i in range(r):
+        y = _max_along(y, 2 + i, k[i], s[i], d[i], out[i])
+    return y
+
+
+def _max_along(x: np.ndarray, axis: int, k: int, s: int, d: int, out: int) -> np.ndarray:
+    """Max over windows of ``k`` taps (stride ``s``, dilation ``d``) along ``axis``: ``out``
+    windows, starting at 0 (``x`` is padded already)."""
+    taps = []
+    for kp in range(k):
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(kp * d, kp * d + s * (out - 1) + 1, s)
+        taps.append(x[tuple(index)])
+    if k == 1:
+        return taps[0].copy(order="K")
+    y = np.maximum(taps[0], taps[1])
+    for v in taps[2:]:
+        np.maximum(y, v, out=y)
     return y
 
 

@@ -1,0 +1,315 @@
+"""Fusing each mvm with the digital instructions that only transform its result (at load).
+
+A core program typically follows an ``mvm`` with digital instructions that read nothing but its
+result: the partial-sum and bias adds, the transpose back to the model's layout, a ReLU, a
+max-pool, a reshape. :func:`plan_core` turns each such run of adjacent instructions into one
+:class:`FusedMvm` step. The numbers are the same as executing the instructions one by one (the
+tests run both ways), but
+
+- the element-wise instructions work in place on the mvm's fresh output (no new arrays), and
+- a ``max_pool`` moves in front of the monotone element-wise maps that precede it in the run:
+  the ADC's last multiplication (by its positive step), adding or subtracting a constant that is
+  the same over every pooling window (a per-channel bias), multiplying by such a positive
+  constant, and ReLU, with the transposes between them. For a non-decreasing ``f`` applied with
+  the same parameters across a window, ``max_i f(x_i) = f(max_i x_i)``, and float32 rounding is
+  monotone, so this is exact (up to the sign of a zero); the maps then run on the pooled
+  tensor, ``prod(kernel_shape)`` times smaller;
+- an ``im2col`` right before the mvm whose patches only that mvm reads joins the step as its
+  prologue: the two run over blocks of samples (:data:`BLOCK_ELEMENTS`), so the patches, the
+  product and its read noise stay in the cache, and a moved pool runs block by block too.
+
+An instruction joins the run when it is the next one of the core program, reads the run's
+current value exactly once, is one of the ops below, and that value is read by no later
+instruction (it is not sent, output or kept). The per-instruction steps stay in
+:attr:`CoreCode.steps` (traced runs and the report use them); the fused program is
+``CoreCode.plan``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from cimc.runtime.machine import (
+    SAMPLES,
+    CoreCode,
+    DopStep,
+    ExecError,
+    Im2colStep,
+    MvmStep,
+    RunContext,
+    Step,
+    _mvm_consumers,
+    _out_size,
+    mvm_operand,
+)
+
+_IN_PLACE: dict[str, Callable[..., Any]] = {
+    "nn.add": np.add, "nn.sub": np.subtract, "nn.mul": np.multiply,
+}
+_FUSABLE = {*_IN_PLACE, "nn.relu", "nn.transpose", "nn.reshape", "nn.max_pool"}
+
+# An im2col whose patches only the next mvm reads is fused in front of it, and the two run over
+# blocks of samples whose patches hold about this many elements (a few MB: the patches, the
+# product and the noise of a block stay in the cache), instead of over the whole chunk.
+BLOCK_ELEMENTS = 1 << 20
+
+
+class _Op:
+    """One fused instruction: its step, where the run's value sits among its operands, and
+    the other operand's buffer (binary ops)."""
+
+    def __init__(self, step: DopStep, pos: int, other: str | None) -> None:
+        self.step, self.pos, self.other = step, pos, other
+        self.op = step.op
+
+
+def _absorb(st: Step, cur: str) -> _Op | None:
+    """``st`` as a fused op on the run's value ``cur``, or None when it cannot join."""
+    if not isinstance(st, DopStep) or st.op not in _FUSABLE or len(st.ins.dsts) != 1:
+        return None
+    srcs = st.ins.srcs
+    if srcs.count(cur) != 1:
+        return None
+    if st.op in _IN_PLACE:
+        if len(srcs) != 2:
+            return None
+        pos = srcs.index(cur)
+        return _Op(st, pos, srcs[1 - pos])
+    return _Op(st, 0, None) if len(srcs) == 1 else None
+
+
+def _read_later(steps: list[Step], j: int, buf: str) -> bool:
+    """Whether a step after ``j`` reads ``buf`` before one writes it."""
+    for st in steps[j + 1:]:
+        if buf in st.ins.srcs:
+            return True
+        if buf in st.ins.dsts:
+            return False
+    return False
+
+
+def _prologue(steps: list[Step], i: int) -> Im2colStep | None:
+    """``steps[i]`` when it is an im2col whose patches only the mvm right after it reads."""
+    st = steps[i]
+    if not isinstance(st, Im2colStep) or i + 1 >= len(steps):
+        return None
+    nxt = steps[i + 1]
+    readers = _mvm_consumers(steps, i, st.dst)
+    if not isinstance(nxt, MvmStep) or nxt.src != st.dst or not readers or len(readers) != 1:
+        return None
+    return st if readers[0][0] is nxt else None
+
+
+def plan_core(code: CoreCode) -> list[Step]:
+    """The core's steps with every mvm fused with the instructions that only transform its
+    result, and with the im2col in front of it when only it reads the patches (see the module
+    docstring)."""
+    steps = code.steps
+    plan: list[Step] = []
+    i = 0
+    while i < len(steps):
+        pro = _prologue(steps, i)
+        j = i + 1 if pro is not None else i
+        st = steps[j]
+        ops: list[_Op] = []
+        if isinstance(st, MvmStep):
+            cur, j = st.dst, j + 1
+            while j < len(steps):
+                op = _absorb(steps[j], cur)
+                if op is None or (cur not in steps[j].ins.dsts and _read_later(steps, j, cur)):
+                    break
+                ops.append(op)
+                cur, j = steps[j].dst, j + 1
+        if ops or pro is not None:
+            plan.append(FusedMvm(st, ops, code.consts, pro))
+            i = j
+        else:
+            plan.append(st)
+            i += 1
+    return plan
+
+
+def _monotone_const(op: _Op, consts: Mapping[str, np.ndarray]) -> bool:
+    """Whether ``op`` maps each element by a non-decreasing function given by a finite
+    float32 constant (which the pool can be moved past when it is constant over windows)."""
+    c = consts.get(op.other or "")
+    if c is None or not isinstance(c, np.ndarray) or c.dtype != np.float32:
+        return False
+    if not np.isfinite(c).all():
+        return False
+    if op.op == "nn.sub":
+        return op.pos == 0  # x - c; c - x decreases
+    if op.op == "nn.mul":
+        return bool((c > 0).all())
+    return True
+
+
+class FusedMvm(Step):
+    """An mvm and the instructions that only transform its result, run as one step."""
+
+    kind = "fused"
+
+    def __init__(self, mvm: MvmStep, ops: list[_Op], consts: Mapping[str, np.ndarray],
+                 prologue: Im2colStep | None = None) -> None:
+        super().__init__(mvm.core, mvm.ins, "")
+        self.where = mvm.where  # errors of the mvm name it; those of an op name the op
+        self.mvm, self.ops, self.prologue = mvm, ops, prologue
+        if prologue is not None:
+            prologue.blocked = True  # its patches never exist for the whole chunk
+        self.dst = ops[-1].step.dst if ops else mvm.dst
+        self.consts = consts
+        # index of the max_pool that moves in front of the monotone ops before it, or None
+        self.pool_at: int | None = None
+        for k, op in enumerate(ops):
+            if op.op == "nn.max_pool":
+                if all(p.op in ("nn.relu", "nn.transpose")
+                       or (p.op in _IN_PLACE and _monotone_const(p, consts)) for p in ops[:k]):
+                    self.pool_at = k
+                break
+        self._hoisted: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]] | None] = {}
+
+    def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+        k = self.pool_at
+        if self.prologue is None:
+            v, factor = self.mvm.compute(env, ctx, defer_scale=k is not None)
+            hoisted = None if k is None else self._hoist(v.shape)
+            if hoisted is not None:
+                v = self._pool(v, hoisted[0])
+        else:
+            v, factor, hoisted = self._blocked(env, ctx)
+        if hoisted is None:
+            if factor != 1.0:
+                v *= np.float32(factor)
+            env[self.dst] = self._apply(self.ops, v, env)
+            return
+        # v is the pooled result: now the monotone maps before the pool, then the rest
+        if factor != 1.0:
+            v *= np.float32(factor)
+        it = iter(hoisted[1])
+        for op in self.ops[:k]:
+            if op.op == "nn.relu":
+                np.maximum(v, 0, out=v)
+            elif op.op != "nn.transpose":
+                c = next(it)
+                _IN_PLACE[op.op](*((v, c) if op.pos == 0 else (c, v)), out=v)
+        env[self.dst] = self._apply(self.ops[k + 1:], v, env)
+
+    def _pool(self, v: np.ndarray, perm: list[int]) -> np.ndarray:
+        """The (moved) max_pool on the mvm's result ``v``: a fresh array."""
+        return self.ops[self.pool_at].step.call([v.transpose(perm)])[0]
+
+    def _blocked(self, env: dict[str, Any], ctx: RunContext
+                 ) -> tuple[np.ndarray, float, tuple[list[int], list[np.ndarray]] | None]:
+        """The im2col and the mvm over blocks of samples (and the moved max_pool, block by
+        block): the result for the whole buffer, the deferred factor (see MvmStep.compute)
+        and the hoisting (None: the result is the mvm's, not pooled)."""
+        im, mvm, k = self.prologue, self.mvm, self.pool_at
+        try:
+            x = im.input(env)
+        except ExecError as e:
+            raise ExecError(str(e), e.step or im) from None
+        n = x.shape[0]
+        nb = min(n, self._block(x))
+        y = pooled = hoisted = how = None
+        factor, per, full = 1.0, 0, (0,)
+        for b0 in range(0, n, nb):
+            b1 = min(b0 + nb, n)
+            try:
+                p = im.patches(x[b0:b1], ctx)
+            except ExecError as e:
+                raise ExecError(str(e), e.step or im) from None
+            if b0 == 0:
+                hoisted = None if k is None else self._hoist((n, *p.shape[1:-1], mvm.cols))
+                _, how = mvm_operand(p, mvm.rows)
+                per = p[0, ..., 0].size  # positions per sample
+                full = (n, mvm.cols, per) if how == SAMPLES else (n * per, mvm.cols)
+                if hoisted is None and nb < n:
+                    y = np.empty(full, np.float32)
+            rows = slice(b0, b1) if how == SAMPLES else slice(b0 * per, b1 * per)
+            if hoisted is None:
+                yb, _, factor = mvm.product(p, ctx, False, None if y is None else y[rows], how)
+                if y is None:  # one block
+                    return mvm.result_view(p.shape, yb, how), factor, None
+                continue
+            buf = ctx.ws.get(("fused.y", id(self)), (b1 - b0, *full[1:]) if how == SAMPLES
+                             else ((b1 - b0) * per, mvm.cols))
+            yb, _, factor = mvm.product(p, ctx, True, buf, how)
+            pb = self._pool(mvm.result_view(p.shape, yb, how), hoisted[0])
+            if nb >= n:  # one block
+                return pb, factor, hoisted
+            if pooled is None:
+                pooled = np.empty((n, *pb.shape[1:]), pb.dtype)
+            pooled[b0:b1] = pb
+        if y is not None:
+            return mvm.result_view((n, *p.shape[1:]), y, how), factor, None
+        return pooled, factor, hoisted
+
+    def _block(self, x: np.ndarray) -> int:
+        """Samples per block: a fixed function of the shapes (so of the batch's chunking),
+        never of the thread count."""
+        positions = math.prod(_out_size(x.shape[2:], *self.prologue.params))
+        return max(1, BLOCK_ELEMENTS // (self.mvm.rows * positions))
+
+    def _hoist(self, shape: tuple[int, ...]) -> tuple[list[int], list[np.ndarray]] | None:
+        """For the mvm's result of ``shape``: the permutation of the transposes before the
+        pool and each constant of the ops before it in the pool's layout; None when a constant
+        varies over the pooled axes (or broadcasting would change the shape)."""
+        key = shape[1:]
+        if key not in self._hoisted:
+            self._hoisted[key] = self._hoist_for(shape)
+        return self._hoisted[key]
+
+    def _hoist_for(self, shape: tuple[int, ...]) -> tuple[list[int], list[np.ndarray]] | None:
+        rank = len(shape)
+        perm = list(range(rank))
+        consts: list[np.ndarray] = []
+        for op in self.ops[: self.pool_at]:
+            if op.op == "nn.transpose":
+                p = [int(a) for a in op.step.attrs["perm"]]
+                if sorted(p) != list(range(rank)):
+                    return None
+                perm = [perm[a] for a in p]
+                consts = [c.transpose(p) for c in consts]
+            elif op.op != "nn.relu":
+                c = np.asarray(self.consts[op.other or ""])
+                if c.ndim > rank:
+                    return None
+                consts.append(c.reshape((1,) * (rank - c.ndim) + c.shape))
+        final = tuple(shape[a] for a in perm)
+        if rank < 3 or perm[0] != 0:  # the batch stays first (blocks are stacked along it)
+            return None
+        for c in consts:
+            if c.shape[0] != 1 or any(d != 1 for d in c.shape[2:]) or c.shape[1] not in (
+                    1, final[1]):
+                return None
+        return perm, [np.ascontiguousarray(c) for c in consts]
+
+    def _apply(self, ops: list[_Op], v: np.ndarray, env: dict[str, Any]) -> np.ndarray:
+        """The ops in program order on the run's value ``v`` (in place where possible)."""
+        for op in ops:
+            if op.other is not None:
+                v = _binary(op, v, env[op.other])
+            elif op.op == "nn.relu" and v.dtype.kind == "f":
+                np.maximum(v, 0, out=v)
+            else:
+                v = op.step.call([v])[0]
+        return v
+
+
+def _binary(op: _Op, v: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``op`` with the run's value ``v`` at its position: in place on ``v`` when the result has
+    ``v``'s shape and both are float32 (what the kernel computes then), else the kernel."""
+    a, b = (v, other) if op.pos == 0 else (other, v)
+    if (isinstance(other, np.ndarray) and v.dtype == np.float32 and other.dtype == np.float32
+            and other.ndim <= v.ndim
+            and all(o in (1, s) for o, s in zip(other.shape[::-1], v.shape[::-1]))):
+        _IN_PLACE[op.op](a, b, out=v)
+        return v
+    return op.step.call([a, b])[0]
+
+
+__all__ = ["FusedMvm", "plan_core"]
