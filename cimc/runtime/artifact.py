@@ -64,6 +64,17 @@ class Artifact:
         return self.path.name
 
     @property
+    def batch(self) -> int | None:
+        """The compiled batch size when dimension 0 of every input and output is a batch of
+        independent samples the runtime may vary and split (the manifest's ``batch``); None when
+        the programs must run exactly the compiled shapes. An artifact without the field (written
+        by hand) is taken as batch-first with the first input's dimension 0."""
+        if "batch" in self.manifest:
+            b = self.manifest["batch"]
+            return None if b is None else int(b)
+        return self.inputs[0].shape[0] if self.inputs and self.inputs[0].shape else None
+
+    @property
     def chips(self) -> int:
         return int(self.manifest.get("chips") or (max(c.chip for c in self.cores) + 1))
 

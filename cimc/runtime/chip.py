@@ -185,19 +185,21 @@ class Chip:
         The batch is cut into chunks (a fixed function of the batch size, so results do not
         depend on the number of threads); each chunk draws its read noise from its own stream.
         """
-        feeds = check_inputs(self.artifact.inputs, inputs)
+        flexible = self.artifact.batch is not None
+        feeds = check_inputs(self.artifact.inputs, inputs, flexible)
         comp = self.drift_compensation if drift_compensation is None else bool(drift_compensation)
         tiles = self.machine.tiles_at(t, comp)
         run_index = self.runs
         self.runs += 1
-        batch = next(iter(feeds.values())).shape[0] if feeds else 1
-        bounds = self._chunks(batch)
+        batch = next(iter(feeds.values())).shape[0] if feeds and flexible else 1
+        bounds = self._chunks(batch) if flexible else [(0, batch)]
 
         def one(i: int) -> dict[str, np.ndarray]:
             a, b = bounds[i]
             ctx = RunContext(tiles, _rng(self.seed, _READ_STREAM, run_index, i), noise,
                              self._workspace())
-            return self.machine.execute({k: v[a:b] for k, v in feeds.items()}, ctx)
+            chunk = {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds
+            return self.machine.execute(chunk, ctx)
 
         with single_threaded_blas():
             if len(bounds) == 1 or self.threads == 1:
@@ -299,8 +301,11 @@ class Chip:
         """Trace one noiseless run on zeros of batch 1 (for shapes; no random stream used)."""
         if self._dry is not None:
             return self._dry
-        feeds = {s.name: np.zeros((1, *s.shape[1:]), DTYPES[s.dtype])
-                 for s in self.artifact.inputs}
+        if self.artifact.batch is None:  # exact shapes: trace the compiled shapes themselves
+            feeds = {s.name: np.zeros(s.shape, DTYPES[s.dtype]) for s in self.artifact.inputs}
+        else:
+            feeds = {s.name: np.zeros((1, *s.shape[1:]), DTYPES[s.dtype])
+                     for s in self.artifact.inputs}
         ctx = RunContext(self.machine.tiles_at(0.0, False), _rng(0, 99), noise=False)
         trace = Trace(1)
         with single_threaded_blas(), np.errstate(all="ignore"):
@@ -315,7 +320,7 @@ class Chip:
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1 or np.ndim(parts[0]) == 0:
-        return np.ascontiguousarray(parts[0])
+        return np.asarray(parts[0], order="C")  # (ascontiguousarray would make a 0-d array 1-d)
     return np.concatenate(parts, axis=0)
 
 

@@ -765,7 +765,7 @@ class MvmStep(Step):
 class DopStep(Step):
     kind = "dop"
 
-    def __init__(self, core: int, ins: Instr, file: str, batch: int) -> None:
+    def __init__(self, core: int, ins: Instr, file: str, batch: int | None) -> None:
         super().__init__(core, ins, file)
         self.op = ins.kwargs["op"]
         self.attrs = {k: v for k, v in ins.kwargs.items() if k not in ("op", "results")}
@@ -815,7 +815,7 @@ class DopStep(Step):
     def _attrs(self, xs: list[np.ndarray]) -> dict[str, Any]:
         """The attributes, with a compiled batch size replaced by the run's."""
         key = self.batch_attr
-        if key is None or not xs or np.ndim(xs[0]) == 0:
+        if key is None or self.compiled_batch is None or not xs or np.ndim(xs[0]) == 0:
             return self.attrs
         val = self.attrs.get(key)
         batch = xs[0].shape[0]
@@ -839,7 +839,7 @@ class CoreCode:
     plan: list[Step] = field(default_factory=list)
 
 
-def _compile_core(prog: Program, art: Artifact, batch: int) -> CoreCode:
+def _compile_core(prog: Program, art: Artifact, batch: int | None) -> CoreCode:
     consts = {}
     for buf, decl in prog.consts.items():
         key = f"const/{decl.name}"
@@ -983,7 +983,8 @@ class Machine:
     def __init__(self, art: Artifact, rng: np.random.Generator,
                  flips: Mapping[str, np.ndarray] | None = None) -> None:
         self.art = art
-        self.batch = art.inputs[0].shape[0] if art.inputs and art.inputs[0].shape else 1
+        # The compiled batch size, or None when the programs run exactly the compiled shapes.
+        self.batch = art.batch
         self.codes = {c: _compile_core(p, art, self.batch) for c, p in sorted(art.programs.items())}
         _check_links(self.codes, art)
         self.tiles = program_tiles(art, rng, flips)
@@ -1075,8 +1076,10 @@ class Machine:
 # ------------------------------------------------------------------------------ inputs
 
 
-def check_inputs(specs: tuple[TensorSpec, ...], inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Check names, dtypes, shapes (the batch dimension may differ) and finiteness."""
+def check_inputs(specs: tuple[TensorSpec, ...], inputs: Mapping[str, Any],
+                 flexible: bool = True) -> dict[str, np.ndarray]:
+    """Check names, dtypes, shapes and finiteness. With ``flexible`` the batch dimension (0)
+    may differ from the compiled one, the same for every input; otherwise shapes are exact."""
     if not isinstance(inputs, Mapping):
         raise RuntimeInputError(f"inputs must be a dict of name -> array, got "
                                 f"{type(inputs).__name__}")
@@ -1092,11 +1095,13 @@ def check_inputs(specs: tuple[TensorSpec, ...], inputs: Mapping[str, Any]) -> di
     out = {}
     batch = None
     for s in specs:
-        arr = _check_one(s, inputs[s.name])
-        if batch is not None and arr.shape[0] != batch:
-            raise RuntimeInputError(f"input '{s.name}' has batch size {arr.shape[0]}, but "
-                                    f"another input has {batch}; all inputs share the batch size")
-        batch = arr.shape[0]
+        arr = _check_one(s, inputs[s.name], flexible)
+        if flexible:
+            if batch is not None and arr.shape[0] != batch:
+                raise RuntimeInputError(f"input '{s.name}' has batch size {arr.shape[0]}, but "
+                                        f"another input has {batch}; all inputs share the batch "
+                                        "size")
+            batch = arr.shape[0]
         out[s.name] = arr
     return out
 
@@ -1113,7 +1118,7 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "[N" + "".join(f", {d}" for d in shape[1:]) + "]" if shape else "[]"
 
 
-def _check_one(spec: TensorSpec, value: Any) -> np.ndarray:
+def _check_one(spec: TensorSpec, value: Any, flexible: bool = True) -> np.ndarray:
     if not isinstance(value, np.ndarray):
         raise RuntimeInputError(f"input '{spec.name}' must be a numpy array, got "
                                 f"{type(value).__name__}")
@@ -1125,7 +1130,12 @@ def _check_one(spec: TensorSpec, value: Any) -> np.ndarray:
         raise RuntimeInputError(f"input '{spec.name}' has dtype {value.dtype}, expected "
                                 f"{dtype.name} (shape {expected}); convert it with "
                                 f".astype(np.{dtype.name})")
-    if value.ndim != len(spec.shape) or value.shape[1:] != spec.shape[1:] or (
+    if not flexible:
+        if tuple(value.shape) != tuple(spec.shape):
+            raise RuntimeInputError(f"input '{spec.name}' has shape {list(value.shape)}, expected "
+                                    f"exactly {list(spec.shape)} {dtype.name} (this model's first "
+                                    "dimension is not a batch the runtime may vary)")
+    elif value.ndim != len(spec.shape) or value.shape[1:] != spec.shape[1:] or (
             value.ndim and value.shape[0] < 1):
         raise RuntimeInputError(f"input '{spec.name}' has shape {list(value.shape)}, expected "
                                 f"{expected} (N = any batch size >= 1)")

@@ -9,28 +9,19 @@ and pytorch-operator models made of such ops.
 
 ``EXCLUDE`` lists cases that test features cimc does not have, each with its reason; the
 compiler refuses them with a clear error (or the runtime refuses their inputs by design).
-``RUNTIME_XFAIL`` lists cases the compiler handles but the runtime cannot run yet: they are
-expected failures here (a runtime fix shows up as an unexpected success, and the pattern should
-then be deleted), and the ``CompiledModule*`` classes run them one stage earlier, on the compiled
-module executed by the IR interpreter.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from typing import Any
 
-import numpy as np
 import onnx
 import onnx.backend.test
 import pytest
-from onnx.backend.base import Backend, BackendRep
 
-import cimc
 from cimc.backend import CimcBackend
 from cimc.frontend.onnx.registry import all_converters
-from cimc.ir.interpreter import run as interpret
 
 # --------------------------------------------------------------------------- selection
 
@@ -147,28 +138,6 @@ EXCLUDE: list[tuple[str, str]] = [
 ]
 
 # Cases the compiler handles but the runtime (cimc/runtime) cannot run yet (pattern, cause).
-RUNTIME_XFAIL: list[tuple[str, str]] = [
-    # The runtime takes axis 0 of every input as the batch and requires all inputs to share it.
-    (r"^test_(add|sub|mul|div|pow)_bcast(_array)?_", "inputs with different axis-0 sizes"),
-    (r"^test_(batchnorm_(example|epsilon)|prelu_broadcast)_cpu", "inputs with different axis-0 sizes"),
-    (r"^test_(gemm_|gather_(\d|2d_indices|negative_indices))", "inputs with different axis-0 sizes"),
-    (r"^test_matmul_(2d|bcast|1d_3d|4d_1d)_", "inputs with different axis-0 sizes"),
-    ((r"^test_layer_normalization_(default_axis|\dd_axis[1-3]|2d_axis_negative_1"
-      r"|3d_axis_negative_[12]|4d_axis_negative_[1-3])(_epsilon)?_cpu"),
-     "inputs with different axis-0 sizes"),
-    (r"^test_convtranspose_group_2", "inputs with different axis-0 sizes"),
-    (r"^test_group_normalization_\w+_expanded_", "inputs with different axis-0 sizes"),
-    (r"^test_rotary_embedding_(3d_input_|interleaved_|with_\w+_)?expanded_",
-     "inputs with different axis-0 sizes"),
-    (r"^test_operator_(addmm|mm|add_broadcast|add_size1_right_broadcast)_",
-     "inputs with different axis-0 sizes"),
-    # Chip._dry_trace runs the program on a batch of 1, which breaks a reshape of axis 0.
-    (r"^test_flatten_(axis[023]|negative_axis[124])_", "reshape across axis 0"),
-    # 0-d tensors: check_inputs indexes shape[0]; _join turns a 0-d output into shape (1,).
-    (r"^test_(pow_bcast_scalar|dropout_default(_mask)?_ratio)_", "0-d input"),
-    (r"^test_matmul_1d_1d_", "0-d output"),
-]
-
 # --------------------------------------------------------------------------- the cases
 
 
@@ -178,7 +147,7 @@ class Selection:
     skipped), so what pytest collects is the selection, excluded cases skipped with their pattern.
     """
 
-    def __init__(self, backend: type, include: list[str], xfail: list[str]) -> None:
+    def __init__(self, backend: type, include: list[str]) -> None:
         with warnings.catch_warnings():  # the onnx package's case generators overflow on purpose
             warnings.simplefilter("ignore", RuntimeWarning)
             bt = onnx.backend.test.BackendTest(backend, __name__)
@@ -186,8 +155,6 @@ class Selection:
             bt.include(pattern)
         for pattern, _reason in EXCLUDE:
             bt.exclude(pattern)
-        for pattern in xfail:
-            bt.xfail(pattern)
         self.selected: set[str] = set()
         self.excluded: set[str] = set()
         self.cases: dict[str, type] = {}
@@ -209,35 +176,8 @@ class Selection:
 
 # The node tests of an op's expanded function body (`..._expanded`) test other ops.
 _OWN = [r"^(?!.*expanded)" + p.removeprefix("^") for p in NODE_PATTERNS.values()]
-CIMC = Selection(CimcBackend, [*_OWN, *EXPANDED_PATTERNS, *MODEL_PATTERNS],
-                 [p for p, _ in RUNTIME_XFAIL])
+CIMC = Selection(CimcBackend, [*_OWN, *EXPANDED_PATTERNS, *MODEL_PATTERNS])
 globals().update(CIMC.cases)
-
-
-# The cases the runtime cannot run yet, checked one stage earlier: the module the compiler gives
-# (lowered, tiled, placed, scheduled for `ideal`) executed by the IR interpreter.
-
-
-class CompiledModuleRep(BackendRep):
-    def __init__(self, module: Any) -> None:
-        self.module = module
-        self.func = module.main
-
-    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
-        feeds = {n: np.asarray(x) for n, x in zip(self.func.attrs["input_names"], inputs)}
-        outs = interpret(self.module, feeds)
-        return tuple(outs[n] for n in self.func.attrs["output_names"])
-
-
-class CompiledModuleBackend(CimcBackend):
-    @classmethod
-    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> BackendRep:
-        Backend.prepare(model, device, **kwargs)
-        return CompiledModuleRep(cimc.compile(model, CimcBackend.target).module)
-
-
-COMPILED = Selection(CompiledModuleBackend, [p for p, _ in RUNTIME_XFAIL], [])
-globals().update({f"CompiledModule{k}": v for k, v in COMPILED.cases.items()})
 
 
 # --------------------------------------------------------------------------- the selection itself
@@ -257,16 +197,6 @@ def test_other_pattern_selects_cases(pattern: str) -> None:
     assert any(re.search(pattern, n) for n in CIMC.selected), pattern
 
 
-@pytest.mark.parametrize("pattern", [p for p, _ in EXCLUDE + RUNTIME_XFAIL])
-def test_exclusion_and_xfail_patterns_are_not_stale(pattern: str) -> None:
+@pytest.mark.parametrize("pattern", [p for p, _ in EXCLUDE])
+def test_exclusion_patterns_are_not_stale(pattern: str) -> None:
     assert any(re.search(pattern, n) for n in CIMC.selected), pattern
-
-
-@pytest.mark.parametrize("pattern", [p for p, _ in RUNTIME_XFAIL])
-def test_xfail_patterns_do_not_overlap_exclusions(pattern: str) -> None:
-    assert not any(re.search(pattern, n) for n in CIMC.excluded), pattern
-
-
-def test_runtime_xfails_are_all_checked_on_the_compiled_module() -> None:
-    xfailed = {n for n in CIMC.executed if any(re.search(p, n) for p, _ in RUNTIME_XFAIL)}
-    assert xfailed == COMPILED.executed
