@@ -1,6 +1,6 @@
 """The IR: structures, types, printer/parser, verifier (cimc.ir.verify.verify) and interpreter.
 
-Names are loaded lazily, so that ``cimc.ir.registry`` and ``cimc.ir.ops`` (the op semantics, which
+Names are loaded lazily, so that ``cimc.ops.registry`` and ``cimc.ops`` (the op semantics, which
 the runtime shares) import without the parser, printer and the rest of the compiler.
 """
 

@@ -227,7 +227,7 @@ class Builder:
     ) -> Op:
         attrs = dict(attrs or {})
         if result_types is None:
-            from cimc.ir.registry import infer_types
+            from cimc.ops.registry import infer_types
 
             result_types = infer_types(name, [v.type for v in operands], attrs)
         op = Op(name, operands, result_types, attrs, regions, loc=self.loc)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ir import registry
+from cimc.ops import registry
 from cimc.ir.core import Block, Func, Module, Value
 
 

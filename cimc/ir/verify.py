@@ -6,7 +6,7 @@ Errors name the op's location (``file:line:col`` for parsed IR, the ONNX node fo
 from __future__ import annotations
 
 from cimc.errors import CimcError, VerifyError
-from cimc.ir import registry
+from cimc.ops import registry
 from cimc.ir.core import Block, Func, Module, Op, Value
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.errors import PassError
-from cimc.ir import registry
+from cimc.ops import registry
 from cimc.ir.core import Block, Builder, Func, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.dce import remove_dead_ops

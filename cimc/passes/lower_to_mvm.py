@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.errors import PassError
-from cimc.ir import registry
+from cimc.ops import registry
 from cimc.ir.core import Block, Builder, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.canonicalize import constant_value

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ir import registry
+from cimc.ops import registry
 from cimc.ir.core import Block, Func, Module, Op, Value
 from cimc.ir.interpreter import run_block
 from cimc.passes.base import Pass, PassContext

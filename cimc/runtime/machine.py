@@ -59,11 +59,11 @@ _T_CACHE_SIZE = 4
 def nn_kernel(name: str) -> tuple[Callable[..., Any], tuple[int, int | None], tuple[str, ...]]:
     """The numpy kernel of digital op ``name``: ``(fn(attrs, *arrays), arity, required attrs)``.
 
-    TEMPORARY: the only place the runtime touches the compiler's op registry. The lead moves the
-    op kernels to a compiler-independent module; keep this the single call site.
+    The kernels come from the op library (``cimc.ops``), which the compiler's interpreter uses
+    too: one numpy semantics per op. This is the runtime's single call site.
     """
     from cimc.errors import VerifyError
-    from cimc.ir.registry import get
+    from cimc.ops.registry import get
 
     try:
         opdef = get(name)

@@ -37,7 +37,7 @@ import numpy as np
 from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
-from cimc.ir.registry import COMMON_ATTRS
+from cimc.ops.registry import COMMON_ATTRS
 from cimc.targets.batching import analyze_batch
 
 FORMAT = "cimc-artifact"

@@ -143,7 +143,7 @@ CONV_CASES = [
 
 @pytest.mark.parametrize("xs, ws, strides, pads, dil, group, bias", CONV_CASES)
 def test_lowered_conv_matches_nn_conv(xs, ws, strides, pads, dil, group, bias):
-    from cimc.ir.registry import infer_types
+    from cimc.ops.registry import infer_types
     from cimc.ir.types import TensorType
 
     rng = np.random.default_rng(len(xs) * 10 + group)

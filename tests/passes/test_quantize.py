@@ -11,8 +11,8 @@ from cimc.errors import CimcError, PassError
 from cimc.ir import parse_module
 from cimc.ir.core import Builder, Func, Module
 from cimc.ir.interpreter import run
-from cimc.ir.ops.xbar import quantize_converter
-from cimc.ir.registry import lookup
+from cimc.ops.xbar import quantize_converter
+from cimc.ops.registry import lookup
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
 from cimc.passes.quantize import nonnegative_values, quantize_weights

@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from cimc.errors import CimcError, FrontendError
 from cimc.frontend.onnx import registry
-from cimc.ir import registry as op_registry
+from cimc.ops import registry as op_registry
 from cimc.ir.core import Builder, Func, Module, Op, Value
 from cimc.ir.types import TensorType, dtype_name
 from cimc.ir.verify import verify

@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from cimc.errors import CimcError, FrontendError, VerifyError
 from cimc.frontend.onnx import import_onnx
 from cimc.frontend.onnx import registry as conv_registry
-from cimc.ir import registry as op_registry
+from cimc.ops import registry as op_registry
 from cimc.ir.interpreter import run
-from cimc.ir.ops import elementwise as ew
+from cimc.ops import elementwise as ew
 from cimc.ir.parser import parse_module
 from cimc.ir.printer import to_text
 from cimc.ir.verify import verify

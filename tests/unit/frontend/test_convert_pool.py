@@ -8,7 +8,7 @@ import pytest
 from cimc.errors import FrontendError, VerifyError
 from cimc.frontend.onnx import import_onnx
 from cimc.ir import parse_module, to_text
-from cimc.ir.registry import infer_types
+from cimc.ops.registry import infer_types
 from cimc.ir.types import TensorType
 from cimc.testing import compare_with_ort, one_node_model
 

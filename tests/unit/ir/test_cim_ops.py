@@ -9,7 +9,7 @@ import pytest
 
 from cimc.errors import VerifyError
 from cimc.ir import parse_module
-from cimc.ir.registry import infer_types, lookup
+from cimc.ops.registry import infer_types, lookup
 from cimc.ir.types import TensorType
 from cimc.ir.verify import verify
 

@@ -14,7 +14,7 @@ import pytest
 from runtime_kit import write_artifact
 
 from cimc.errors import ArtifactError
-from cimc.ir.ops.pool import max_pool
+from cimc.ops.pool import max_pool
 from cimc.runtime import fusion, load
 from cimc.runtime.chip import _rng
 from cimc.runtime.fusion import FusedMvm

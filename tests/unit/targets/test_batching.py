@@ -21,7 +21,7 @@ from cimc.frontend.onnx import import_onnx
 from cimc.ir import parse_module
 from cimc.ir.core import Module
 from cimc.ir.interpreter import run
-from cimc.ir.registry import all_ops
+from cimc.ops.registry import all_ops
 from cimc.ir.verify import verify
 from cimc.passes import PassContext, run_pipeline
 from cimc.passes.pipelines import LOWERING, MAPPING

@@ -18,7 +18,7 @@ from cimc.ir.core import Builder, Func, Module
 from cimc.ir.interpreter import run
 from cimc.ir.parser import parse_module
 from cimc.ir.printer import print_module
-from cimc.ir.registry import lookup
+from cimc.ops.registry import lookup
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
 from cimc.runtime.artifact import read_artifact

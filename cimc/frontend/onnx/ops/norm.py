@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from cimc.frontend.onnx.registry import converter
-from cimc.ir.registry import normalize_axis
+from cimc.ops.registry import normalize_axis
 
 # ----------------------------------------------------------------------------- BatchNormalization
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cimc.frontend.onnx.registry import converter
-from cimc.ir.ops.shape import INT64_MAX
+from cimc.ops.shape import INT64_MAX
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ir.registry import define
+from cimc.ops.registry import define
 from cimc.ir.types import TensorType
 
 

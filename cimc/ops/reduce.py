@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ir.registry import define, normalize_axis
+from cimc.ops.registry import define, normalize_axis
 from cimc.ir.types import TensorType
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError, VerifyError
-from cimc.ir.registry import define, normalize_axis
+from cimc.ops.registry import define, normalize_axis
 from cimc.ir.types import TensorType
 
 INT64_MAX = 2**63 - 1

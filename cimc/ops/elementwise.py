@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ir.registry import broadcast_shapes, define, same_type
+from cimc.ops.registry import broadcast_shapes, define, same_type
 from cimc.ir.types import DTYPES, TensorType
 
 Attrs = dict[str, Any]

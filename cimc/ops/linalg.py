@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ir.registry import broadcast_shapes, define
+from cimc.ops.registry import broadcast_shapes, define
 from cimc.ir.types import TensorType
 
 FLOATS = ("f16", "f32", "f64")

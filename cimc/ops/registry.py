@@ -6,7 +6,7 @@
 keyword argument ``regions``: one callable per region, taking and returning lists of arrays.
 ``attrs`` passed to both has every optional attribute filled in with its default.
 
-Op families live in ``cimc/ir/ops/``; importing ``cimc.ir.ops`` registers them all.
+Op families live in ``cimc/ops/``; importing ``cimc.ops`` registers them all.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def define(
 
 
 def _load() -> None:
-    import cimc.ir.ops  # noqa: F401  (registers every op family)
+    import cimc.ops  # noqa: F401  (registers every op family)
 
 
 def get(name: str) -> OpDef | None:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ir.ops.linalg import im2col as im2col_columns
-from cimc.ir.ops.linalg import pad_spatial
-from cimc.ir.registry import define
+from cimc.ops.linalg import im2col as im2col_columns
+from cimc.ops.linalg import pad_spatial
+from cimc.ops.registry import define
 from cimc.ir.types import TensorType
 
 

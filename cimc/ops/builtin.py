@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ir.registry import define
+from cimc.ops.registry import define
 from cimc.ir.types import TensorType
 
 

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ir.ops.linalg import (
+from cimc.ops.linalg import (
     check_spatial,
     compute_dtype,
     kernel_taps,
     pad_spatial,
     window_out_size,
 )
-from cimc.ir.registry import define
+from cimc.ops.registry import define
 from cimc.ir.types import TensorType
 
 
