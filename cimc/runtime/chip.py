@@ -237,7 +237,10 @@ class Chip:
     def _chunks(self, batch: int) -> list[tuple[int, int]]:
         if self._peak_per_sample is None:
             self._peak_per_sample = max(self._dry_trace().peak_per_sample, 1.0)
-            self._splittable = self._samples_independent()
+            # The compiler proves batch independence (the manifest's "batch"); only an artifact
+            # without that field (written by hand) is probed.
+            self._splittable = (self.artifact.manifest.get("batch") is not None
+                                or self._samples_independent())
         if not self._splittable:
             return [(0, batch)]
         size = max(1, int(CHUNK_ELEMENTS // self._peak_per_sample))
@@ -246,10 +249,10 @@ class Chip:
         return [(a, min(a + size, batch)) for a in range(0, batch, size)]
 
     def _samples_independent(self) -> bool:
-        """Whether the programs treat the samples of a batch independently, so a batch may run
-        in chunks. The ISA promises it, but a model can normalise or reduce over its first axis;
-        then the first sample's outputs change when a second sample joins it (checked once,
-        noiselessly, on random inputs)."""
+        """Whether the programs of an artifact without a ``batch`` field treat the samples of a
+        batch independently, so a batch may run in chunks. A model can normalise or reduce over
+        its first axis; then the first sample's outputs change when a second sample joins it
+        (checked once, noiselessly, on random inputs)."""
         rng = np.random.default_rng(0)
         two = {s.name: (rng.standard_normal((2, *s.shape[1:])).astype(DTYPES[s.dtype])
                         if DTYPES[s.dtype].kind == "f" else np.zeros((2, *s.shape[1:]),
