@@ -14,7 +14,7 @@ turn (``k0 + k1 + ...`` strided slices instead of ``k0 * k1 * ...``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from cimc.ops.linalg import (
     window_out_size,
 )
 from cimc.ops.registry import define
-from cimc.ir.types import TensorType
+from cimc.ir.types import TensorType, dtype_name
 
 
 def _check_bool(op: str, attrs: dict[str, Any], key: str) -> bool:
@@ -66,15 +66,20 @@ def _pool_geometry(op: str, attrs: dict[str, Any], x: TensorType) -> list[int]:
         raise VerifyError(f"{op}: {e}") from None
 
 
-def _padded(x: np.ndarray, attrs: dict[str, Any], out: Sequence[int], value: float) -> np.ndarray:
-    """``x`` padded by ``pads``, plus the ceil-mode overhang at the end of each axis."""
-    r = x.ndim - 2
+def _pool_pads(attrs: dict[str, Any], shape: Sequence[int], out: Sequence[int]) -> list[int]:
+    """``pads``, with the end of each axis extended by the ceil-mode overhang."""
+    r = len(shape) - 2
     k, s, d, p = attrs["kernel_shape"], attrs["strides"], _dilations(attrs, r), attrs["pads"]
     pads = list(p)
     for i in range(r):
         need = (out[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1
-        pads[i + r] = max(p[i + r], need - x.shape[2 + i] - p[i])
-    return pad_spatial(x, pads, value)
+        pads[i + r] = max(p[i + r], need - shape[2 + i] - p[i])
+    return pads
+
+
+def _padded(x: np.ndarray, attrs: dict[str, Any], out: Sequence[int], value: float) -> np.ndarray:
+    """``x`` padded by ``pads``, plus the ceil-mode overhang at the end of each axis."""
+    return pad_spatial(x, _pool_pads(attrs, x.shape, out), value)
 
 
 # ----------------------------------------------------------------------------- nn.max_pool
@@ -96,31 +101,48 @@ def _lowest(dtype: np.dtype) -> float | int:
     summary="N-d max pooling (ONNX MaxPool without the Indices output).",
 )
 def max_pool(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    r = x.ndim - 2
-    out = _max_pool_infer(attrs, TensorType.of(x)).shape[2:]
-    y = _padded(x, attrs, out, _lowest(x.dtype))
+    return max_pool_plan(attrs, x.shape, x.dtype)(x)
+
+
+def max_pool_plan(attrs: dict[str, Any], shape: tuple[int, ...], dtype: Any
+                  ) -> Callable[..., np.ndarray]:
+    """``nn.max_pool`` for inputs of ``shape`` and ``dtype``, validated and laid out once:
+    ``fn(x, out=None)`` pools ``x`` (into ``out`` when given; else a new array in ``x``'s
+    layout). The runtime keeps one per shape and calls it block after block."""
+    dtype = np.dtype(dtype)
+    out = _max_pool_infer(attrs, TensorType(tuple(shape), dtype_name(dtype))).shape[2:]
+    r = len(shape) - 2
     k, s, d = attrs["kernel_shape"], attrs["strides"], _dilations(attrs, r)
     # The max over a window box is the max along each spatial axis in turn: k[0] + k[1] + ...
-    # strided passes instead of k[0] * k[1] * ... (the result is a new array, in x's layout).
+    # strided passes instead of k[0] * k[1] * ...
+    passes = []
     for i in range(r):
-        y = _max_along(y, 2 + i, k[i], s[i], d[i], out[i])
-    return y
+        taps = []
+        for kp in range(k[i]):
+            index = [slice(None)] * len(shape)
+            index[2 + i] = slice(kp * d[i], kp * d[i] + s[i] * (out[i] - 1) + 1, s[i])
+            taps.append(tuple(index))
+        passes.append(taps)
+    pads = _pool_pads(attrs, shape, out)
+    lowest = _lowest(dtype)
 
+    def run(x: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+        x = pad_spatial(x, pads, lowest)
+        for i, taps in enumerate(passes):
+            last = i == r - 1
+            if len(taps) == 1 and last and dst is not None:
+                np.copyto(dst, x[taps[0]])
+                y = dst
+            elif len(taps) == 1:
+                y = x[taps[0]].copy(order="K")
+            else:
+                y = np.maximum(x[taps[0]], x[taps[1]], out=dst if last else None)
+                for tap in taps[2:]:
+                    np.maximum(y, x[tap], out=y)
+            x = y
+        return x
 
-def _max_along(x: np.ndarray, axis: int, k: int, s: int, d: int, out: int) -> np.ndarray:
-    """Max over windows of ``k`` taps (stride ``s``, dilation ``d``) along ``axis``: ``out``
-    windows, starting at 0 (``x`` is padded already)."""
-    taps = []
-    for kp in range(k):
-        index = [slice(None)] * x.ndim
-        index[axis] = slice(kp * d, kp * d + s * (out - 1) + 1, s)
-        taps.append(x[tuple(index)])
-    if k == 1:
-        return taps[0].copy(order="K")
-    y = np.maximum(taps[0], taps[1])
-    for v in taps[2:]:
-        np.maximum(y, v, out=y)
-    return y
+    return run
 
 
 # ----------------------------------------------------------------------------- nn.avg_pool

@@ -23,7 +23,16 @@ import numpy as np
 
 from cimc.errors import ArtifactError, CimcError, RuntimeInputError
 from cimc.runtime.artifact import Artifact, read_artifact
-from cimc.runtime.machine import DTYPES, Machine, RunContext, Trace, Workspace, check_inputs
+from cimc.runtime.machine import (
+    DTYPES,
+    Machine,
+    RunContext,
+    Trace,
+    Workspace,
+    all_finite,
+    check_finite,
+    check_inputs,
+)
 from cimc.runtime.report import Report, build_report
 
 KeyLike = str | Path | Mapping[str, Any] | None
@@ -149,6 +158,10 @@ def _load_key(key: KeyLike, art: Artifact) -> dict[str, np.ndarray] | None:
     return masks
 
 
+class _NotFinite(Exception):
+    """A chunk of the batch holds NaN or Inf (Chip.run then names the first in the batch)."""
+
+
 class Chip:
     """A programmed chip instance; see the module docstring."""
 
@@ -186,7 +199,8 @@ class Chip:
         depend on the number of threads); each chunk draws its read noise from its own stream.
         """
         flexible = self.artifact.batch is not None
-        feeds = check_inputs(self.artifact.inputs, inputs, flexible)
+        # names, dtypes and shapes here; finiteness inside each chunk (in parallel)
+        feeds = check_inputs(self.artifact.inputs, inputs, flexible, finite=False)
         comp = self.drift_compensation if drift_compensation is None else bool(drift_compensation)
         tiles = self.machine.tiles_at(t, comp)
         run_index = self.runs
@@ -199,13 +213,19 @@ class Chip:
             ctx = RunContext(tiles, _rng(self.seed, _READ_STREAM, run_index, i), noise,
                              self._workspace())
             chunk = {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds
+            if not all_finite(chunk):
+                raise _NotFinite
             return self.machine.execute(chunk, ctx)
 
-        with single_threaded_blas():
-            if len(bounds) == 1 or self.threads == 1:
-                parts = [one(i) for i in range(len(bounds))]
-            else:
-                parts = self._parallel(one, len(bounds))
+        try:
+            with single_threaded_blas():
+                if len(bounds) == 1 or self.threads == 1:
+                    parts = [one(i) for i in range(len(bounds))]
+                else:
+                    parts = self._parallel(one, len(bounds))
+        except _NotFinite:
+            check_finite(feeds)  # the whole batch: the first bad index and the count
+            raise AssertionError("a chunk held NaN/Inf but the batch does not") from None
         self._last_batch = batch  # report() scales the traced batch-1 run to this batch
         return {s.name: _join([p[s.name] for p in parts]) for s in self.artifact.outputs}
 

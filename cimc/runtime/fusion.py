@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from cimc.errors import CimcError
+from cimc.ops.pool import max_pool_plan
+from cimc.ops.registry import get
 from cimc.runtime.machine import (
     SAMPLES,
     CoreCode,
@@ -171,6 +174,7 @@ class FusedMvm(Step):
                     self.pool_at = k
                 break
         self._hoisted: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]] | None] = {}
+        self._pool_plans: dict[tuple[int, ...], Callable[..., np.ndarray]] = {}
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
         k = self.pool_at
@@ -198,9 +202,20 @@ class FusedMvm(Step):
                 _IN_PLACE[op.op](*((v, c) if op.pos == 0 else (c, v)), out=v)
         env[self.dst] = self._apply(self.ops[k + 1:], v, env)
 
-    def _pool(self, v: np.ndarray, perm: list[int]) -> np.ndarray:
-        """The (moved) max_pool on the mvm's result ``v``: a fresh array."""
-        return self.ops[self.pool_at].step.call([v.transpose(perm)])[0]
+    def _pool(self, v: np.ndarray, perm: list[int], out: np.ndarray | None = None
+              ) -> np.ndarray:
+        """The (moved) max_pool on the mvm's result ``v``: a fresh array, or ``out``. Its
+        geometry is worked out once per shape (blocks and runs repeat the same few)."""
+        v = v.transpose(perm)
+        plan = self._pool_plans.get(v.shape[1:])
+        if plan is None:
+            step = self.ops[self.pool_at].step
+            try:
+                plan = max_pool_plan(get(step.op).with_defaults(step.attrs), v.shape, v.dtype)
+            except CimcError as e:
+                raise ExecError(f"{step.op} failed: {e}", step) from None
+            self._pool_plans[v.shape[1:]] = plan
+        return plan(v, out)
 
     def _blocked(self, env: dict[str, Any], ctx: RunContext
                  ) -> tuple[np.ndarray, float, tuple[list[int], list[np.ndarray]] | None]:
@@ -238,12 +253,15 @@ class FusedMvm(Step):
             buf = ctx.ws.get(("fused.y", id(self)), (b1 - b0, *full[1:]) if how == SAMPLES
                              else ((b1 - b0) * per, mvm.cols))
             yb, _, factor = mvm.product(p, ctx, True, buf, how)
-            pb = self._pool(mvm.result_view(p.shape, yb, how), hoisted[0])
             if nb >= n:  # one block
-                return pb, factor, hoisted
+                return self._pool(mvm.result_view(p.shape, yb, how), hoisted[0]), factor, \
+                    hoisted
             if pooled is None:
+                pb = self._pool(mvm.result_view(p.shape, yb, how), hoisted[0])
                 pooled = np.empty((n, *pb.shape[1:]), pb.dtype)
-            pooled[b0:b1] = pb
+                pooled[b0:b1] = pb
+            else:
+                self._pool(mvm.result_view(p.shape, yb, how), hoisted[0], pooled[b0:b1])
         if y is not None:
             return mvm.result_view((n, *p.shape[1:]), y, how), factor, None
         return pooled, factor, hoisted
