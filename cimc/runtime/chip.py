@@ -9,7 +9,6 @@ same sequence of runs give the same numbers); ``t`` is the time since programmin
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from cimc.errors import ArtifactError, CimcError, RuntimeInputError
 from cimc.runtime.artifact import Artifact, read_artifact
@@ -48,51 +48,31 @@ CHUNK_ELEMENTS = 1 << 21
 
 
 @functools.cache
-def _openblas() -> tuple[Any, Any] | None:
-    """(set_num_threads, get_num_threads) of the OpenBLAS numpy uses, or None (Linux only;
-    other BLAS libraries are left alone)."""
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("", "scipy_"):
-            for suffix in ("", "64_"):
-                set_fn = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                get_fn = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                if set_fn is not None and get_fn is not None:
-                    set_fn.argtypes, get_fn.restype = [ctypes.c_int], ctypes.c_int
-                    return set_fn, get_fn
-    return None
+def _blas_controller() -> ThreadpoolController:
+    """The BLAS libraries loaded in this process (scanned once: the scan reads the process's
+    loaded libraries, far too slow to repeat per run)."""
+    return ThreadpoolController()
 
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_saved = 0
+_blas_limiter: Any = None
 
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Run the block with OpenBLAS on one thread (restored afterwards).
+    """Run the block with BLAS (OpenBLAS, MKL, BLIS: whichever numpy uses) on one thread,
+    restored afterwards.
 
     A run parallelises over chunks of the batch itself; BLAS threads on top of that only
     compete for the same cores (and spin), which costs far more than they give on the skinny
-    products of crossbar MVMs. This changes a process-wide setting while a run executes.
+    products of crossbar MVMs. This changes a process-wide setting while a run executes;
+    concurrent runs share one limit, lifted when the last ends.
     """
-    global _blas_users, _blas_saved
-    fns = _openblas()
-    if fns is None:
-        yield
-        return
+    global _blas_users, _blas_limiter
     with _blas_lock:
         if _blas_users == 0:
-            _blas_saved = fns[1]()
-            fns[0](1)
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
         _blas_users += 1
     try:
         yield
@@ -100,7 +80,8 @@ def single_threaded_blas() -> Iterator[None]:
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                fns[0](_blas_saved)
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}

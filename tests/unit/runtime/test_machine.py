@@ -563,18 +563,22 @@ def test_results_do_not_depend_on_threads_or_chunks(tmp_path, monkeypatch):
 
 
 def test_blas_threads_are_restored():
-    from cimc.runtime.chip import _openblas, single_threaded_blas
+    from cimc.runtime.chip import _blas_controller, single_threaded_blas
 
-    fns = _openblas()
-    if fns is None:
-        pytest.skip("numpy does not use OpenBLAS here")
-    before = fns[1]()
+    blas = _blas_controller().select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("no BLAS library found in this process")
+    before = [c.num_threads for c in blas.lib_controllers]
     with single_threaded_blas():
-        assert fns[1]() == 1
+        assert all(c.num_threads == 1 for c in _blas_controller().select(
+            user_api="blas").lib_controllers)
         with single_threaded_blas():
-            assert fns[1]() == 1
-        assert fns[1]() == 1
-    assert fns[1]() == before
+            pass
+        # the inner run ended; the outer one still runs single-threaded
+        assert all(c.num_threads == 1 for c in _blas_controller().select(
+            user_api="blas").lib_controllers)
+    assert [c.num_threads for c in _blas_controller().select(
+        user_api="blas").lib_controllers] == before
 
 
 def test_batch_mixing_programs_run_whole(tmp_path, monkeypatch):
