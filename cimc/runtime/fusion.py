@@ -8,7 +8,8 @@ tests run both ways), but
 
 - the element-wise instructions work in place on the mvm's fresh output (no new arrays), and
 - a ``max_pool`` moves in front of the monotone element-wise maps that precede it in the run:
-  the ADC's last multiplication (by its positive step), adding or subtracting a constant that is
+  the whole ADC (scalings by positive steps and gains, rounding, clipping: every one
+  non-decreasing, so it runs on the pooled values), adding or subtracting a constant that is
   the same over every pooling window (a per-channel bias), multiplying by such a positive
   constant, and ReLU, with the transposes between them. For a non-decreasing ``f`` applied with
   the same parameters across a window, ``max_i f(x_i) = f(max_i x_i)``, and float32 rounding is
@@ -38,6 +39,7 @@ from cimc.ops.pool import max_pool_plan
 from cimc.ops.registry import get
 from cimc.runtime.machine import (
     SAMPLES,
+    AdcArgs,
     CoreCode,
     DopStep,
     ExecError,
@@ -179,20 +181,18 @@ class FusedMvm(Step):
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
         k = self.pool_at
         if self.prologue is None:
-            v, factor = self.mvm.compute(env, ctx, defer_scale=k is not None)
+            v, adc = self.mvm.compute(env, ctx, defer_adc=k is not None)
             hoisted = None if k is None else self._hoist(v.shape)
             if hoisted is not None:
                 v = self._pool(v, hoisted[0])
         else:
-            v, factor, hoisted = self._blocked(env, ctx)
+            v, adc, hoisted = self._blocked(env, ctx)
+        if adc is not None:  # on the pooled result when the pool moved ahead of it
+            self.mvm.finish_adc(v, *adc)
         if hoisted is None:
-            if factor != 1.0:
-                v *= np.float32(factor)
             env[self.dst] = self._apply(self.ops, v, env)
             return
         # v is the pooled result: now the monotone maps before the pool, then the rest
-        if factor != 1.0:
-            v *= np.float32(factor)
         it = iter(hoisted[1])
         for op in self.ops[:k]:
             if op.op == "nn.relu":
@@ -218,9 +218,9 @@ class FusedMvm(Step):
         return plan(v, out)
 
     def _blocked(self, env: dict[str, Any], ctx: RunContext
-                 ) -> tuple[np.ndarray, float, tuple[list[int], list[np.ndarray]] | None]:
+                 ) -> tuple[np.ndarray, AdcArgs | None, tuple[list[int], list[np.ndarray]] | None]:
         """The im2col and the mvm over blocks of samples (and the moved max_pool, block by
-        block): the result for the whole buffer, the deferred factor (see MvmStep.compute)
+        block): the result for the whole buffer, the deferred ADC (see MvmStep.compute)
         and the hoisting (None: the result is the mvm's, not pooled)."""
         im, mvm, k = self.prologue, self.mvm, self.pool_at
         try:
@@ -230,7 +230,7 @@ class FusedMvm(Step):
         n = x.shape[0]
         nb = min(n, self._block(x))
         y = pooled = hoisted = how = None
-        factor, per, full = 1.0, 0, (0,)
+        adc, per, full = None, 0, (0,)
         for b0 in range(0, n, nb):
             b1 = min(b0 + nb, n)
             try:
@@ -246,15 +246,15 @@ class FusedMvm(Step):
                     y = np.empty(full, np.float32)
             rows = slice(b0, b1) if how == SAMPLES else slice(b0 * per, b1 * per)
             if hoisted is None:
-                yb, _, factor = mvm.product(p, ctx, False, None if y is None else y[rows], how)
+                yb, _, adc = mvm.product(p, ctx, False, None if y is None else y[rows], how)
                 if y is None:  # one block
-                    return mvm.result_view(p.shape, yb, how), factor, None
+                    return mvm.result_view(p.shape, yb, how), adc, None
                 continue
             buf = ctx.ws.get(("fused.y", id(self)), (b1 - b0, *full[1:]) if how == SAMPLES
                              else ((b1 - b0) * per, mvm.cols))
-            yb, _, factor = mvm.product(p, ctx, True, buf, how)
+            yb, _, adc = mvm.product(p, ctx, True, buf, how)
             if nb >= n:  # one block
-                return self._pool(mvm.result_view(p.shape, yb, how), hoisted[0]), factor, \
+                return self._pool(mvm.result_view(p.shape, yb, how), hoisted[0]), adc, \
                     hoisted
             if pooled is None:
                 pb = self._pool(mvm.result_view(p.shape, yb, how), hoisted[0])
@@ -263,8 +263,8 @@ class FusedMvm(Step):
             else:
                 self._pool(mvm.result_view(p.shape, yb, how), hoisted[0], pooled[b0:b1])
         if y is not None:
-            return mvm.result_view((n, *p.shape[1:]), y, how), factor, None
-        return pooled, factor, hoisted
+            return mvm.result_view((n, *p.shape[1:]), y, how), adc, None
+        return pooled, adc, hoisted
 
     def _block(self, x: np.ndarray) -> int:
         """Samples per block: a fixed function of the shapes (so of the batch's chunking),

@@ -260,6 +260,10 @@ def channels_last_rows(channels: int, positions: int) -> np.ndarray:
     return np.arange(channels * positions).reshape(channels, positions).T.ravel()
 
 
+# The ADC of an mvm left to its caller: (DAC step, or None when the result is in ADC steps
+# already; drift-compensation gain), the arguments of MvmStep.finish_adc.
+AdcArgs = tuple[float | None, float]
+
 # How an mvm multiplies: "vectors" [V, rows] @ W; "rows" [rows, V].T @ W (patch-major im2col);
 # "samples" W.T @ [N, rows, P] per sample (per-sample patch-major im2col).
 VECTORS, ROWS, SAMPLES = "vectors", "rows", "samples"
@@ -665,19 +669,19 @@ class MvmStep(Step):
         env[self.dst] = self.compute(env, ctx)[0]
 
     def compute(self, env: dict[str, Any], ctx: RunContext,
-                defer_scale: bool = False) -> tuple[np.ndarray, float]:
-        """The mvm's result (a fresh array, or a view of one) and, with ``defer_scale``, the
-        positive factor the ADC's last multiplication would have applied (the caller applies
-        it; 1.0 when nothing is deferred)."""
+                defer_adc: bool = False) -> tuple[np.ndarray, AdcArgs | None]:
+        """The mvm's result (a fresh array, or a view of one) and, with ``defer_adc``, the
+        arguments of the ADC left to the caller (``finish_adc``; None when it was applied).
+        Every map of the ADC is non-decreasing, so a max-pool may run before it, exactly."""
         x = env[self.src]
-        y, how, factor = self.product(x, ctx, defer_scale)
-        return self.result_view(x.shape, y, how), factor
+        y, how, deferred = self.product(x, ctx, defer_adc)
+        return self.result_view(x.shape, y, how), deferred
 
-    def product(self, x: np.ndarray, ctx: RunContext, defer_scale: bool = False,
+    def product(self, x: np.ndarray, ctx: RunContext, defer_adc: bool = False,
                 out: np.ndarray | None = None, prefer: str | None = None
-                ) -> tuple[np.ndarray, str, float]:
+                ) -> tuple[np.ndarray, str, AdcArgs | None]:
         """ADC(DAC(x) @ W) as the product lays it out: ``[N, cols, P]`` (SAMPLES) or
-        ``[V, cols]``, written to ``out`` when given; the layout; the deferred factor (see
+        ``[V, cols]``, written to ``out`` when given; the layout; the deferred ADC (see
         :meth:`compute`). ``prefer=SAMPLES`` keeps a per-sample operand per sample even for a
         batch of one.
 
@@ -707,7 +711,11 @@ class MvmStep(Step):
             y = np.matmul(xq.T if how == ROWS else xq, weight, out=out)
         if noisy:
             self._read_noise(xq, how, read_var, y, ctx, owned or self.owns_input, per)
-        return y, how, self._adc(y, None if noisy else in_step, tile.gain, defer_scale)
+        args = (None if noisy else in_step, tile.gain)
+        if defer_adc and tile.gain > 0 and in_step > 0:
+            return y, how, args
+        self.finish_adc(y, *args)
+        return y, how, None
 
     def result_view(self, shape: tuple[int, ...], y: np.ndarray, how: str) -> np.ndarray:
         """The product ``y`` of an input of ``shape`` as the instruction's result
@@ -751,12 +759,9 @@ class MvmStep(Step):
     def dac(self) -> tuple[int, float, bool]:
         return (self.dac_bits, self.dac_range, self.dac_signed)
 
-    def _adc(self, y: np.ndarray, in_step: float | None, gain: float,
-             defer: bool = False) -> float:
-        """Scale back by the DAC step (``in_step`` None: ``y`` is in ADC steps already, see
-        :meth:`product`); ADC clip and quantise; drift-compensation gain. With ``defer``, the
-        last multiplication (by a positive factor) is left to the caller, whose factor is
-        returned (1.0 otherwise)."""
+    def finish_adc(self, y: np.ndarray, in_step: float | None, gain: float) -> None:
+        """The ADC, in place: scale back by the DAC step (``in_step`` None: ``y`` is in ADC
+        steps already, see :meth:`product`); clip and quantise; drift-compensation gain."""
         if not self.adc_bits:
             f = gain if in_step is None else in_step * gain
         else:
@@ -766,11 +771,8 @@ class MvmStep(Step):
             np.rint(y, out=y)
             np.clip(y, -n, n, out=y)
             f = step * gain
-        if defer and f > 0:
-            return f
         if f != 1.0:
             y *= np.float32(f)
-        return 1.0
 
 
 class DopStep(Step):
