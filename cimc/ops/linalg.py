@@ -102,10 +102,12 @@ def _float_operand(op: str, t: TensorType, what: str) -> None:
 _CONV_KEYS = ("strides", "pads", "dilations")
 
 
-def _conv_infer(
-    attrs: dict[str, Any], x: TensorType, w: TensorType, b: TensorType | None = None
-) -> TensorType:
-    op = "nn.conv"
+def _conv_operands(op: str, attrs: dict[str, Any], x: TensorType, w: TensorType,
+                   b: TensorType | None, keys: Sequence[str]
+                   ) -> tuple[int, dict[str, list[int]], int]:
+    """Checks shared by conv and conv_transpose: float input, weight of the input's rank, one
+    dtype, spatial attributes ``keys`` and a positive int ``group``. Returns (spatial rank,
+    spatial attributes, group)."""
     _float_operand(op, x, "the input")
     if x.rank < 3:
         raise VerifyError(f"{op}: the input must be [N, C, spatial...] (rank >= 3), got {x}")
@@ -114,10 +116,18 @@ def _conv_infer(
     if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
         raise VerifyError(f"{op}: input, weight and bias must share a dtype")
     r = x.rank - 2
-    sp = check_spatial(op, attrs, r, _CONV_KEYS)
+    sp = check_spatial(op, attrs, r, keys)
     group = attrs.get("group")
     if not isinstance(group, int) or isinstance(group, bool) or group < 1:
         raise VerifyError(f"{op}: attribute 'group' must be a positive int, got {group!r}")
+    return r, sp, group
+
+
+def _conv_infer(
+    attrs: dict[str, Any], x: TensorType, w: TensorType, b: TensorType | None = None
+) -> TensorType:
+    op = "nn.conv"
+    r, sp, group = _conv_operands(op, attrs, x, w, b, _CONV_KEYS)
     n, c = x.shape[:2]
     m = w.shape[0]
     if w.shape[1] * group != c:
@@ -223,18 +233,7 @@ def _conv_transpose_infer(
     attrs: dict[str, Any], x: TensorType, w: TensorType, b: TensorType | None = None
 ) -> TensorType:
     op = "nn.conv_transpose"
-    _float_operand(op, x, "the input")
-    if x.rank < 3:
-        raise VerifyError(f"{op}: the input must be [N, C, spatial...] (rank >= 3), got {x}")
-    if w.rank != x.rank:
-        raise VerifyError(f"{op}: the weight {w} must have the input's rank {x.rank}")
-    if w.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
-        raise VerifyError(f"{op}: input, weight and bias must share a dtype")
-    r = x.rank - 2
-    sp = check_spatial(op, attrs, r, _CONVT_KEYS)
-    group = attrs.get("group")
-    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
-        raise VerifyError(f"{op}: attribute 'group' must be a positive int, got {group!r}")
+    r, sp, group = _conv_operands(op, attrs, x, w, b, _CONVT_KEYS)
     n, c = x.shape[:2]
     if w.shape[0] != c or c % group:
         raise VerifyError(

@@ -181,7 +181,7 @@ class Chip:
         """
         flexible = self.artifact.batch is not None
         # names, dtypes and shapes here; finiteness inside each chunk (in parallel)
-        feeds = check_inputs(self.artifact.inputs, inputs, flexible, finite=False)
+        feeds = check_inputs(self.artifact.inputs, inputs, flexible)
         comp = self.drift_compensation if drift_compensation is None else bool(drift_compensation)
         tiles = self.machine.tiles_at(t, comp)
         run_index = self.runs

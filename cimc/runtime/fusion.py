@@ -36,7 +36,6 @@ import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ops.pool import max_pool_plan
-from cimc.ops.registry import get
 from cimc.runtime.machine import (
     SAMPLES,
     AdcArgs,
@@ -211,7 +210,7 @@ class FusedMvm(Step):
         if plan is None:
             step = self.ops[self.pool_at].step
             try:
-                plan = max_pool_plan(get(step.op).with_defaults(step.attrs), v.shape, v.dtype)
+                plan = max_pool_plan(step.attrs, v.shape, v.dtype)
             except CimcError as e:
                 raise ExecError(f"{step.op} failed: {e}", step) from None
             self._pool_plans[v.shape[1:]] = plan
@@ -253,15 +252,15 @@ class FusedMvm(Step):
             buf = ctx.ws.get(("fused.y", id(self)), (b1 - b0, *full[1:]) if how == SAMPLES
                              else ((b1 - b0) * per, mvm.cols))
             yb, _, adc = mvm.product(p, ctx, True, buf, how)
+            view = mvm.result_view(p.shape, yb, how)
+            if pooled is not None:
+                self._pool(view, hoisted[0], pooled[b0:b1])
+                continue
+            pb = self._pool(view, hoisted[0])
             if nb >= n:  # one block
-                return self._pool(mvm.result_view(p.shape, yb, how), hoisted[0]), adc, \
-                    hoisted
-            if pooled is None:
-                pb = self._pool(mvm.result_view(p.shape, yb, how), hoisted[0])
-                pooled = np.empty((n, *pb.shape[1:]), pb.dtype)
-                pooled[b0:b1] = pb
-            else:
-                self._pool(mvm.result_view(p.shape, yb, how), hoisted[0], pooled[b0:b1])
+                return pb, adc, hoisted
+            pooled = np.empty((n, *pb.shape[1:]), pb.dtype)
+            pooled[b0:b1] = pb
         if y is not None:
             return mvm.result_view((n, *p.shape[1:]), y, how), adc, None
         return pooled, adc, hoisted

@@ -29,7 +29,7 @@ import functools
 import math
 import statistics
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +56,9 @@ _T_CACHE_SIZE = 4
 # ------------------------------------------------------------------------------ op kernels
 
 
-def nn_kernel(name: str) -> tuple[Callable[..., Any], tuple[int, int | None], tuple[str, ...]]:
-    """The numpy kernel of digital op ``name``: ``(fn(attrs, *arrays), arity, required attrs)``.
+def nn_op(name: str) -> Any:
+    """The op library's definition (``cimc.ops.registry.OpDef``) of digital op ``name``: its
+    numpy kernel, arity, attributes and their defaults.
 
     The kernels come from the op library (``cimc.ops``), which the compiler's interpreter uses
     too: one numpy semantics per op. This is the runtime's single call site.
@@ -71,11 +72,7 @@ def nn_kernel(name: str) -> tuple[Callable[..., Any], tuple[int, int | None], tu
         opdef = None
     if opdef is None or opdef.regions or not name.startswith("nn."):
         raise KeyError(name)
-
-    def run(attrs: dict[str, Any], *xs: np.ndarray) -> Any:
-        return opdef.evaluate(opdef.with_defaults(attrs), *xs)
-
-    return run, opdef.operands, tuple(opdef.attrs)
+    return opdef
 
 
 # ------------------------------------------------------------------------------ fast kernels
@@ -785,20 +782,22 @@ class DopStep(Step):
         self.batch_attr = _BATCH_ATTRS.get(self.op)
         self.compiled_batch = batch
         try:
-            self.fn, arity, required = nn_kernel(self.op)
+            opdef = nn_op(self.op)
         except KeyError:
             raise ArtifactError(f"{self.where}: unknown digital op '{self.op}' (expected an nn.* "
                                 "op the runtime knows)") from None
-        lo, hi = arity
+        self.fn = opdef.evaluate
+        lo, hi = opdef.operands
         n = len(ins.srcs)
         if n < lo or (hi is not None and n > hi):
             raise ArtifactError(f"{self.where}: {self.op} takes {lo}" + (
                 "" if hi == lo else f" to {hi if hi is not None else 'any'}")
                 + f" operand(s), got {n}")
-        missing = [a for a in required if a not in self.attrs]
+        missing = [a for a in opdef.attrs if a not in self.attrs]
         if missing:
             raise ArtifactError(f"{self.where}: {self.op} needs attribute(s) "
                                 f"{', '.join(missing)}")
+        self.attrs = opdef.with_defaults(self.attrs)  # once, not at every call
 
     def size(self, env: dict[str, Any]) -> int:
         return sum(int(env[d].size) for d in self.ins.dsts)
@@ -1090,11 +1089,10 @@ class Machine:
 
 
 def check_inputs(specs: tuple[TensorSpec, ...], inputs: Mapping[str, Any],
-                 flexible: bool = True, finite: bool = True) -> dict[str, np.ndarray]:
-    """Check names, dtypes, shapes and (unless ``finite`` is False: the caller checks it with
-    :func:`all_finite` and :func:`check_finite`) finiteness. With ``flexible`` the batch
-    dimension (0) may differ from the compiled one, the same for every input; otherwise
-    shapes are exact."""
+                 flexible: bool = True) -> dict[str, np.ndarray]:
+    """Check names, dtypes and shapes (finiteness: :func:`all_finite`, :func:`check_finite`,
+    which a run applies chunk by chunk). With ``flexible`` the batch dimension (0) may differ
+    from the compiled one, the same for every input; otherwise shapes are exact."""
     if not isinstance(inputs, Mapping):
         raise RuntimeInputError(f"inputs must be a dict of name -> array, got "
                                 f"{type(inputs).__name__}")
@@ -1111,8 +1109,6 @@ def check_inputs(specs: tuple[TensorSpec, ...], inputs: Mapping[str, Any],
     batch = None
     for s in specs:
         arr = _check_one(s, inputs[s.name], flexible)
-        if finite:
-            _check_finite(s.name, arr)
         if flexible:
             if batch is not None and arr.shape[0] != batch:
                 raise RuntimeInputError(f"input '{s.name}' has batch size {arr.shape[0]}, but "
@@ -1167,11 +1163,8 @@ def all_finite(inputs: Mapping[str, np.ndarray]) -> bool:
 def check_finite(inputs: Mapping[str, np.ndarray]) -> None:
     """Raise for the first input holding NaN or Inf, naming the count and first index."""
     for name, value in inputs.items():
-        _check_finite(name, value)
-
-
-def _check_finite(name: str, value: np.ndarray) -> None:
-    if value.dtype.kind == "f":
+        if value.dtype.kind != "f":
+            continue
         bad = ~np.isfinite(value)
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
