@@ -13,15 +13,18 @@ import functools
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from cimc import errors
 from cimc.errors import ArtifactError, CimcError, RuntimeInputError
+from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, read_artifact
 from cimc.runtime.machine import (
     DTYPES,
@@ -34,6 +37,7 @@ from cimc.runtime.machine import (
     check_inputs,
 )
 from cimc.runtime.report import Report, build_report
+from cimc.runtime.workers import ForkPool, fork_available
 
 KeyLike = str | Path | Mapping[str, Any] | None
 
@@ -42,8 +46,8 @@ _PROGRAM_STREAM, _READ_STREAM = 0, 1
 
 # A run is split into chunks of the batch whose largest buffer holds about this many elements
 # (patches made block by block inside a fused step aside: cimc.runtime.fusion keeps those in
-# the cache); chunks run on parallel threads. Few large chunks mean few Python calls, and two
-# threads contend for the GIL less.
+# the cache); chunks run in parallel (cimc.runtime.workers). Few large chunks mean few Python
+# calls and few messages.
 CHUNK_ELEMENTS = 1 << 21
 
 
@@ -89,7 +93,8 @@ _pools_lock = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """Worker threads shared by every chip instance (many instances, few threads)."""
+    """Worker threads shared by every chip instance (where chunks cannot run in forked
+    processes; many instances, few threads)."""
     with _pools_lock:
         pool = _pools.get(threads)
         if pool is None:
@@ -97,7 +102,12 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def _default_threads() -> int:
+def _one_blas_thread() -> Any:
+    """In a worker process: BLAS on one thread for the worker's life (the limiter to keep)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def _default_workers() -> int:
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
@@ -143,24 +153,32 @@ class _NotFinite(Exception):
     """A chunk of the batch holds NaN or Inf (Chip.run then names the first in the batch)."""
 
 
+# What a worker process may raise that is raised again as itself (cimc.runtime.workers).
+_WORKER_ERRORS = (*(c for c in vars(errors).values()
+                    if isinstance(c, type) and issubclass(c, CimcError)), _NotFinite)
+
+
 class Chip:
     """A programmed chip instance; see the module docstring."""
 
     def __init__(self, art: Artifact, seed: int = 0, key: KeyLike = None,
-                 drift_compensation: bool | None = None, threads: int | None = None) -> None:
+                 drift_compensation: bool | None = None, workers: int | None = None) -> None:
         self.artifact = art
         self.target = art.target
         self.seed = int(seed)
         self.drift_compensation = (art.target.device.drift_compensation
                                    if drift_compensation is None else bool(drift_compensation))
         self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), _load_key(key, art))
-        self.threads = _default_threads() if threads is None else max(1, int(threads))
+        self.workers = _default_workers() if workers is None else max(1, int(workers))
         self.runs = 0
         self._last_batch = 1
         self._peak_per_sample: float | None = None
         self._dry: Trace | None = None
         self._splittable = True
         self._local = threading.local()  # one Workspace per thread that executes chunks
+        self._procs: ForkPool | None = None  # worker processes, forked at the first parallel run
+        self._procs_lock = threading.Lock()
+        self._procs_closer: Callable[[], Any] = lambda: None
 
     @property
     def inputs(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -177,46 +195,98 @@ class Chip:
         ``noise=False`` skips read noise (programming noise and drift stay).
 
         The batch is cut into chunks (a fixed function of the batch size, so results do not
-        depend on the number of threads); each chunk draws its read noise from its own stream.
+        depend on the number of workers); each chunk draws its read noise from its own stream.
         """
         flexible = self.artifact.batch is not None
         # names, dtypes and shapes here; finiteness inside each chunk (in parallel)
         feeds = check_inputs(self.artifact.inputs, inputs, flexible)
         comp = self.drift_compensation if drift_compensation is None else bool(drift_compensation)
-        tiles = self.machine.tiles_at(t, comp)
+        t = device.check_time(t)
+        self.machine.tiles_at(t, comp)  # here, so that a bad t is reported before any chunk
         run_index = self.runs
         self.runs += 1
         batch = next(iter(feeds.values())).shape[0] if feeds and flexible else 1
         bounds = self._chunks(batch) if flexible else [(0, batch)]
-
-        def one(i: int) -> dict[str, np.ndarray]:
-            a, b = bounds[i]
-            ctx = RunContext(tiles, _rng(self.seed, _READ_STREAM, run_index, i), noise,
-                             self._workspace())
-            chunk = {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds
-            if not all_finite(chunk):
-                raise _NotFinite
-            return self.machine.execute(chunk, ctx)
-
+        jobs = [({"run": run_index, "chunk": i, "t": t, "compensate": comp, "noise": noise},
+                 {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds)
+                for i, (a, b) in enumerate(bounds)]
         try:
             with single_threaded_blas():
-                if len(bounds) == 1 or self.threads == 1:
-                    parts = [one(i) for i in range(len(bounds))]
-                else:
-                    parts = self._parallel(one, len(bounds))
+                parts = self._map(jobs)
         except _NotFinite:
             check_finite(feeds)  # the whole batch: the first bad index and the count
             raise AssertionError("a chunk held NaN/Inf but the batch does not") from None
         self._last_batch = batch  # report() scales the traced batch-1 run to this batch
         return {s.name: _join([p[s.name] for p in parts]) for s in self.artifact.outputs}
 
-    def _parallel(self, one: Callable[[int], dict[str, np.ndarray]],
-                  n: int) -> list[dict[str, np.ndarray]]:
-        """``[one(i) for i in range(n)]`` on ``threads`` threads: the calling thread and
-        ``threads - 1`` workers each take the next chunk until none is left (the caller works
-        instead of sleeping until the workers are done)."""
-        parts: list[dict[str, np.ndarray] | None] = [None] * n
-        todo = iter(range(n))
+    def _chunk(self, args: Mapping[str, Any], inputs: Mapping[str, np.ndarray]
+               ) -> Mapping[str, np.ndarray]:
+        """Run one chunk of a batch (``args``: see run), here or in a worker process."""
+        if not all_finite(inputs):
+            raise _NotFinite
+        ctx = RunContext(self.machine.tiles_at(args["t"], args["compensate"]),
+                         _rng(self.seed, _READ_STREAM, args["run"], args["chunk"]),
+                         args["noise"], self._workspace(), threaded=args.get("threaded", False))
+        return self.machine.execute(inputs, ctx)
+
+    def _map(self, jobs: list[tuple[dict[str, Any], Mapping[str, np.ndarray]]]
+             ) -> list[Mapping[str, np.ndarray]]:
+        """The chunks' outputs: on forked worker processes beside this one (Linux), else on
+        threads; one chunk, or one worker, runs here alone."""
+        if len(jobs) == 1 or self.workers == 1:
+            return [self._chunk(*job) for job in jobs]
+        pool = self._fork_pool(jobs) if fork_available() else None
+        if pool is not None:
+            try:
+                return pool.map(jobs, self._chunk)
+            finally:
+                pool.lock.release()
+        for args, _ in jobs:
+            args["threaded"] = True
+        return self._threaded(jobs)
+
+    def _fork_pool(self, jobs: list[tuple[dict[str, Any], Mapping[str, np.ndarray]]]
+                   ) -> ForkPool | None:
+        """This instance's worker processes, locked for one run; forked at its first parallel
+        run (again when a chunk outgrows their input buffers, or after a worker died). None
+        while another run of this instance uses them."""
+        need = ForkPool.need(jobs)
+        with self._procs_lock:
+            pool = self._procs
+            if pool is not None and not pool.lock.acquire(blocking=False):
+                return None
+            if pool is None or not pool.usable(need):
+                if pool is not None:
+                    pool.lock.release()
+                    self._procs_closer()
+                pool = ForkPool(self._chunk, self.workers - 1,
+                                1 << max(need - 1, 1).bit_length(),
+                                errors=_WORKER_ERRORS, setup=_one_blas_thread)
+                pool.lock.acquire()
+                self._procs, self._procs_closer = pool, weakref.finalize(self, pool.close)
+            return pool
+
+    def close(self) -> None:
+        """Stop this instance's worker processes, if it has any (a later run starts new ones;
+        they also stop when the instance is garbage-collected or the process exits)."""
+        with self._procs_lock:
+            if self._procs is not None:
+                self._procs_closer()
+                self._procs = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _threaded(self, jobs: list[tuple[dict[str, Any], Mapping[str, np.ndarray]]]
+                  ) -> list[Mapping[str, np.ndarray]]:
+        """The chunks' outputs on ``workers`` threads: the calling thread and ``workers - 1``
+        pool threads each take the next chunk until none is left (the caller works instead of
+        sleeping until the others are done)."""
+        parts: list[Mapping[str, np.ndarray] | None] = [None] * len(jobs)
+        todo = iter(range(len(jobs)))
         lock = threading.Lock()
 
         def work() -> None:
@@ -225,9 +295,9 @@ class Chip:
                     i = next(todo, None)
                 if i is None:
                     return
-                parts[i] = one(i)
+                parts[i] = self._chunk(*jobs[i])
 
-        helpers = [self._executor().submit(work) for _ in range(min(self.threads, n) - 1)]
+        helpers = [self._executor().submit(work) for _ in range(min(self.workers, len(jobs)) - 1)]
         try:
             work()
         finally:
@@ -289,7 +359,7 @@ class Chip:
         return ws
 
     def _executor(self) -> ThreadPoolExecutor:
-        return _pool(self.threads - 1)
+        return _pool(self.workers - 1)
 
     def report(self, batch: int | None = None) -> Report:
         """Crossbars, cores, utilisation, instruction counts, latency, energy and area for a
@@ -329,13 +399,15 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def load(path: str | Path, seed: int = 0, key: KeyLike = None, *,
-         drift_compensation: bool | None = None, threads: int | None = None) -> Chip:
+         drift_compensation: bool | None = None, workers: int | None = None) -> Chip:
     """Read an artifact (``NAME.cimc/`` or ``.cimc.zip``) and program a chip instance.
 
     ``seed`` fixes the programming noise and drift exponents (and the read-noise stream);
     ``key`` unlocks encrypted weights; ``drift_compensation`` overrides the target's default
-    (on for PCM targets); ``threads`` sets how many chunks of a batch run in parallel (default:
-    the CPUs available, at most 8).
+    (on for PCM targets); ``workers`` sets how many chunks of a batch run at once (default:
+    the CPUs available, at most 8): in forked worker processes beside the caller on Linux,
+    on threads elsewhere. ``Chip.close()`` (or ``with``) stops the processes; so does
+    garbage collection.
     """
     return Chip(read_artifact(path), seed=seed, key=key, drift_compensation=drift_compensation,
-                threads=threads)
+                workers=workers)

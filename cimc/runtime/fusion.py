@@ -57,9 +57,13 @@ _IN_PLACE: dict[str, Callable[..., Any]] = {
 _FUSABLE = {*_IN_PLACE, "nn.relu", "nn.transpose", "nn.reshape", "nn.max_pool"}
 
 # An im2col whose patches only the next mvm reads is fused in front of it, and the two run over
-# blocks of samples whose patches hold about this many elements (a few MB: the patches, the
-# product and the noise of a block stay in the cache), instead of over the whole chunk.
-BLOCK_ELEMENTS = 1 << 20
+# blocks of samples whose patches hold about this many elements (the patches, the product and
+# the noise of a block stay in the cache), instead of over the whole chunk. Where chunks run
+# on threads of one process, every numpy call hands the GIL to the other threads, and fewer,
+# larger blocks are faster: THREADED_BLOCK_ELEMENTS. Either way a block holds a multiple of 4
+# samples' read-noise normals (see _block), so the numbers do not depend on the block size.
+BLOCK_ELEMENTS = 1 << 18
+THREADED_BLOCK_ELEMENTS = 1 << 20
 
 
 class _Op:
@@ -227,7 +231,7 @@ class FusedMvm(Step):
         except ExecError as e:
             raise ExecError(str(e), e.step or im) from None
         n = x.shape[0]
-        nb = min(n, self._block(x))
+        nb = min(n, self._block(x, ctx.threaded))
         y = pooled = hoisted = how = None
         adc, per, full = None, 0, (0,)
         for b0 in range(0, n, nb):
@@ -265,11 +269,16 @@ class FusedMvm(Step):
             return mvm.result_view((n, *p.shape[1:]), y, how), adc, None
         return pooled, adc, hoisted
 
-    def _block(self, x: np.ndarray) -> int:
-        """Samples per block: a fixed function of the shapes (so of the batch's chunking),
-        never of the thread count."""
+    def _block(self, x: np.ndarray, threaded: bool) -> int:
+        """Samples per block: about BLOCK_ELEMENTS (or THREADED_BLOCK_ELEMENTS) patch elements,
+        rounded down to a multiple of the samples whose outputs count a multiple of 4. Each
+        block draws its normals in turn, four per 64 random bits (fast_normal_f32): so blocks
+        use the random stream exactly as one draw for the whole chunk would, whatever the
+        block size."""
         positions = math.prod(_out_size(x.shape[2:], *self.prologue.params))
-        return max(1, BLOCK_ELEMENTS // (self.mvm.rows * positions))
+        elements = THREADED_BLOCK_ELEMENTS if threaded else BLOCK_ELEMENTS
+        step = 4 // math.gcd(4, self.mvm.cols * positions)
+        return max(step, elements // (self.mvm.rows * positions) // step * step)
 
     def _hoist(self, shape: tuple[int, ...]) -> tuple[list[int], list[np.ndarray]] | None:
         """For the mvm's result of ``shape``: the permutation of the transposes before the

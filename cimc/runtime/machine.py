@@ -488,6 +488,9 @@ class RunContext:
     rng: np.random.Generator
     noise: bool = True
     ws: Workspace = field(default_factory=Workspace)
+    # Set when other chunks run on threads of this process at the same time (each numpy call
+    # then hands the GIL over; fused steps use larger blocks: cimc.runtime.fusion).
+    threaded: bool = False
 
 
 class Step:

@@ -152,24 +152,36 @@ def test_pool_moves_only_past_monotone_window_constant_maps(tmp_path, bias_shape
         assert not moved
 
 
-def test_blocks_and_chunks_do_not_change_the_numbers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cols", [4, 3])  # 4 or 3 * 49 outputs per sample: blocks of 1 or 4
+def test_blocks_and_chunks_do_not_change_the_numbers(tmp_path, monkeypatch, cols):
     import cimc.runtime.chip as chip_mod
 
     conv = "dac_bits=8, dac_range=2.0, adc_bits=8, adc_range=4.0"
-    path, _ = _conv(tmp_path, c=6, target="hermes64", conv=conv)
+    path, _ = _conv(tmp_path, c=6, m=cols, target="hermes64", conv=conv)
     x = RNG.uniform(-2, 2, (40, 6, 9, 9)).astype(np.float32)
     whole = _both(load(path), {"x": x}, t=10.0, noise=False)[1]["y"]  # one by one, one block
-    monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 2000)  # a sample a block
+    monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 2000)  # the fewest samples a block
     fused, plain = _both(load(path), {"x": x}, t=10.0, noise=False)
     np.testing.assert_array_equal(fused["y"], whole)
     np.testing.assert_array_equal(plain["y"], whole)
-    # With read noise, blocks draw their normals in turn: a fixed function of the shapes, so
-    # the same seed gives the same numbers for any number of threads.
+    # With read noise, blocks draw their normals in turn, using the chunk's random stream as
+    # one draw would: the same seed gives the same numbers for any block size and any number
+    # of workers, processes or threads (which use larger blocks).
     monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 3000)  # several chunks
-    one, many = load(path, seed=1, threads=1), load(path, seed=1, threads=3)
-    assert len(one._chunks(len(x))) > 2
-    a = one.run({"x": x}, t=10.0)["y"]
-    np.testing.assert_array_equal(a, many.run({"x": x}, t=10.0)["y"])
+
+    def first_run(workers: int) -> np.ndarray:
+        with load(path, seed=1, workers=workers) as chip:
+            assert len(chip._chunks(len(x))) > 2
+            return chip.run({"x": x}, t=10.0)["y"]
+
+    a = first_run(1)
+    np.testing.assert_array_equal(a, first_run(3))  # processes
+    monkeypatch.setattr(chip_mod, "fork_available", lambda: False)
+    np.testing.assert_array_equal(a, first_run(3))  # threads
+    monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 1 << 20)  # one block a chunk
+    np.testing.assert_array_equal(a, first_run(1))
+    one = load(path, seed=1, workers=1)
+    assert np.array_equal(a, one.run({"x": x}, t=10.0)["y"])
     assert not np.array_equal(a, one.run({"x": x}, t=10.0)["y"])  # fresh noise every run
 
 

@@ -551,7 +551,7 @@ def test_results_do_not_depend_on_threads_or_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 4096)  # many chunks
     path = _hermes_mvm(tmp_path, dac=(8, 1.0), adc=(8, 3.0))
     x = RNG.uniform(-1, 1, (1000, 16)).astype(np.float32)
-    one, many = load(path, seed=2, threads=1), load(path, seed=2, threads=3)
+    one, many = load(path, seed=2, workers=1), load(path, seed=2, workers=3)
     assert len(one._chunks(1000)) > 3
     a, b = one.run({"x": x}, t=10.0)["y"], many.run({"x": x}, t=10.0)["y"]
     np.testing.assert_array_equal(a, b)

@@ -1,0 +1,275 @@
+"""Worker processes that run chunks of a batch beside the calling process (Linux).
+
+Numpy releases the GIL inside each call, but two threads of one process still hand the GIL to
+each other at every call, and the runtime makes hundreds of calls per chunk: measured on two
+cores, two threads ran a chunk 13% slower than one thread alone, while two processes ran it at
+the same speed as one (docs/architecture.md). A :class:`ForkPool` therefore forks workers that
+inherit the programmed chip (nothing is sent or rebuilt), and a run hands them chunks:
+
+- the inputs of every chunk go through an anonymous shared memory map per worker (one copy,
+  no pipe traffic), the request is a JSON header over a pipe;
+- the worker sends back a JSON header and each output array's raw bytes (no pickle anywhere);
+- an error raised in a worker by one of the pool's ``errors`` classes is raised again in the
+  caller with the same class and message; anything else is reported with the worker's
+  traceback; a worker that dies is reported with its exit code and the pool is closed (the next
+  run forks a new one).
+
+Workers ignore SIGINT (the caller handles it and closes the pool), exit when their pipe closes,
+and are daemons, so they never outlive the process that forked them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import traceback
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import numpy as np
+
+# (arguments of one chunk, its input arrays) -> its output arrays; arguments are JSON values.
+ChunkFn = Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+Job = tuple[Mapping[str, Any], Mapping[str, np.ndarray]]
+
+_ALIGN = 64
+
+
+def fork_available() -> bool:
+    """Whether chunks may run in forked processes: Linux only (fork is unsafe with the system
+    frameworks of macOS and does not exist on Windows; there, threads run the chunks)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _layout(arrays: Mapping[str, np.ndarray], start: int) -> tuple[list[list[Any]], int]:
+    """Where each array goes in a shared buffer from offset ``start``: [name, dtype, shape,
+    offset] entries, and the offset after the last."""
+    entries, off = [], start
+    for name, a in arrays.items():
+        entries.append([name, a.dtype.str, list(a.shape), off])
+        off = _aligned(off + a.nbytes)
+    return entries, off
+
+
+# Every pool with workers in this process (forked workers close their copies of its pipes).
+_open: weakref.WeakSet[ForkPool] = weakref.WeakSet()
+
+
+class WorkerError(RuntimeError):
+    """A worker failed in a way that is not one of the pool's errors (a bug, or it died)."""
+
+
+class ForkPool:
+    """``workers`` forked processes that run ``fn`` on chunks (see the module docstring), each
+    with a shared input buffer of two slots of ``slot_bytes``: a worker holds at most two
+    chunks, the one it runs and the next. Not thread-safe: one :meth:`map` at a time
+    (:attr:`lock`)."""
+
+    SLOTS = 2
+
+    def __init__(self, fn: ChunkFn, workers: int, slot_bytes: int,
+                 errors: Sequence[type[Exception]] = (), setup: Callable[[], Any] | None = None
+                 ) -> None:
+        self.slot_bytes = max(_ALIGN, _aligned(slot_bytes))
+        self.errors = {e.__name__: e for e in errors}
+        self.lock = threading.Lock()
+        self.pid = os.getpid()  # a forked copy of the caller must not use these workers
+        self._procs: list[Any] = []
+        self._conns: list[Connection] = []
+        self._mems: list[mmap.mmap] = []
+        ctx = multiprocessing.get_context("fork")
+        try:
+            for _ in range(workers):
+                # anonymous and shared with the child
+                mem = mmap.mmap(-1, self.SLOTS * self.slot_bytes)
+                parent, child = ctx.Pipe(duplex=True)
+                # the child closes its copies of every pool's ends of the pipes, or a worker
+                # would not see its pipe close while a later-forked worker lives
+                others = [parent, *self._conns, *(c for p in _open if p is not self
+                                                  for c in p._conns)]
+                proc = ctx.Process(target=_serve, args=(child, mem, fn, setup, others),
+                                   daemon=True, name="cimc-run")
+                with warnings.catch_warnings():
+                    # Python >= 3.12 warns when a process with threads forks: a lock another
+                    # thread held stays locked in the child. The child only runs numpy on its
+                    # inherited chip (glibc's malloc and OpenBLAS reset their locks at fork).
+                    warnings.filterwarnings("ignore", ".*use of fork\\(\\) may lead to deadlocks",
+                                            DeprecationWarning)
+                    proc.start()
+                child.close()
+                self._procs.append(proc)
+                self._conns.append(parent)
+                self._mems.append(mem)
+            _open.add(self)
+        except BaseException:
+            self.close(kill=True)
+            raise
+
+    @property
+    def workers(self) -> int:
+        return len(self._procs)
+
+    @staticmethod
+    def need(jobs: Sequence[Job]) -> int:
+        """The slot bytes that :meth:`map` needs for ``jobs``: the largest job's inputs."""
+        return max((sum(_aligned(a.nbytes) for a in arrays.values()) for _, arrays in jobs),
+                   default=0)
+
+    def usable(self, slot_bytes: int) -> bool:
+        """Whether the pool belongs to this process, every worker is alive and the slots hold
+        ``slot_bytes``."""
+        return (bool(self._procs) and self.pid == os.getpid() and slot_bytes <= self.slot_bytes
+                and all(p.is_alive() for p in self._procs))
+
+    def map(self, jobs: Sequence[Job], local: ChunkFn) -> list[Mapping[str, np.ndarray]]:
+        """The outputs of every job, in order. Job ``j`` runs on worker ``j % (workers + 1) -
+        1``, or in this process (``local``) when that is -1; each worker gets its next job
+        while it runs one, so it never waits for this process. The first error is raised once
+        every reply is in; an interrupted map (^C) or a failed worker closes the pool (replies
+        in flight would answer later runs)."""
+        n = self.workers + 1
+        if self.need(jobs) > self.slot_bytes:
+            raise ValueError("a job's inputs do not fit the workers' buffer slots")
+        results: list[Mapping[str, np.ndarray] | None] = [None] * len(jobs)
+        todo = [deque(range(w + 1, len(jobs), n)) for w in range(self.workers)]
+        sent = [0] * self.workers
+        waiting: list[deque[int]] = [deque() for _ in range(self.workers)]
+        first: Exception | None = None
+
+        def send(w: int) -> None:
+            j = todo[w].popleft()
+            args, arrays = jobs[j]
+            entries, _ = _layout(arrays, (sent[w] % self.SLOTS) * self.slot_bytes)
+            for (_, _, _, off), a in zip(entries, arrays.values()):
+                np.copyto(np.ndarray(a.shape, a.dtype, self._mems[w], off), a)
+            self._conns[w].send_bytes(json.dumps({"args": args, "inputs": entries}).encode())
+            sent[w] += 1
+            waiting[w].append(j)
+
+        def receive(w: int) -> None:
+            nonlocal first
+            j = waiting[w].popleft()
+            try:
+                results[j] = self._receive(w)
+            except WorkerError:
+                raise
+            except Exception as e:  # noqa: BLE001 - raised once every reply is in
+                first = first or e
+            if todo[w]:
+                send(w)
+
+        try:
+            for w in range(self.workers):
+                while todo[w] and len(waiting[w]) < self.SLOTS:
+                    send(w)
+            for j in range(0, len(jobs), n):
+                if first is None:
+                    try:
+                        results[j] = local(*jobs[j])
+                    except Exception as e:  # noqa: BLE001 - raised once the replies are in
+                        first = e
+                for w in range(self.workers):  # refill the workers that are done
+                    while waiting[w] and self._conns[w].poll():
+                        receive(w)
+            while any(waiting):
+                busy = {self._conns[w]: w for w in range(self.workers) if waiting[w]}
+                for conn in wait(list(busy)):
+                    receive(busy[conn])  # type: ignore[index]
+        except BaseException:
+            self.close(kill=True)
+            raise
+        if first is not None:
+            raise first
+        return results  # type: ignore[return-value]
+
+    def _receive(self, w: int) -> dict[str, np.ndarray]:
+        conn = self._conns[w]
+        try:
+            head = json.loads(conn.recv_bytes())
+            if head.get("error") is not None:
+                kind, message = head["error"]
+                cls = self.errors.get(kind)
+                if cls is None:
+                    raise WorkerError(f"a run worker failed:\n{message}")
+                raise cls(message)
+            out = {}
+            for name, dtype, shape in head["outputs"]:
+                arr = np.empty(shape, np.dtype(dtype))
+                conn.recv_bytes_into(memoryview(arr.reshape(-1).view(np.uint8)))
+                out[name] = arr
+            return out
+        except (EOFError, OSError):
+            proc = self._procs[w]
+            proc.join(1.0)
+            raise WorkerError(f"a run worker (pid {proc.pid}) exited unexpectedly (exit code "
+                              f"{proc.exitcode}); the next run starts a new one") from None
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers and free the buffers: closing their pipes ends them once they are
+        idle; ``kill`` ends them at once (they may be running a chunk nobody waits for)."""
+        procs, self._procs = self._procs, []
+        _open.discard(self)
+        if self.pid != os.getpid():  # a forked copy: the workers are not ours to stop
+            return
+        if kill:
+            for proc in procs:
+                proc.terminate()
+        for conn in self._conns:
+            conn.close()
+        for proc in procs:
+            proc.join(2.0)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join(1.0)
+        for mem in self._mems:
+            with contextlib.suppress(BufferError):
+                mem.close()
+        self._conns, self._mems = [], []
+
+
+def _serve(conn: Connection, mem: mmap.mmap, fn: ChunkFn, setup: Callable[[], Any] | None,
+           others: list[Connection]) -> None:
+    """A worker's loop: read a request, run ``fn``, reply; exit when the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles ^C and closes the pool
+    for c in others:
+        c.close()
+    keep = setup() if setup is not None else None  # noqa: F841 - held for the worker's life
+    while True:
+        try:
+            head = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            inputs = {name: np.ndarray(shape, np.dtype(dtype), mem, off)
+                      for name, dtype, shape, off in head["inputs"]}
+            out = {k: np.asarray(v, order="C") for k, v in fn(head["args"], inputs).items()}
+            reply = {"outputs": [[k, v.dtype.str, list(v.shape)] for k, v in out.items()]}
+            if any(v.dtype.hasobject for v in out.values()):
+                raise TypeError("outputs of dtype object cannot leave a worker")
+        except Exception as e:  # noqa: BLE001 - every failure goes back to the caller
+            error = [type(e).__name__, str(e) if type(e).__module__.startswith("cimc")
+                     else traceback.format_exc()]
+            reply, out = {"error": error}, {}
+        try:
+            conn.send_bytes(json.dumps(reply).encode())
+            for v in out.values():
+                conn.send_bytes(memoryview(v.reshape(-1).view(np.uint8)))
+        except OSError:  # the caller closed the pool
+            return
+
+
+__all__ = ["ForkPool", "WorkerError", "fork_available"]

@@ -1,0 +1,169 @@
+"""Worker processes for the chunks of a run (cimc.runtime.workers) and their use by Chip."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cimc.errors import RuntimeInputError
+from cimc.runtime import load
+from cimc.runtime.workers import ForkPool, WorkerError, fork_available
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="worker processes need fork (Linux)")
+
+RNG = np.random.default_rng(11)
+MNIST = Path(__file__).resolve().parents[3] / "examples" / "mnist"
+
+
+class Odd(Exception):
+    pass
+
+
+def _fn(args, inputs):
+    """A chunk function for the pool: sums, with failures on request."""
+    if args.get("fail") == "odd":
+        raise Odd(f"odd job {args['j']}")
+    if args.get("fail") == "bug":
+        raise ValueError("a bug")
+    if args.get("fail") == "die" and os.getpid() != args["parent"]:
+        os._exit(3)
+    x = inputs["x"]
+    return {"sum": x.sum(axis=1), "pid": np.array(os.getpid()), "empty": x[:0]}
+
+
+def _jobs(n, rows=5, **extra):
+    xs = [RNG.standard_normal((rows, 7)).astype(np.float32) for _ in range(n)]
+    return [({"j": j, "parent": os.getpid(), **extra}, {"x": x}) for j, x in enumerate(xs)], xs
+
+
+def test_jobs_run_in_order_on_the_workers_and_here():
+    jobs, xs = _jobs(9)  # more jobs than workers and slots: workers are refilled
+    pool = ForkPool(_fn, 2, ForkPool.need(jobs))
+    try:
+        out = pool.map(jobs, _fn)
+        for o, x in zip(out, xs):
+            np.testing.assert_allclose(o["sum"], x.sum(axis=1), rtol=1e-6)
+            assert o["empty"].shape == (0, 7) and o["empty"].dtype == np.float32
+        pids = [int(o["pid"]) for o in out]
+        assert pids[0::3] == [os.getpid()] * 3  # every third job runs here
+        assert len(set(pids)) == 3
+        again = pool.map(jobs[:2], _fn)  # slots are reused run after run
+        np.testing.assert_array_equal(again[1]["sum"], out[1]["sum"])
+    finally:
+        pool.close()
+    assert not pool.usable(0)
+
+
+def test_errors_come_back_as_themselves_or_with_the_traceback():
+    jobs, _ = _jobs(3, fail="odd")
+    pool = ForkPool(_fn, 1, ForkPool.need(jobs), errors=(Odd,))
+    try:
+        with pytest.raises(Odd, match="odd job 0"):  # the first error, here, once all are in
+            pool.map(jobs, _fn)
+        with pytest.raises(Odd, match="odd job 1"):  # a worker's error: same class and text
+            pool.map(jobs[1:2] * 2, lambda a, i: {})
+        assert pool.usable(0)  # an error in a chunk leaves the workers running
+        bug, _ = _jobs(2, fail="bug")
+        with pytest.raises(WorkerError, match="(?s)a run worker failed.*ValueError: a bug"):
+            pool.map(bug, lambda a, i: {})
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_dies_is_reported_and_the_pool_closed():
+    jobs, _ = _jobs(2, fail="die")
+    pool = ForkPool(_fn, 1, ForkPool.need(jobs))
+    with pytest.raises(WorkerError, match="exited unexpectedly \\(exit code 3\\)"):
+        pool.map(jobs, _fn)
+    assert pool.workers == 0 and not pool.usable(0)
+
+
+def test_inputs_must_fit_the_slots():
+    jobs, _ = _jobs(2, rows=100)
+    pool = ForkPool(_fn, 1, 64)
+    try:
+        with pytest.raises(ValueError, match="do not fit"):
+            pool.map(jobs, _fn)
+    finally:
+        pool.close()
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    from cimc import compile as compile_model
+
+    with np.load(MNIST / "test.npz") as z:
+        x = z["x"][:400].astype(np.float32)
+    art = compile_model(MNIST / "model.onnx", "hermes64",
+                        tmp_path_factory.mktemp("w") / "m.cimc",
+                        input_shapes={"input": (1, 1, 28, 28)}, calib={"input": x[:50]}).artifact
+    return art, x
+
+
+def test_chip_runs_chunks_in_worker_processes(mnist, monkeypatch):
+    import cimc.runtime.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 20)  # two chunks of 200
+    art, x = mnist
+    with load(art, seed=3, workers=2) as chip, load(art, seed=3, workers=1) as alone:
+        assert len(chip._chunks(len(x))) == 2
+        y = chip.run({"input": x}, t=60.0)["logits"]
+        pool = chip._procs
+        assert pool is not None and pool.workers == 1
+        np.testing.assert_array_equal(y, alone.run({"input": x}, t=60.0)["logits"])
+        # a NaN in the worker's chunk is named by its index in the batch
+        bad = x.copy()
+        bad[350, 0, 3, 4] = np.nan
+        with pytest.raises(RuntimeInputError, match=r"1 NaN/Inf value\(s\), the first at index "
+                                                   r"\[350, 0, 3, 4\]"):
+            chip.run({"input": bad})
+        with pytest.raises(RuntimeInputError, match=r"index \[350, 0, 3, 4\]"):
+            alone.run({"input": bad})  # (a run all the same: the next draws fresh noise)
+        assert chip._procs is pool and pool.usable(0)
+        # a worker killed between runs is replaced
+        pid = pool._procs[0].pid
+        os.kill(pid, 9)
+        pool._procs[0].join(5)
+        y2 = chip.run({"input": x}, t=60.0)["logits"]
+        assert chip._procs is not pool and chip._procs._procs[0].pid != pid
+        np.testing.assert_array_equal(y2, alone.run({"input": x}, t=60.0)["logits"])
+    assert chip._procs is None  # with closed them
+
+
+def test_worker_processes_end_with_their_chip(mnist, monkeypatch):
+    import cimc.runtime.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 20)
+    art, x = mnist
+    chip = load(art, seed=3, workers=2)
+    chip.run({"input": x})
+    proc = chip._procs._procs[0]
+    del chip
+    gc.collect()
+    for _ in range(50):
+        if not proc.is_alive():
+            break
+        time.sleep(0.1)
+    assert not proc.is_alive()
+
+
+def test_workers_end_when_their_pipe_closes_whatever_was_forked_later():
+    # Each worker closes its copies of the other pools' pipes: a pool closed while a later
+    # pool's workers live still ends its own at once (not by the kill after a timeout).
+    jobs, _ = _jobs(2)
+    first = ForkPool(_fn, 1, ForkPool.need(jobs))
+    second = ForkPool(_fn, 1, ForkPool.need(jobs))
+    try:
+        proc = first._procs[0]
+        started = time.perf_counter()
+        first.close()
+        assert proc.exitcode == 0 and time.perf_counter() - started < 1.5
+        second.map(jobs, _fn)
+    finally:
+        second.close()
+    assert second._procs == [] and not second.usable(0)
