@@ -102,11 +102,6 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def _one_blas_thread() -> Any:
-    """In a worker process: BLAS on one thread for the worker's life (the limiter to keep)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
 def _default_workers() -> int:
     try:
         n = len(os.sched_getaffinity(0))
@@ -259,9 +254,12 @@ class Chip:
                 if pool is not None:
                     pool.lock.release()
                     self._procs_closer()
+                # Forked inside the run's single_threaded_blas(): the workers keep one BLAS
+                # thread. (Setting it in a worker would start OpenBLAS's thread pool there,
+                # whose thread spins for 0.1 s; so does the one restoring the caller's limit
+                # after this run, once.)
                 pool = ForkPool(self._chunk, self.workers - 1,
-                                1 << max(need - 1, 1).bit_length(),
-                                errors=_WORKER_ERRORS, setup=_one_blas_thread)
+                                1 << max(need - 1, 1).bit_length(), errors=_WORKER_ERRORS)
                 pool.lock.acquire()
                 self._procs, self._procs_closer = pool, weakref.finalize(self, pool.close)
             return pool

@@ -82,8 +82,7 @@ class ForkPool:
     SLOTS = 2
 
     def __init__(self, fn: ChunkFn, workers: int, slot_bytes: int,
-                 errors: Sequence[type[Exception]] = (), setup: Callable[[], Any] | None = None
-                 ) -> None:
+                 errors: Sequence[type[Exception]] = ()) -> None:
         self.slot_bytes = max(_ALIGN, _aligned(slot_bytes))
         self.errors = {e.__name__: e for e in errors}
         self.lock = threading.Lock()
@@ -101,7 +100,7 @@ class ForkPool:
                 # would not see its pipe close while a later-forked worker lives
                 others = [parent, *self._conns, *(c for p in _open if p is not self
                                                   for c in p._conns)]
-                proc = ctx.Process(target=_serve, args=(child, mem, fn, setup, others),
+                proc = ctx.Process(target=_serve, args=(child, mem, fn, others),
                                    daemon=True, name="cimc-run")
                 with warnings.catch_warnings():
                     # Python >= 3.12 warns when a process with threads forks: a lock another
@@ -241,13 +240,11 @@ class ForkPool:
         self._conns, self._mems = [], []
 
 
-def _serve(conn: Connection, mem: mmap.mmap, fn: ChunkFn, setup: Callable[[], Any] | None,
-           others: list[Connection]) -> None:
+def _serve(conn: Connection, mem: mmap.mmap, fn: ChunkFn, others: list[Connection]) -> None:
     """A worker's loop: read a request, run ``fn``, reply; exit when the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles ^C and closes the pool
     for c in others:
         c.close()
-    keep = setup() if setup is not None else None  # noqa: F841 - held for the worker's life
     while True:
         try:
             head = json.loads(conn.recv_bytes())

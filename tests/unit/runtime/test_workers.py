@@ -167,3 +167,24 @@ def test_workers_end_when_their_pipe_closes_whatever_was_forked_later():
     finally:
         second.close()
     assert second._procs == [] and not second.usable(0)
+
+
+def _blas_threads(args, inputs):
+    from cimc.runtime.chip import _blas_controller
+
+    info = _blas_controller().select(user_api="blas").info()
+    return {"n": np.array([lib["num_threads"] for lib in info] or [1])}
+
+
+def test_workers_forked_in_a_run_keep_one_blas_thread():
+    # A chip forks its workers inside the run's single-threaded BLAS section, so they never
+    # set the limit themselves (that would start OpenBLAS's spinning thread pool).
+    from cimc.runtime.chip import single_threaded_blas
+
+    with single_threaded_blas():
+        pool = ForkPool(_blas_threads, 1, 64)
+    try:
+        out = pool.map([({}, {}), ({}, {})], _blas_threads)
+        assert out[1]["n"].max() == 1  # the worker's
+    finally:
+        pool.close()
