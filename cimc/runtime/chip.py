@@ -202,7 +202,8 @@ class Chip:
         self.runs += 1
         batch = next(iter(feeds.values())).shape[0] if feeds and flexible else 1
         bounds = self._chunks(batch) if flexible else [(0, batch)]
-        jobs = [({"run": run_index, "chunk": i, "t": t, "compensate": comp, "noise": noise},
+        jobs = [({"seed": self.seed, "run": run_index, "chunk": i, "t": t, "compensate": comp,
+                  "noise": bool(noise)},
                  {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds)
                 for i, (a, b) in enumerate(bounds)]
         try:
@@ -220,7 +221,7 @@ class Chip:
         if not all_finite(inputs):
             raise _NotFinite
         ctx = RunContext(self.machine.tiles_at(args["t"], args["compensate"]),
-                         _rng(self.seed, _READ_STREAM, args["run"], args["chunk"]),
+                         _rng(args["seed"], _READ_STREAM, args["run"], args["chunk"]),
                          args["noise"], self._workspace(), threaded=args.get("threaded", False))
         return self.machine.execute(inputs, ctx)
 
@@ -265,12 +266,14 @@ class Chip:
             return pool
 
     def close(self) -> None:
-        """Stop this instance's worker processes, if it has any (a later run starts new ones;
-        they also stop when the instance is garbage-collected or the process exits)."""
+        """Stop this instance's worker processes, if it has any, once a run of it in another
+        thread is done (a later run starts new ones; they also stop when the instance is
+        garbage-collected or the process exits)."""
         with self._procs_lock:
-            if self._procs is not None:
-                self._procs_closer()
-                self._procs = None
+            pool, closer, self._procs = self._procs, self._procs_closer, None
+        if pool is not None:
+            with pool.lock:
+                closer()
 
     def __enter__(self) -> Self:
         return self

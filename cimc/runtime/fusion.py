@@ -271,14 +271,15 @@ class FusedMvm(Step):
 
     def _block(self, x: np.ndarray, threaded: bool) -> int:
         """Samples per block: about BLOCK_ELEMENTS (or THREADED_BLOCK_ELEMENTS) patch elements,
-        rounded down to a multiple of the samples whose outputs count a multiple of 4. Each
-        block draws its normals in turn, four per 64 random bits (fast_normal_f32): so blocks
-        use the random stream exactly as one draw for the whole chunk would, whatever the
-        block size."""
+        rounded down to a multiple of the samples whose outputs count a multiple of 4, and at
+        least 2. Each block draws its normals in turn, four per 64 random bits
+        (fast_normal_f32): so blocks use the random stream exactly as one draw for the whole
+        chunk would, whatever the block size. The first block's patches decide the product's
+        layout for all (mvm_operand), and one sample's patches fit more than one layout."""
         positions = math.prod(_out_size(x.shape[2:], *self.prologue.params))
         elements = THREADED_BLOCK_ELEMENTS if threaded else BLOCK_ELEMENTS
         step = 4 // math.gcd(4, self.mvm.cols * positions)
-        return max(step, elements // (self.mvm.rows * positions) // step * step)
+        return max(step, 2, elements // (self.mvm.rows * positions) // step * step)
 
     def _hoist(self, shape: tuple[int, ...]) -> tuple[list[int], list[np.ndarray]] | None:
         """For the mvm's result of ``shape``: the permutation of the transposes before the

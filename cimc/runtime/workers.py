@@ -69,6 +69,23 @@ def _layout(arrays: Mapping[str, np.ndarray], start: int) -> tuple[list[list[Any
 _open: weakref.WeakSet[ForkPool] = weakref.WeakSet()
 
 
+def _close_inherited() -> None:
+    """In any forked child: close its copies of every pool's pipe ends, so that a worker sees
+    its pipe close when its pool closes, whatever else was forked meanwhile."""
+    for pool in list(_open):
+        for conn in pool._conns:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited)
+
+
+def _error_key(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class WorkerError(RuntimeError):
     """A worker failed in a way that is not one of the pool's errors (a bug, or it died)."""
 
@@ -84,24 +101,23 @@ class ForkPool:
     def __init__(self, fn: ChunkFn, workers: int, slot_bytes: int,
                  errors: Sequence[type[Exception]] = ()) -> None:
         self.slot_bytes = max(_ALIGN, _aligned(slot_bytes))
-        self.errors = {e.__name__: e for e in errors}
+        self.errors = {_error_key(e): e for e in errors}
         self.lock = threading.Lock()
         self.pid = os.getpid()  # a forked copy of the caller must not use these workers
         self._procs: list[Any] = []
         self._conns: list[Connection] = []
         self._mems: list[mmap.mmap] = []
         ctx = multiprocessing.get_context("fork")
+        _open.add(self)  # every child forked from now on closes its copies of our pipes
         try:
             for _ in range(workers):
                 # anonymous and shared with the child
                 mem = mmap.mmap(-1, self.SLOTS * self.slot_bytes)
                 parent, child = ctx.Pipe(duplex=True)
-                # the child closes its copies of every pool's ends of the pipes, or a worker
-                # would not see its pipe close while a later-forked worker lives
-                others = [parent, *self._conns, *(c for p in _open if p is not self
-                                                  for c in p._conns)]
-                proc = ctx.Process(target=_serve, args=(child, mem, fn, others),
-                                   daemon=True, name="cimc-run")
+                self._conns.append(parent)
+                self._mems.append(mem)
+                proc = ctx.Process(target=_serve, args=(child, mem, fn), daemon=True,
+                                   name="cimc-run")
                 with warnings.catch_warnings():
                     # Python >= 3.12 warns when a process with threads forks: a lock another
                     # thread held stays locked in the child. The child only runs numpy on its
@@ -111,9 +127,6 @@ class ForkPool:
                     proc.start()
                 child.close()
                 self._procs.append(proc)
-                self._conns.append(parent)
-                self._mems.append(mem)
-            _open.add(self)
         except BaseException:
             self.close(kill=True)
             raise
@@ -155,7 +168,10 @@ class ForkPool:
             entries, _ = _layout(arrays, (sent[w] % self.SLOTS) * self.slot_bytes)
             for (_, _, _, off), a in zip(entries, arrays.values()):
                 np.copyto(np.ndarray(a.shape, a.dtype, self._mems[w], off), a)
-            self._conns[w].send_bytes(json.dumps({"args": args, "inputs": entries}).encode())
+            try:
+                self._conns[w].send_bytes(json.dumps({"args": args, "inputs": entries}).encode())
+            except OSError:
+                raise self._died(w) from None
             sent[w] += 1
             waiting[w].append(j)
 
@@ -164,9 +180,9 @@ class ForkPool:
             j = waiting[w].popleft()
             try:
                 results[j] = self._receive(w)
-            except WorkerError:
-                raise
-            except Exception as e:  # noqa: BLE001 - raised once every reply is in
+            except Exception as e:  # (raised once every reply is in)
+                if isinstance(e, WorkerError) and not self._procs[w].is_alive():
+                    raise  # it died: the pool closes
                 first = first or e
             if todo[w]:
                 send(w)
@@ -200,10 +216,10 @@ class ForkPool:
         try:
             head = json.loads(conn.recv_bytes())
             if head.get("error") is not None:
-                kind, message = head["error"]
+                kind, message, trace = head["error"]
                 cls = self.errors.get(kind)
                 if cls is None:
-                    raise WorkerError(f"a run worker failed:\n{message}")
+                    raise WorkerError(f"a run worker failed:\n{trace}")
                 raise cls(message)
             out = {}
             for name, dtype, shape in head["outputs"]:
@@ -212,17 +228,20 @@ class ForkPool:
                 out[name] = arr
             return out
         except (EOFError, OSError):
-            proc = self._procs[w]
-            proc.join(1.0)
-            raise WorkerError(f"a run worker (pid {proc.pid}) exited unexpectedly (exit code "
-                              f"{proc.exitcode}); the next run starts a new one") from None
+            raise self._died(w) from None
+
+    def _died(self, w: int) -> WorkerError:
+        proc = self._procs[w]
+        proc.join(1.0)
+        return WorkerError(f"a run worker (pid {proc.pid}) exited unexpectedly (exit code "
+                           f"{proc.exitcode}); the next run starts a new one")
 
     def close(self, kill: bool = False) -> None:
         """Stop the workers and free the buffers: closing their pipes ends them once they are
         idle; ``kill`` ends them at once (they may be running a chunk nobody waits for)."""
         procs, self._procs = self._procs, []
         _open.discard(self)
-        if self.pid != os.getpid():  # a forked copy: the workers are not ours to stop
+        if self.pid != os.getpid():  # a forked copy (its pipes closed at the fork)
             return
         if kill:
             for proc in procs:
@@ -240,11 +259,9 @@ class ForkPool:
         self._conns, self._mems = [], []
 
 
-def _serve(conn: Connection, mem: mmap.mmap, fn: ChunkFn, others: list[Connection]) -> None:
+def _serve(conn: Connection, mem: mmap.mmap, fn: ChunkFn) -> None:
     """A worker's loop: read a request, run ``fn``, reply; exit when the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles ^C and closes the pool
-    for c in others:
-        c.close()
     while True:
         try:
             head = json.loads(conn.recv_bytes())
@@ -258,9 +275,7 @@ def _serve(conn: Connection, mem: mmap.mmap, fn: ChunkFn, others: list[Connectio
             if any(v.dtype.hasobject for v in out.values()):
                 raise TypeError("outputs of dtype object cannot leave a worker")
         except Exception as e:  # noqa: BLE001 - every failure goes back to the caller
-            error = [type(e).__name__, str(e) if type(e).__module__.startswith("cimc")
-                     else traceback.format_exc()]
-            reply, out = {"error": error}, {}
+            reply, out = {"error": [_error_key(type(e)), str(e), traceback.format_exc()]}, {}
         try:
             conn.send_bytes(json.dumps(reply).encode())
             for v in out.values():

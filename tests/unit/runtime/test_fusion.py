@@ -152,13 +152,15 @@ def test_pool_moves_only_past_monotone_window_constant_maps(tmp_path, bias_shape
         assert not moved
 
 
-@pytest.mark.parametrize("cols", [4, 3])  # 4 or 3 * 49 outputs per sample: blocks of 1 or 4
-def test_blocks_and_chunks_do_not_change_the_numbers(tmp_path, monkeypatch, cols):
+# 6 channels: position-major patches; 3: per-sample patches (a block of one sample would fit
+# another layout). 4 or 3 * 49 outputs per sample: blocks of any size or of multiples of 4.
+@pytest.mark.parametrize(("c", "cols"), [(6, 4), (6, 3), (3, 4)])
+def test_blocks_and_chunks_do_not_change_the_numbers(tmp_path, monkeypatch, c, cols):
     import cimc.runtime.chip as chip_mod
 
     conv = "dac_bits=8, dac_range=2.0, adc_bits=8, adc_range=4.0"
-    path, _ = _conv(tmp_path, c=6, m=cols, target="hermes64", conv=conv)
-    x = RNG.uniform(-2, 2, (40, 6, 9, 9)).astype(np.float32)
+    path, _ = _conv(tmp_path, c=c, m=cols, target="hermes64", conv=conv)
+    x = RNG.uniform(-2, 2, (40, c, 9, 9)).astype(np.float32)
     whole = _both(load(path), {"x": x}, t=10.0, noise=False)[1]["y"]  # one by one, one block
     monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 2000)  # the fewest samples a block
     fused, plain = _both(load(path), {"x": x}, t=10.0, noise=False)

@@ -30,6 +30,8 @@ def _fn(args, inputs):
         raise Odd(f"odd job {args['j']}")
     if args.get("fail") == "bug":
         raise ValueError("a bug")
+    if args.get("fail") == "namesake":  # named like a registered class, but another one
+        raise type("Odd", (Exception,), {"__module__": "elsewhere"})("not ours")
     if args.get("fail") == "die" and os.getpid() != args["parent"]:
         os._exit(3)
     x = inputs["x"]
@@ -71,6 +73,9 @@ def test_errors_come_back_as_themselves_or_with_the_traceback():
         bug, _ = _jobs(2, fail="bug")
         with pytest.raises(WorkerError, match="(?s)a run worker failed.*ValueError: a bug"):
             pool.map(bug, lambda a, i: {})
+        namesake, _ = _jobs(2, fail="namesake")
+        with pytest.raises(WorkerError, match="(?s)elsewhere.Odd: not ours"):
+            pool.map(namesake, lambda a, i: {})
     finally:
         pool.close()
 
@@ -81,6 +86,17 @@ def test_a_worker_that_dies_is_reported_and_the_pool_closed():
     with pytest.raises(WorkerError, match="exited unexpectedly \\(exit code 3\\)"):
         pool.map(jobs, _fn)
     assert pool.workers == 0 and not pool.usable(0)
+
+
+def test_a_worker_that_died_before_a_map_is_reported():
+    jobs, _ = _jobs(2)
+    pool = ForkPool(_fn, 1, ForkPool.need(jobs))
+    pool._procs[0].kill()
+    pool._procs[0].join(5)
+    assert not pool.usable(0)
+    with pytest.raises(WorkerError, match="exited unexpectedly \\(exit code -9\\)"):
+        pool.map(jobs, _fn)
+    assert pool.workers == 0
 
 
 def test_inputs_must_fit_the_slots():
@@ -153,20 +169,60 @@ def test_worker_processes_end_with_their_chip(mnist, monkeypatch):
 
 
 def test_workers_end_when_their_pipe_closes_whatever_was_forked_later():
-    # Each worker closes its copies of the other pools' pipes: a pool closed while a later
-    # pool's workers live still ends its own at once (not by the kill after a timeout).
+    # Every forked child closes its copies of the pools' pipes: a pool closed while a later
+    # pool's workers, or any other child forked later, live still ends its workers at once
+    # (not by the kill after a timeout).
     jobs, _ = _jobs(2)
     first = ForkPool(_fn, 1, ForkPool.need(jobs))
     second = ForkPool(_fn, 1, ForkPool.need(jobs))
+    other = os.fork()
+    if other == 0:  # a child that is not a worker
+        time.sleep(5)
+        os._exit(0)
     try:
         proc = first._procs[0]
         started = time.perf_counter()
         first.close()
         assert proc.exitcode == 0 and time.perf_counter() - started < 1.5
         second.map(jobs, _fn)
+        proc = second._procs[0]
+        second.close()
+        assert proc.exitcode == 0
     finally:
+        os.kill(other, 9)
+        os.waitpid(other, 0)
         second.close()
     assert second._procs == [] and not second.usable(0)
+
+
+def test_closing_a_chip_waits_for_its_run_in_another_thread(mnist, monkeypatch):
+    import threading
+
+    import cimc.runtime.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 19)  # four chunks
+    art, x = mnist
+    with load(art, seed=3, workers=1) as alone:
+        want = [alone.run({"input": x})["logits"] for _ in range(3)]
+    chip = load(art, seed=3, workers=2)
+    got, errors = [], []
+
+    def runs():
+        try:
+            got.extend(chip.run({"input": x})["logits"] for _ in range(3))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    worker = threading.Thread(target=runs)
+    worker.start()
+    while chip._procs is None and worker.is_alive():
+        time.sleep(0.001)
+    chip.close()  # waits for the run in progress; the next run forks new workers
+    worker.join(60)
+    assert not worker.is_alive() and errors == []
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    chip.close()
 
 
 def _blas_threads(args, inputs):
