@@ -8,7 +8,7 @@
   parsing and no per-vector Python work.
 
 :meth:`Machine.execute` runs the programs on one batch (the chip runs a large batch as a few
-chunks, possibly on parallel threads): the cores are interleaved (each runs until it blocks on a
+chunks, possibly in parallel: cimc.runtime.workers): the cores are interleaved (each runs until it blocks on a
 ``recv`` whose message has not been sent), a deadlock is reported with the cores and the
 instructions they wait at, and every instruction works on the whole batch at once (one matrix
 product per ``mvm``, plus one more for the read-noise variance; no Python loop over vectors).
