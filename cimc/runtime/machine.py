@@ -8,10 +8,11 @@
   parsing and no per-vector Python work.
 
 :meth:`Machine.execute` runs the programs on one batch (the chip runs a large batch as a few
-chunks, possibly in parallel: cimc.runtime.workers): the cores are interleaved (each runs until it blocks on a
-``recv`` whose message has not been sent), a deadlock is reported with the cores and the
-instructions they wait at, and every instruction works on the whole batch at once (one matrix
-product per ``mvm``, plus one more for the read-noise variance; no Python loop over vectors).
+chunks, possibly in parallel: :mod:`cimc.runtime.workers`): the cores are interleaved (each
+runs until it blocks on a ``recv`` whose message has not been sent), a deadlock is reported
+with the cores and the instructions they wait at, and every instruction works on the whole
+batch at once (one matrix product per ``mvm``, plus one more for the read-noise variance; no
+Python loop over vectors).
 Patches made by ``im2col`` are laid out so the product reads them without a copy (patch-major,
 per sample, or position-major from a channels-last copy of the input), a DAC that every consumer
 of the patches applies is applied once, before the copy, and the read noise's normals come from
