@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -245,7 +246,7 @@ class Chip:
                    ) -> ForkPool | None:
         """This instance's worker processes, locked for one run; forked at its first parallel
         run (again when a chunk outgrows their input buffers, or after a worker died). None
-        while another run of this instance uses them."""
+        while another run of this instance uses them, or when no process can be forked."""
         need = ForkPool.need(jobs)
         with self._procs_lock:
             pool = self._procs
@@ -255,12 +256,18 @@ class Chip:
                 if pool is not None:
                     pool.lock.release()
                     self._procs_closer()
+                    self._procs = None
                 # Forked inside the run's single_threaded_blas(): the workers keep one BLAS
                 # thread. (Setting it in a worker would start OpenBLAS's thread pool there,
                 # whose thread spins for 0.1 s; so does the one restoring the caller's limit
                 # after this run, once.)
-                pool = ForkPool(self._chunk, self.workers - 1,
-                                1 << max(need - 1, 1).bit_length(), errors=_WORKER_ERRORS)
+                try:
+                    pool = ForkPool(self._chunk, self.workers - 1,
+                                    1 << max(need - 1, 1).bit_length(), errors=_WORKER_ERRORS)
+                except OSError as e:  # no fork now (process or memory limits): threads
+                    warnings.warn(f"cimc: cannot start worker processes ({e}); this run's "
+                                  "chunks run on threads", RuntimeWarning, stacklevel=4)
+                    return None
                 pool.lock.acquire()
                 self._procs, self._procs_closer = pool, weakref.finalize(self, pool.close)
             return pool

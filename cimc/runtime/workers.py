@@ -46,9 +46,13 @@ _ALIGN = 64
 
 
 def fork_available() -> bool:
-    """Whether chunks may run in forked processes: Linux only (fork is unsafe with the system
-    frameworks of macOS and does not exist on Windows; there, threads run the chunks)."""
-    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    """Whether chunks may run in forked processes: on Linux (fork is unsafe with the system
+    frameworks of macOS and does not exist on Windows; there, threads run the chunks), and not
+    inside a daemonic process (a multiprocessing.Pool worker, say), which may have no
+    children."""
+    return (sys.platform.startswith("linux")
+            and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
 
 
 def _aligned(n: int) -> int:

@@ -244,3 +244,29 @@ def test_workers_forked_in_a_run_keep_one_blas_thread():
         assert out[1]["n"].max() == 1  # the worker's
     finally:
         pool.close()
+
+
+def test_runs_fall_back_to_threads_where_no_worker_can_be_forked(mnist, monkeypatch):
+    import multiprocessing
+    from types import SimpleNamespace
+
+    import cimc.runtime.chip as chip_mod
+    from cimc.runtime import workers
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 20)
+    art, x = mnist
+    with load(art, seed=3, workers=1) as alone:
+        want = alone.run({"input": x})["logits"]
+
+    class NoFork(ForkPool):
+        def __init__(self, *args, **kwargs):
+            raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(chip_mod, "ForkPool", NoFork)
+    with load(art, seed=3, workers=2) as chip:
+        with pytest.warns(RuntimeWarning, match="cannot start worker processes.*threads"):
+            np.testing.assert_array_equal(chip.run({"input": x})["logits"], want)
+        assert chip._procs is None
+    # a daemonic process (a multiprocessing.Pool worker) may not have children
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
+    assert not workers.fork_available()
