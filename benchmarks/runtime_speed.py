@@ -5,7 +5,8 @@ onnxruntime on the same batch measured in the same run.
 
 hermes64 runs with every noise source on (programming noise and drift drawn at load, read noise
 redrawn at every MVM, DAC/ADC quantisation, drift at t = 1 day with global drift compensation);
-ideal runs the same core programs with exact crossbars. Goals: hermes64 <= 4x, ideal <= 2x.
+ideal runs the same core programs with exact crossbars. Both use the default number of workers
+(the CPUs available): worker processes on Linux, threads elsewhere (cimc.runtime.workers). Goals: hermes64 <= 4x, ideal <= 2x.
 The machine is shared and noisy: rounds of onnxruntime and of the chip alternate (three runs
 back to back each, since onnxruntime's threads spin on after a run), and each figure is the best
 over --repeat rounds (after one warm-up), so both sides see the same conditions.
@@ -68,11 +69,14 @@ def main() -> int:
             art = cimc.compile(model, target, Path(tmp) / f"{target}.cimc",
                                input_shapes={name: (1, *x.shape[1:])}, calib={name: x[:100]}).artifact
             chip = cimc.load(art, seed=0)
-            t_ort, t_chip = best_times([reference, lambda: chip.run({name: x}, t=t)], args.repeat)
+            t_ort, t_chip = best_times([reference, lambda chip=chip, t=t: chip.run({name: x}, t=t)], args.repeat)
             ratio = t_chip / t_ort
             ok &= ratio <= goal
+            how = "processes" if chip._procs is not None else "threads"
             print(f"cimc runtime, {target:<8} t={t:>7.0f} s: {t_chip * 1e3:7.1f} ms = {ratio:5.2f}x "
-                  f"onnxruntime's {t_ort * 1e3:.1f} ms, batch {len(x)} (goal <= {goal:g}x)")
+                  f"onnxruntime's {t_ort * 1e3:.1f} ms, batch {len(x)} (goal <= {goal:g}x; "
+                  f"{len(chip._chunks(len(x)))} chunks, {chip.workers} at once on {how})")
+            chip.close()
     return 0 if ok else 1
 
 
