@@ -89,17 +89,18 @@ def single_threaded_blas() -> Iterator[None]:
                 _blas_limiter = None
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+_thread_pools: dict[int, ThreadPoolExecutor] = {}
+_thread_pools_lock = threading.Lock()
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
     """Worker threads shared by every chip instance (where chunks cannot run in forked
     processes; many instances, few threads)."""
-    with _pools_lock:
-        pool = _pools.get(threads)
+    with _thread_pools_lock:
+        pool = _thread_pools.get(threads)
         if pool is None:
-            pool = _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="cimc-run")
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="cimc-run")
+            _thread_pools[threads] = pool
         return pool
 
 
@@ -367,7 +368,7 @@ class Chip:
         return ws
 
     def _executor(self) -> ThreadPoolExecutor:
-        return _pool(self.workers - 1)
+        return _thread_pool(self.workers - 1)
 
     def report(self, batch: int | None = None) -> Report:
         """Crossbars, cores, utilisation, instruction counts, latency, energy and area for a

@@ -147,8 +147,9 @@ def fast_normal_f32(rng: np.random.Generator, shape: tuple[int, ...],
     looks its quantile up, about twice as fast as :func:`standard_normal_f32`. The result is a
     discrete distribution of 2^16 equally likely values that matches the normal's distribution
     function at every multiple of 2^-16, with mean 0 and variance exactly 1, and no samples
-    beyond ±4.325 (the normal puts 1.5e-5 of its mass there; its kurtosis is 2.9992, not 3). With a workspace the result lives
-    in it, as its array ``key`` (valid until the next call with that key).
+    beyond ±4.325 (the normal puts 1.5e-5 of its mass there; its kurtosis is 2.9992, not 3).
+    With a workspace the result lives in it, as its array ``key`` (valid until the next call
+    with that key).
     """
     n = math.prod(shape)
     raw = rng.bit_generator.random_raw((n + 3) // 4)
@@ -188,7 +189,8 @@ def im2col(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]
         (st[0], st[1], *(st[2 + i] * dilations[i] for i in range(d)),
          *(st[2 + i] * strides[i] for i in range(d))))
     # [N, C, *K, *O] view of the patch-major block [C, *K, N, *O]
-    dst = patches if per_sample else patches.transpose(d + 1, *range(d + 1), *range(d + 2, 2 * d + 2))
+    dst = patches if per_sample else patches.transpose(d + 1, *range(d + 1),
+                                                       *range(d + 2, 2 * d + 2))
     np.copyto(dst, windows)
     if per_sample:
         return patches.reshape(n, rows, *out).transpose(0, *range(2, d + 2), 1)

@@ -59,14 +59,14 @@ def _aligned(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
-def _layout(arrays: Mapping[str, np.ndarray], start: int) -> tuple[list[list[Any]], int]:
+def _layout(arrays: Mapping[str, np.ndarray], start: int) -> list[list[Any]]:
     """Where each array goes in a shared buffer from offset ``start``: [name, dtype, shape,
-    offset] entries, and the offset after the last."""
+    offset] entries."""
     entries, off = [], start
     for name, a in arrays.items():
         entries.append([name, a.dtype.str, list(a.shape), off])
         off = _aligned(off + a.nbytes)
-    return entries, off
+    return entries
 
 
 # Every pool with workers in this process (forked workers close their copies of its pipes).
@@ -169,7 +169,7 @@ class ForkPool:
         def send(w: int) -> None:
             j = todo[w].popleft()
             args, arrays = jobs[j]
-            entries, _ = _layout(arrays, (sent[w] % self.SLOTS) * self.slot_bytes)
+            entries = _layout(arrays, (sent[w] % self.SLOTS) * self.slot_bytes)
             for (_, _, _, off), a in zip(entries, arrays.values()):
                 np.copyto(np.ndarray(a.shape, a.dtype, self._mems[w], off), a)
             try:
