@@ -306,7 +306,8 @@ class Chip:
                     return
                 parts[i] = self._chunk(*jobs[i])
 
-        helpers = [self._executor().submit(work) for _ in range(min(self.workers, len(jobs)) - 1)]
+        pool = _thread_pool(self.workers - 1)
+        helpers = [pool.submit(work) for _ in range(min(self.workers, len(jobs)) - 1)]
         try:
             work()
         finally:
@@ -366,9 +367,6 @@ class Chip:
         if ws is None:
             ws = self._local.ws = Workspace()
         return ws
-
-    def _executor(self) -> ThreadPoolExecutor:
-        return _thread_pool(self.workers - 1)
 
     def report(self, batch: int | None = None) -> Report:
         """Crossbars, cores, utilisation, instruction counts, latency, energy and area for a
