@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ops.registry import define
 from cimc.ir.types import TensorType
+from cimc.ops.registry import define
 
 
 def _constant_type(attrs) -> TensorType:

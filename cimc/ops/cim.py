@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
+from cimc.ir.types import TensorType
 from cimc.ops.linalg import im2col as im2col_columns
 from cimc.ops.linalg import pad_spatial
 from cimc.ops.registry import define
-from cimc.ir.types import TensorType
 
 
 def _int_list(attrs: dict[str, Any], key: str, length: int, minimum: int, op: str) -> list[int]:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ops.registry import broadcast_shapes, define, same_type
 from cimc.ir.types import DTYPES, TensorType
+from cimc.ops.registry import broadcast_shapes, define, same_type
 
 Attrs = dict[str, Any]
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ops.registry import broadcast_shapes, define
 from cimc.ir.types import TensorType
+from cimc.ops.registry import broadcast_shapes, define
 
 FLOATS = ("f16", "f32", "f64")
 

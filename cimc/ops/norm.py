@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
+from cimc.ir.types import TensorType
 from cimc.ops.linalg import compute_dtype
 from cimc.ops.registry import broadcast_shapes, define, normalize_axis
-from cimc.ir.types import TensorType
 
 FLOATS = ("f16", "f32", "f64")
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
+from cimc.ir.types import TensorType, dtype_name
 from cimc.ops.linalg import (
     check_spatial,
     compute_dtype,
@@ -28,7 +29,6 @@ from cimc.ops.linalg import (
     window_out_size,
 )
 from cimc.ops.registry import define
-from cimc.ir.types import TensorType, dtype_name
 
 
 def _check_bool(op: str, attrs: dict[str, Any], key: str) -> bool:
@@ -107,7 +107,7 @@ def max_pool(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
 def max_pool_plan(attrs: dict[str, Any], shape: tuple[int, ...], dtype: Any
                   ) -> Callable[..., np.ndarray]:
     """``nn.max_pool`` for inputs of ``shape`` and ``dtype``, validated and laid out once:
-    ``fn(x, out=None)`` pools ``x`` (into ``out`` when given; else a new array in ``x``'s
+    ``fn(x, dst=None)`` pools ``x`` (into ``dst`` when given; else a new array in ``x``'s
     layout). The runtime keeps one per shape and calls it block after block."""
     dtype = np.dtype(dtype)
     out = _max_pool_infer(attrs, TensorType(tuple(shape), dtype_name(dtype))).shape[2:]
@@ -115,14 +115,8 @@ def max_pool_plan(attrs: dict[str, Any], shape: tuple[int, ...], dtype: Any
     k, s, d = attrs["kernel_shape"], attrs["strides"], _dilations(attrs, r)
     # The max over a window box is the max along each spatial axis in turn: k[0] + k[1] + ...
     # strided passes instead of k[0] * k[1] * ...
-    passes = []
-    for i in range(r):
-        taps = []
-        for kp in range(k[i]):
-            index = [slice(None)] * len(shape)
-            index[2 + i] = slice(kp * d[i], kp * d[i] + s[i] * (out[i] - 1) + 1, s[i])
-            taps.append(tuple(index))
-        passes.append(taps)
+    passes = [[(slice(None),) * (2 + i) + t for t in kernel_taps([k[i]], [s[i]], [d[i]], [out[i]])]
+              for i in range(r)]
     pads = _pool_pads(attrs, shape, out)
     lowest = _lowest(dtype)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ops.registry import define, normalize_axis
 from cimc.ir.types import TensorType
+from cimc.ops.registry import define, normalize_axis
 
 
 def _axes(attrs, rank: int, op: str) -> tuple[int, ...]:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError, VerifyError
-from cimc.ops.registry import define, normalize_axis
 from cimc.ir.types import TensorType
+from cimc.ops.registry import define, normalize_axis
 
 INT64_MAX = 2**63 - 1
 

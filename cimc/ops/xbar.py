@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import VerifyError
-from cimc.ops.registry import define
 from cimc.ir.types import TensorType
+from cimc.ops.registry import define
 
 
 def quantize_converter(v: np.ndarray, bits: int, rng: float, signed: bool = True) -> np.ndarray:

@@ -47,7 +47,6 @@ from cimc.runtime.machine import (
     RunContext,
     Step,
     _mvm_consumers,
-    _out_size,
     mvm_operand,
 )
 
@@ -73,6 +72,10 @@ class _Op:
     def __init__(self, step: DopStep, pos: int, other: str | None) -> None:
         self.step, self.pos, self.other = step, pos, other
         self.op = step.op
+
+    def operands(self, v: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The binary op's operands in program order, with the run's value ``v``."""
+        return (v, other) if self.pos == 0 else (other, v)
 
 
 def _absorb(st: Step, cur: str) -> _Op | None:
@@ -202,7 +205,7 @@ class FusedMvm(Step):
                 np.maximum(v, 0, out=v)
             elif op.op != "nn.transpose":
                 c = next(it)
-                _IN_PLACE[op.op](*((v, c) if op.pos == 0 else (c, v)), out=v)
+                _IN_PLACE[op.op](*op.operands(v, c), out=v)
         env[self.dst] = self._apply(self.ops[k + 1:], v, env)
 
     def _pool(self, v: np.ndarray, perm: list[int], out: np.ndarray | None = None
@@ -226,20 +229,14 @@ class FusedMvm(Step):
         block): the result for the whole buffer, the deferred ADC (see MvmStep.compute)
         and the hoisting (None: the result is the mvm's, not pooled)."""
         im, mvm, k = self.prologue, self.mvm, self.pool_at
-        try:
-            x = im.input(env)
-        except ExecError as e:
-            raise ExecError(str(e), e.step or im) from None
+        x = im.input(env)
         n = x.shape[0]
         nb = min(n, self._block(x, ctx.threaded))
         y = pooled = hoisted = how = None
         adc, per, full = None, 0, (0,)
         for b0 in range(0, n, nb):
             b1 = min(b0 + nb, n)
-            try:
-                p = im.patches(x[b0:b1], ctx)
-            except ExecError as e:
-                raise ExecError(str(e), e.step or im) from None
+            p = im.patches(x[b0:b1], ctx)
             if b0 == 0:
                 hoisted = None if k is None else self._hoist((n, *p.shape[1:-1], mvm.cols))
                 _, how = mvm_operand(p, mvm.rows)
@@ -253,8 +250,7 @@ class FusedMvm(Step):
                 if y is None:  # one block
                     return mvm.result_view(p.shape, yb, how), adc, None
                 continue
-            buf = ctx.ws.get(("fused.y", id(self)), (b1 - b0, *full[1:]) if how == SAMPLES
-                             else ((b1 - b0) * per, mvm.cols))
+            buf = ctx.ws.get(("fused.y", id(self)), (rows.stop - rows.start, *full[1:]))
             yb, _, adc = mvm.product(p, ctx, True, buf, how)
             view = mvm.result_view(p.shape, yb, how)
             if pooled is not None:
@@ -276,7 +272,7 @@ class FusedMvm(Step):
         (fast_normal_f32): so blocks use the random stream exactly as one draw for the whole
         chunk would, whatever the block size. The first block's patches decide the product's
         layout for all (mvm_operand), and one sample's patches fit more than one layout."""
-        positions = math.prod(_out_size(x.shape[2:], *self.prologue.params))
+        positions = self.prologue.positions(x.shape)
         elements = THREADED_BLOCK_ELEMENTS if threaded else BLOCK_ELEMENTS
         step = 4 // math.gcd(4, self.mvm.cols * positions)
         return max(step, 2, elements // (self.mvm.rows * positions) // step * step)
@@ -330,7 +326,7 @@ class FusedMvm(Step):
 def _binary(op: _Op, v: np.ndarray, other: np.ndarray) -> np.ndarray:
     """``op`` with the run's value ``v`` at its position: in place on ``v`` when the result has
     ``v``'s shape and both are float32 (what the kernel computes then), else the kernel."""
-    a, b = (v, other) if op.pos == 0 else (other, v)
+    a, b = op.operands(v, other)
     if (isinstance(other, np.ndarray) and v.dtype == np.float32 and other.dtype == np.float32
             and other.ndim <= v.ndim
             and all(o in (1, s) for o, s in zip(other.shape[::-1], v.shape[::-1]))):

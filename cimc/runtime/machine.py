@@ -365,17 +365,18 @@ class TileAt:
     def _variants(self) -> dict[Any, tuple[np.ndarray, np.ndarray | None]]:
         return {}
 
-    def matrices(self, order: np.ndarray | None, scale: float | None, transposed: bool
+    def matrices(self, order: bytes | None, scale: float | None, transposed: bool
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(weight, read_var) with their rows in ``order`` (None: as they are), weight times
-        ``scale`` and read_var times its square (None: unscaled), both transposed when asked
-        (contiguous; cached per variant)."""
-        key = (None if order is None else order.tobytes(), scale, transposed)
+        """(weight, read_var) with their rows in ``order`` (the bytes of an intp index array,
+        hashed once; None: as they are), weight times ``scale`` and read_var times its square
+        (None: unscaled), both transposed when asked (contiguous; cached per variant)."""
+        key = (order, scale, transposed)
         hit = self._variants.get(key)
         if hit is None:
             w, var = self.weight, self.read_var
             if order is not None:
-                w, var = w[order], (None if var is None else var[order])
+                rows = np.frombuffer(order, np.intp)
+                w, var = w[rows], (None if var is None else var[rows])
             if scale is not None:
                 w = w * np.float32(scale)
                 var = None if var is None else var * np.float32(scale * scale)
@@ -605,17 +606,17 @@ class Im2colStep(Step):
         # they do not count towards the largest buffer of a run (Trace.peak).
         self.blocked = False
 
+    def positions(self, x_shape: tuple[int, ...]) -> int:
+        """Patches per sample of an input of ``x_shape``."""
+        try:
+            return math.prod(_out_size(x_shape[2:], *self.params))
+        except ValueError as e:  # the kernel does not fit
+            raise ExecError(str(e), self) from None
+
     def _per_sample(self, x: np.ndarray) -> bool:
         """Per-sample products (W.T @ [rows, P] for each sample) beat one product over all
         vectors when a crossbar has few columns and a sample many positions."""
-        kernel, strides, pads, dilations = self.params
-        d = len(kernel)
-        positions = 1
-        for i in range(d):
-            span = dilations[i] * (kernel[i] - 1) + 1
-            positions *= max((x.shape[2 + i] + pads[i] + pads[d + i] - span) // strides[i] + 1,
-                             1)
-        return positions >= 4 * max(self.cols, 1)
+        return self.positions(x.shape) >= 4 * max(self.cols, 1)
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
         env[self.dst] = self.patches(self.input(env), ctx)
@@ -625,7 +626,8 @@ class Im2colStep(Step):
         x = env[self.src]
         if x.ndim != 2 + len(self.params[0]):
             raise ExecError(f"im2col with a {len(self.params[0])}-d kernel needs a buffer "
-                            f"[N, C, {len(self.params[0])} spatial dims], got {list(x.shape)}")
+                            f"[N, C, {len(self.params[0])} spatial dims], got {list(x.shape)}",
+                            self)
         if self.dac is not None:
             x = dac_values(x, *self.dac)
         return x
@@ -641,7 +643,7 @@ class Im2colStep(Step):
                               per_sample=self._per_sample(x))
             return im2col(x, *self.params)
         except ValueError as e:
-            raise ExecError(str(e)) from None
+            raise ExecError(str(e), self) from None
 
 
 class MvmStep(Step):
@@ -660,7 +662,8 @@ class MvmStep(Step):
         # noise may square the input in place (see _fold_dacs)
         self.owns_input = False
         # set when the input is position-major patches: the crossbar's rows in their order
-        self.row_order: np.ndarray | None = None
+        # (the bytes of an intp index array: a key TileAt.matrices hashes once)
+        self.row_order: bytes | None = None
         self.adc_range = float(kw.get("adc_range", 0.0))
 
     def size(self, env: dict[str, Any]) -> int:
@@ -947,7 +950,7 @@ def _choose_channels_last(st: Im2colStep, readers: list[tuple[MvmStep, float, fl
     if channels < 2 or channels * positions != rows or channels * kernel[-1] < _CHANNELS_LAST_RUN:
         return
     st.channels_last = True
-    order = channels_last_rows(channels, positions)
+    order = channels_last_rows(channels, positions).astype(np.intp).tobytes()
     for m, _, _ in readers:
         m.row_order = order
 
