@@ -46,8 +46,9 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{args.model}.onnx")
-        onnx.save(randomize_constant_of_shape(onnx.load(str(LIGHT / f"light_{args.model}.onnx"))), path)
-        name = next(i.name for i in onnx.load(path).graph.input if "data" in i.name)
+        model = randomize_constant_of_shape(onnx.load(str(LIGHT / f"light_{args.model}.onnx")))
+        onnx.save(model, path)
+        name = next(i.name for i in model.graph.input if "data" in i.name)
         calib = None
         if args.calib:
             calib = {name: np.random.default_rng(0).standard_normal((args.calib, 3, 224, 224)).astype(np.float32)}

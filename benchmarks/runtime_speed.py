@@ -1,7 +1,7 @@
 """Runtime speed: the MNIST LeNet example, batch 1000, on the simulated chip, as a ratio to
 onnxruntime on the same batch measured in the same run.
 
-    python benchmarks/runtime_speed.py [--repeat 5] [--batch 1000]
+    python benchmarks/runtime_speed.py [--repeat 10] [--batch 1000]
 
 hermes64 runs with every noise source on (programming noise and drift drawn at load, read noise
 redrawn at every MVM, DAC/ADC quantisation, drift at t = 1 day with global drift compensation);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -69,10 +70,12 @@ _input_shape_option = click.option(
 @click.version_option(package_name="cimc")
 def main() -> None:
     """cimc: compile ONNX models for analog compute-in-memory chips and run them on a simulated chip."""
-    import warnings
-
-    # Warnings from the library (e.g. "no calibration data") print as one plain line.
+    # Warnings from the library (e.g. "no calibration data") print as one plain line, for this
+    # command only (main() may run inside another program, e.g. the tests).
+    before = warnings.formatwarning
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    click.get_current_context().call_on_close(
+        lambda: setattr(warnings, "formatwarning", before))
 
 
 @main.command("import")

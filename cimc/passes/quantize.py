@@ -62,6 +62,12 @@ CLIP_RATIOS = np.linspace(0.5, 1.0, 21, dtype=np.float32)
 WEIGHT_SCALINGS = ("mse", "max")
 
 
+def check_weight_scale(method: str) -> None:
+    if method not in WEIGHT_SCALINGS:
+        raise CimcError(f"quantize: weight_scale={method!r}; expected one of "
+                        f"{', '.join(WEIGHT_SCALINGS)}")
+
+
 def quantize_weights(
     w: np.ndarray, max_level: int, method: str = "mse"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +82,7 @@ def quantize_weights(
     w = np.asarray(w, dtype=np.float32)
     if max_level <= 0:
         return w.copy(), np.ones(w.shape[1], dtype=np.float32)
-    if method not in WEIGHT_SCALINGS:
-        raise CimcError(f"quantize: weight_scale={method!r}; expected one of "
-                        f"{', '.join(WEIGHT_SCALINGS)}")
+    check_weight_scale(method)
     peak = np.abs(w).max(axis=0) if w.shape[0] else np.zeros(w.shape[1], np.float32)
     ratio = _best_clip_ratio(w, peak, max_level) if method == "mse" else np.float32(1.0)
     scale = np.where(peak > 0, peak * ratio / np.float32(max_level), np.float32(1.0))
@@ -396,6 +400,7 @@ class Quantize(Pass):
         for name, p in (("dac_percentile", s.dac_percentile), ("adc_percentile", s.adc_percentile)):
             if not 0 < p <= 100:
                 raise CimcError(f"quantize: {name}={p}; expected a percentile in (0, 100]")
+        check_weight_scale(s.weight_scale)  # on every target, with or without tiles
         func = module.main
         tiles = [op for op in func.walk() if op.name == "cim.xbar_mvm"]
         report: dict[str, Any] = {

@@ -48,7 +48,6 @@ class BatchAnalysis:
     size: int | None
     batched: frozenset[Value] = field(repr=False)
     reason: str = ""
-    op: Op | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -91,11 +90,9 @@ def _elementwise(op: Op, batched: Sequence[bool], n: int) -> bool | str:
     """Broadcasting ops: every batched operand has the result's rank and dimension 0 == n; every
     other operand broadcasts without a batch axis (lower rank, or dimension 0 == 1)."""
     out = _t(op.results[0])
-    if not _carries(out, n):
-        return f"{op.name} result {out} has no batch axis of size {n}"
     for i, (v, b) in enumerate(zip(op.operands, batched)):
         t = _t(v)
-        if b and (t.rank != out.rank or t.shape[0] != n):
+        if b and t.rank != out.rank:
             return f"{op.name} operand #{i} {t} broadcasts its batch axis into {out}"
         if not b and not _broadcasts_unbatched(t, out.rank):
             return f"{op.name} operand #{i} {t} differs per sample of {out} but carries no batch"
@@ -223,7 +220,7 @@ def _transpose(op: Op, batched: Sequence[bool], n: int) -> bool | str:
 
 def _reshape(op: Op, batched: Sequence[bool], n: int) -> bool | str:
     x, out = _t(op.operands[0]), _t(op.results[0])
-    if not (_carries(x, n) and _carries(out, n)):
+    if not _carries(out, n):
         return f"nn.reshape {x} -> {out} does not keep dimension 0 (the batch of {n})"
     return True
 
@@ -303,7 +300,7 @@ def _op_result(op: Op, batched: set[Value], n: int) -> bool | str:
 
 def _fail(reason: str, op: Op | None = None) -> BatchAnalysis:
     where = f" (at {op.loc})" if op is not None and op.loc else ""
-    return BatchAnalysis(None, frozenset(), reason + where, op)
+    return BatchAnalysis(None, frozenset(), reason + where)
 
 
 def analyze_batch(func: Func) -> BatchAnalysis:
@@ -335,7 +332,7 @@ def analyze_batch(func: Func) -> BatchAnalysis:
             batched.update(op.results)
     out_names = func.output_names
     for i, v in enumerate(func.outputs):
-        if v not in batched or not _carries(_t(v), n):
+        if v not in batched:
             return _fail(f"output '{out_names[i]}' {_t(v)} does not carry the batch of {n}")
     return BatchAnalysis(n, frozenset(batched))
 

@@ -34,6 +34,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from cimc import __version__
 from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
@@ -319,12 +320,6 @@ def _layers(func: Func, target: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _compiler_version() -> str:
-    from cimc import __version__
-
-    return __version__
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -363,7 +358,6 @@ def emit_artifact(
 ) -> Path:
     """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
     ``target``) at ``path``, atomically. Returns ``path``."""
-    __version__ = _compiler_version()
     if target is None or not hasattr(target, "to_dict"):
         raise EmitError("emit_artifact needs the Target the module was compiled for")
     path = Path(path)
