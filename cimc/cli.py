@@ -70,12 +70,11 @@ _input_shape_option = click.option(
 @click.version_option(package_name="cimc")
 def main() -> None:
     """cimc: compile ONNX models for analog compute-in-memory chips and run them on a simulated chip."""
-    # Warnings from the library (e.g. "no calibration data") print as one plain line, for this
-    # command only (main() may run inside another program, e.g. the tests).
-    before = warnings.formatwarning
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
-    click.get_current_context().call_on_close(
-        lambda: setattr(warnings, "formatwarning", before))
+    # Warnings from the library (e.g. "no calibration data") print as one plain line on stderr,
+    # for this command only (main() may run inside another program, e.g. the tests).
+    before = warnings.showwarning
+    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+    click.get_current_context().call_on_close(lambda: setattr(warnings, "showwarning", before))
 
 
 @main.command("import")
