@@ -77,9 +77,11 @@ def evaluate_accuracy(
     from cimc.compiler import resolve_target
     from cimc.frontend.onnx.importer import load_model
     from cimc.progress import progress as progress_bar
+    from cimc.runtime.device import check_time
     from cimc.testing import ort_run
 
     seeds = [check_seed(s) for s in seeds]
+    times = [check_time(t) for t in times]  # before the work, not after compiling
     if not seeds:
         raise CimcError("evaluate needs at least one chip instance seed")
     proto, source, _ = load_model(model)
@@ -128,14 +130,14 @@ def evaluate_accuracy(
             bar.update()
         for t in times:
             for comp in modes(t):
-                label = f"chip, t = {format_time(float(t))}"
+                label = f"chip, t = {format_time(t)}"
                 if comp is not None:
                     label += f" (drift compensation {'on' if comp else 'off'})"
                 accs = []
                 for s, chip in zip(seeds, chips):
                     bar.set_postfix_str(f"{label}, seed {s}")
-                    out = chip.run({name: x_test}, t=float(t), drift_compensation=comp)
+                    out = chip.run({name: x_test}, t=t, drift_compensation=comp)
                     accs.append(accuracy(next(iter(out.values()))))
                     bar.update()
-                rows.append(AccuracyRow(label, float(np.mean(accs)), float(np.std(accs)), float(t), comp))
+                rows.append(AccuracyRow(label, float(np.mean(accs)), float(np.std(accs)), t, comp))
     return Evaluation(tgt.name, len(x_test), calib_count, tuple(seeds), rows)

@@ -99,20 +99,15 @@ def insert_odd_text(rng: np.random.Generator, data: bytes) -> bytes:
     return data[:i] + odd + data[i:]
 
 
-def huge_number(rng: np.random.Generator, data: bytes) -> bytes:
-    nums = [m for m in _tokens(data) if re.fullmatch(rb"[-+]?\d[\w.+-]*", m.group())]
-    if not nums:
-        return data
-    return _replace(data, _pick(rng, nums), _pick(rng, HUGE_NUMBERS).encode())
+def _swap_match(rng: np.random.Generator, data: bytes, pattern: re.Pattern[bytes],
+                choices: list[bytes]) -> bytes:
+    """One match of ``pattern`` in ``data`` replaced by one of ``choices``."""
+    found = list(pattern.finditer(data))
+    return _replace(data, _pick(rng, found), _pick(rng, choices)) if found else data
 
 
-def bad_dimension(rng: np.random.Generator, data: bytes) -> bytes:
-    """A dimension of a tensor type replaced by 0 or a huge number."""
-    dims = list(re.finditer(rb"(?<=[<x])\d+(?=x)", data))
-    if not dims:
-        return data
-    return _replace(data, _pick(rng, dims), _pick(rng, [b"0", b"99999999999999999999",
-                                                         b"9223372036854775807", b"4294967296"]))
+def _texts(pattern: re.Pattern[bytes], data: bytes) -> list[bytes]:
+    return [m.group() for m in pattern.finditer(data)]
 
 
 # Values an attribute may be given instead of its own: other kinds, empty, nested, huge.
@@ -123,33 +118,37 @@ _ATTR_VALUE = re.compile(rb"(?<=\w = )(\[[^\[\]]*\]|dense<[^>]*>>|[^,}\s]+)")
 _OP_NAME = re.compile(rb"\b(?:nn|cim)\.\w+")
 _VALUE_REF = re.compile(rb"%\w+")
 _DTYPE = re.compile(rb"(?<=x|<)(f32|f64|f16|i64|i32|i16|i8|u8|i1)(?=>)")
+_NUMBER = re.compile(rb"(?<![\w.%@])[-+]?\d[\w.+-]*")
+_DIMENSION = re.compile(rb"(?<=[<x])\d+(?=x)")
+
+
+def huge_number(rng: np.random.Generator, data: bytes) -> bytes:
+    return _swap_match(rng, data, _NUMBER, [n.encode() for n in HUGE_NUMBERS])
+
+
+def bad_dimension(rng: np.random.Generator, data: bytes) -> bytes:
+    """A dimension of a tensor type replaced by 0 or a huge number."""
+    return _swap_match(rng, data, _DIMENSION,
+                       [b"0", b"99999999999999999999", b"9223372036854775807", b"4294967296"])
 
 
 def replace_attribute_value(rng: np.random.Generator, data: bytes) -> bytes:
-    values = list(_ATTR_VALUE.finditer(data))
-    return _replace(data, _pick(rng, values), _pick(rng, ODD_VALUES).encode()) if values else data
+    return _swap_match(rng, data, _ATTR_VALUE, [v.encode() for v in ODD_VALUES])
 
 
 def replace_op_name(rng: np.random.Generator, data: bytes) -> bytes:
     """One op renamed to another op of the text (or to an unknown one)."""
-    names = list(_OP_NAME.finditer(data))
-    if not names:
-        return data
-    other = _pick(rng, [m.group() for m in names] + [b"nn.nosuch", b"cim.xbar_mvm", b"nn.constant"])
-    return _replace(data, _pick(rng, names), other)
+    return _swap_match(rng, data, _OP_NAME, _texts(_OP_NAME, data)
+                       + [b"nn.nosuch", b"cim.xbar_mvm", b"nn.constant"])
 
 
 def replace_value_ref(rng: np.random.Generator, data: bytes) -> bytes:
     """One value use (or definition) replaced by another value of the text."""
-    refs = list(_VALUE_REF.finditer(data))
-    return _replace(data, _pick(rng, refs), _pick(rng, refs).group()) if refs else data
+    return _swap_match(rng, data, _VALUE_REF, _texts(_VALUE_REF, data))
 
 
 def change_dtype(rng: np.random.Generator, data: bytes) -> bytes:
-    types = list(_DTYPE.finditer(data))
-    if not types:
-        return data
-    return _replace(data, _pick(rng, types), _pick(rng, [b"f32", b"f64", b"i64", b"i1", b"u8"]))
+    return _swap_match(rng, data, _DTYPE, [b"f32", b"f64", b"i64", b"i1", b"u8"])
 
 
 # Edits that keep the syntax (mostly) and so reach the verifier; the others mostly break it.
