@@ -168,7 +168,7 @@ def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
                 val = numpy_helper.to_array(val)
             elif isinstance(val, list) and val and isinstance(val[0], bytes):
                 val = [x.decode() for x in val]
-        except (ValueError, TypeError) as e:  # the onnx package cannot read it: malformed model
+        except (ValueError, TypeError, KeyError) as e:  # the onnx package cannot read it
             raise FrontendError(
                 f"attribute '{a.name}' cannot be read ({type(e).__name__}: {e})"
             ) from None

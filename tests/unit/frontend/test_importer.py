@@ -139,3 +139,13 @@ def test_a_constant_too_large_to_compute_is_refused():
     with pytest.raises(FrontendError, match=r"node 'big' \(ConstantOfShape\): the constant has "
                        r"shape \[1048576, 1048576\] \(1099511627776 elements\); cimc computes"):
         import_onnx(m)
+
+
+def test_a_tensor_attribute_of_an_unknown_type_is_named():
+    node = helper.make_node("Constant", [], ["y"], name="c",
+                            value=onnx.numpy_helper.from_array(np.ones(2, np.float32)))
+    node.attribute[0].t.data_type = 74  # no such TensorProto type (found by the fuzzer)
+    m = _model([node], [], [_vi("y", [2])])
+    with pytest.raises(FrontendError, match=r"node 'c' \(Constant\): attribute 'value' cannot be "
+                       r"read \(KeyError: 74\)"):
+        import_onnx(m)
