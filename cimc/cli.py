@@ -236,7 +236,8 @@ def run_cmd(artifact, inputs, output, t, seed, force) -> None:
         check_output(output, "the outputs of a run", force=force, inputs=[artifact, *files],
                      ours=lambda p: npz_names(p) == names)
         bar.update()
-        bar.set_postfix_str("running")
+        bar.set_postfix_str(f"running {max((len(a) for a in feeds.values() if a.ndim), default=1)} "
+                            "samples")
         outs = chip.run(feeds, t=t)
         bar.update()
         bar.set_postfix_str("writing")

@@ -5,6 +5,7 @@ lasts more than a couple of seconds; silent otherwise (a pipe, a log file, the t
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Iterator
@@ -37,11 +38,23 @@ def progress_bar(
         enabled = file.isatty()
     if not enabled:
         return _Silent()
+    # miniters=0: every update may redraw (the ticker's update(0) included), at most every TICK_S
+    return _bar_class()(total=total, desc=desc, leave=False, file=file, unit="step", delay=delay,
+                        miniters=0, mininterval=TICK_S)
+
+
+@functools.cache
+def _bar_class() -> type:
     from tqdm import tqdm
 
-    # miniters=0: every update may redraw (the ticker's update(0) included), at most every TICK_S
-    return tqdm(total=total, desc=desc, leave=False, file=file, unit="step", delay=delay,
-                miniters=0, mininterval=TICK_S)
+    class Bar(tqdm):
+        """tqdm whose postfix waits for the next redraw: tqdm's own draws at once, which would
+        show the bar before its delay."""
+
+        def set_postfix_str(self, s: str = "", refresh: bool = False) -> None:
+            super().set_postfix_str(s, refresh=refresh)
+
+    return Bar
 
 
 @contextlib.contextmanager
