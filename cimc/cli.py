@@ -78,7 +78,8 @@ def main() -> None:
     # Warnings from the library (e.g. "no calibration data") print as one plain line on stderr,
     # for this command only (main() may run inside another program, e.g. the tests).
     before = warnings.showwarning
-    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}",
+                                                                       err=True)
     click.get_current_context().call_on_close(lambda: setattr(warnings, "showwarning", before))
 
 

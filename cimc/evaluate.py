@@ -96,7 +96,8 @@ def evaluate_accuracy(
     if len(x) != len(y):
         raise CimcError(f"{data}: the inputs hold {len(x)} samples but the labels {len(y)}")
     if not 0 <= calib_count < len(x):
-        raise CimcError(f"calibration count {calib_count} must be below the {len(x)} samples in {data}")
+        raise CimcError(
+            f"calibration count {calib_count} must be below the {len(x)} samples in {data}")
     x = x.astype(np.float32, copy=False)
     x_cal, x_test, y_test = x[:calib_count], x[calib_count:], y[calib_count:]
 

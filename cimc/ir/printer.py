@@ -183,7 +183,9 @@ def check_ir_output(path, *, force: bool = False, inputs=(), option: str = "-o")
                  force=force, inputs=inputs, option=f"{option} {path}: its sidecar")
 
 
-def write_module(module: Module, path, *, inline_limit: int = INLINE_LIMIT, force: bool = False) -> None:
+def write_module(
+    module: Module, path, *, inline_limit: int = INLINE_LIMIT, force: bool = False
+) -> None:
     """Write ``path`` (.cir) and, when there are large constants, its sidecar ``.npz``. An
     existing file there that cimc did not write is refused unless ``force``."""
     from pathlib import Path

@@ -2,10 +2,10 @@
 
 A target is one TOML file (``cimc/targets/specs/NAME.toml`` for the bundled profiles, or any path
 for a user's chip). Loading checks every key and type against the dataclasses below: an unknown
-key, a missing required key, a wrong type or a number outside its physical range (every number has one) is reported in
-a :class:`cimc.errors.TargetError` that names the file and the dotted key, e.g.
-``pcm40.toml: crossbar.rows: expected an integer, got 'abc'``; a file's every error at once, one
-per line.
+key, a missing required key, a wrong type or a number outside its physical range (every number
+has one) is reported in a :class:`cimc.errors.TargetError` that names the file and the dotted
+key, e.g. ``pcm40.toml: crossbar.rows: expected an integer, got 'abc'``; a file's every error at
+once, one per line.
 
 Passes and the runtime read numbers from a :class:`Target`; no code branches on a target's name.
 ``Target.to_dict()`` gives a plain JSON-able dict (the artifact manifest embeds it) and

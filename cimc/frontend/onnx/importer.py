@@ -248,7 +248,9 @@ def _scan_unsupported(proto: onnx.ModelProto, opset: int, source: str) -> None:
         )
 
 
-def _given_shape(source: str, name: str, shape: Sequence[int], declared: list[int | str]) -> tuple[int, ...]:
+def _given_shape(
+    source: str, name: str, shape: Sequence[int], declared: list[int | str]
+) -> tuple[int, ...]:
     """An explicit input shape (``--input-shape``/``input_shapes``), checked against the model."""
     if isinstance(shape, (str, bytes)) or not all(
         isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -260,7 +262,8 @@ def _given_shape(source: str, name: str, shape: Sequence[int], declared: list[in
     dims = tuple(int(d) for d in shape)
     if declared and len(dims) != len(declared):
         raise FrontendError(
-            f"{source}: --input-shape {name} has rank {len(dims)}, the model's input has rank {len(declared)}"
+            f"{source}: --input-shape {name} has rank {len(dims)}, the model's input has rank "
+            f"{len(declared)}"
         )
     for given, want in zip(dims, declared):
         if isinstance(want, int) and want > 0 and want != given:
