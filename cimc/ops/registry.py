@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cimc.errors import VerifyError
+from cimc.errors import CimcError, VerifyError
 from cimc.ir.types import TensorType
 
 # Stages, in pipeline order. "nn": after import and canonicalisation; "cim": crossbar-level work
@@ -115,8 +115,19 @@ def all_ops() -> dict[str, OpDef]:
 
 
 def infer_types(name: str, types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    """The result types of op ``name`` on operands of ``types``. Attributes come from files and
+    models: an infer function that trips over one it did not expect (a number where it wants a
+    list, ...) makes a VerifyError here, for every op, rather than a traceback."""
     opdef = lookup(name)
-    out = opdef.infer(opdef.with_defaults(attrs), *types)
+    try:
+        out = opdef.infer(opdef.with_defaults(attrs), *types)
+    except CimcError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError, ZeroDivisionError) as e:
+        raise VerifyError(
+            f"{name}: its attributes or operand types are not valid for it "
+            f"({type(e).__name__}: {e})"
+        ) from None
     return [out] if isinstance(out, TensorType) else list(out)
 
 

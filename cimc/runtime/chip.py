@@ -20,7 +20,7 @@ from typing import Any, Self
 import numpy as np
 
 from cimc import errors
-from cimc.errors import ArtifactError, CimcError, RuntimeInputError
+from cimc.errors import ArtifactError, CimcError, RuntimeInputError, check_seed
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, read_artifact
 from cimc.runtime.execution import choose
@@ -92,7 +92,7 @@ class Chip:
                  drift_compensation: bool | None = None, workers: int | None = None) -> None:
         self.artifact = art
         self.target = art.target
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.drift_compensation = (art.target.device.drift_compensation
                                    if drift_compensation is None else bool(drift_compensation))
         self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), _load_key(key, art))

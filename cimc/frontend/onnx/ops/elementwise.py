@@ -395,6 +395,7 @@ def constant_of_shape(ctx, node, attrs):
     shape = [int(d) for d in shape_value.reshape(-1)]
     if any(d < 0 for d in shape):
         raise ctx.error(f"shape {shape} has a negative dimension")
+    ctx.check_size(shape, "the constant")
     fill = attrs.get("value")
     if fill is None:
         fill = np.zeros(1, np.float32)
