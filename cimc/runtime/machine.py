@@ -49,7 +49,7 @@ DTYPES: dict[str, np.dtype] = {
 }
 
 # dop attributes whose first entry is the batch size the model was compiled for.
-_BATCH_ATTRS = {"nn.reshape": "shape", "nn.resize": "sizes"}
+_BATCH_ATTRS = {"nn.reshape": "shape", "nn.resize": "sizes", "nn.expand": "shape"}
 
 _T_CACHE_SIZE = 4
 
@@ -796,6 +796,7 @@ class DopStep(Step):
             raise ArtifactError(f"{self.where}: unknown digital op '{self.op}' (expected an nn.* "
                                 "op the runtime knows)") from None
         self.fn = opdef.evaluate
+        self.work = opdef.work_of
         lo, hi = opdef.operands
         n = len(ins.srcs)
         if n < lo or (hi is not None and n > hi):
@@ -809,7 +810,9 @@ class DopStep(Step):
         self.attrs = opdef.with_defaults(self.attrs)  # once, not at every call
 
     def size(self, env: dict[str, Any]) -> int:
-        return sum(int(env[d].size) for d in self.ins.dsts)
+        """Elements of work: the op library's count (multiply-accumulates of a product)."""
+        return self.work(self.attrs, [np.shape(env[s]) for s in self.ins.srcs],
+                         [np.shape(env[d]) for d in self.ins.dsts])
 
     def run(self, env: dict[str, Any], ctx: RunContext) -> None:
         outs = self.call([env[s] for s in self.ins.srcs])

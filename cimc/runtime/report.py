@@ -4,7 +4,8 @@ Costs come from the target's ``costs`` section (docs/isa.md, "Instructions"):
 
 - ``mvm``: ``mvm_ns`` and ``mvm_nj`` per input vector (one crossbar MVM each);
 - ``dop``, ``slice``, ``im2col``: ``digital_ns_per_element`` / ``digital_pj_per_element`` per
-  output element;
+  output element (a product's ``dop``, e.g. ``nn.matmul``: per multiply-accumulate, as the op
+  library counts its work);
 - ``send``: the sender's link is busy ``bytes / link_bytes_per_ns``; the message arrives
   ``link_latency_ns`` after that (the ``chip_link_*`` numbers when the cores are on different
   chips); ``link_pj_per_byte`` per byte. A send to the same core is free;

@@ -113,7 +113,7 @@ class _Emitter:
             if name is None:
                 name = f"c{len(self.const_names)}"
                 self.const_names[v.op] = name
-                self.weights[f"const/{name}"] = np.ascontiguousarray(v.op.attrs["value"])
+                self.weights[f"const/{name}"] = np.asarray(v.op.attrs["value"], order="C")
             if name not in core.const_buffers:
                 buf = core.new("c")
                 core.const_buffers[name] = buf

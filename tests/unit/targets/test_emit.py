@@ -21,6 +21,7 @@ from cimc.ir.printer import print_module
 from cimc.ops.registry import lookup
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
+from cimc.runtime import load
 from cimc.runtime.artifact import read_artifact
 from cimc.targets import Target, load_target
 from cimc.targets.emit import EmitError, emit_artifact, render_program
@@ -356,3 +357,23 @@ def test_scheduled_ir_round_trips_through_text_and_emits_the_same_programs(tmp_p
     emit_artifact(again, target, tmp_path / "b.cimc")
     for p in (tmp_path / "a.cimc").glob("core_*.s"):
         assert p.read_text() == (tmp_path / "b.cimc" / p.name).read_text()
+
+
+def test_scalar_constants_and_expand_run_for_any_batch_size(tmp_path):
+    """A 0-d constant (a scalar gather index) stays 0-d in weights.npz, and nn.expand's shape
+    follows the run's batch size."""
+    f = Func("main", [TensorType((2, 3, 4))], ["x"], ["row", "y"])
+    b = Builder(f.body)
+    x = f.args[0]
+    row = b.create("nn.gather", [x, b.constant(np.array(1, np.int64))], {"axis": 1}).result
+    col = b.create("nn.reshape", [row], {"shape": [2, 1, 4]}).result
+    wide = b.create("nn.expand", [col], {"shape": [2, 3, 4]}).result
+    b.create("return", [row, b.create("nn.sub", [x, wide]).result])
+    module = Module([f], {"stage": "cim"})
+    out = tmp_path / "g.cimc"
+    compile_ir(module, tiny(), out)
+    assert read_artifact(out).manifest["batch"] == 2
+    x = np.random.default_rng(4).standard_normal((5, 3, 4)).astype(np.float32)
+    got = load(out).run({"x": x})
+    np.testing.assert_array_equal(got["row"], x[:, 1])
+    np.testing.assert_array_equal(got["y"], x - x[:, 1:2, :])

@@ -146,19 +146,80 @@ _register_binary("Mul", "nn.mul")
 _register_binary("Div", "nn.div")
 
 
-@converter("Sum", since=1)
-def sum_(ctx, node, attrs):
-    """chain of nn.add (one input: nn.identity)"""
+# comparisons and logic: the same legacy (opset < 7) broadcasting rules as the arithmetic
+_register_binary("Equal", "nn.equal")
+_register_binary("Less", "nn.less")
+_register_binary("Greater", "nn.greater")
+_register_binary("And", "nn.and")
+_register_binary("Or", "nn.or")
+_register_binary("Xor", "nn.xor")
+
+
+@converter("LessOrEqual", since=12)
+def less_or_equal(ctx, node, attrs):
+    """nn.less_equal (numpy broadcasting)"""
+    return [_binary(ctx, node, "nn.less_equal")]
+
+
+@converter("GreaterOrEqual", since=12)
+def greater_or_equal(ctx, node, attrs):
+    """nn.greater_equal (numpy broadcasting)"""
+    return [_binary(ctx, node, "nn.greater_equal")]
+
+
+@converter("Not", since=1)
+def not_(ctx, node, attrs):
+    """nn.not"""
+    return [ctx.emit1("nn.not", [ctx.input(node, 0)])]
+
+
+@converter("Where", since=9)
+def where(ctx, node, attrs):
+    """nn.where (numpy broadcasting of the condition and both branches)"""
+    return [ctx.emit1("nn.where", [ctx.input(node, i) for i in range(3)])]
+
+
+def _variadic(ctx, node, nn_name: str, same_shapes: bool):
+    """Sum/Max/Min of any number of inputs: a chain of binary nn ops (one input: identity)."""
     values = [ctx.input(node, i) for i in range(len(node.input))]
     values = [v for v in values if v is not None]
     if not values:
-        raise ctx.error("Sum needs at least one input")
+        raise ctx.error(f"{node.op_type} needs at least one input")
+    shapes = {v.type.shape for v in values}
+    if same_shapes and len(shapes) > 1:
+        raise ctx.error(
+            f"inputs of shapes {sorted(map(list, shapes))} need broadcasting, which "
+            f"{node.op_type} allows only from opset 8; re-export the model at opset >= 8"
+        )
     if len(values) == 1:
         return [ctx.emit1("nn.identity", values)]
     acc = values[0]
     for v in values[1:]:
-        acc = ctx.emit1("nn.add", [acc, v])
+        acc = ctx.emit1(nn_name, [acc, v])
     return [acc]
+
+
+@converter("Sum", since=1)
+def sum_(ctx, node, attrs):
+    """chain of nn.add (one input: nn.identity)"""
+    return _variadic(ctx, node, "nn.add", same_shapes=False)
+
+
+def _register_variadic(op_type: str, nn_name: str) -> None:
+    def legacy(ctx, node, attrs):
+        return _variadic(ctx, node, nn_name, same_shapes=True)
+
+    def modern(ctx, node, attrs):
+        return _variadic(ctx, node, nn_name, same_shapes=False)
+
+    legacy.__doc__ = f"chain of {nn_name} (opset < 8: inputs of one shape; one input: nn.identity)"
+    modern.__doc__ = f"chain of {nn_name} (numpy broadcasting; one input: nn.identity)"
+    converter(op_type, since=1)(legacy)
+    converter(op_type, since=8)(modern)
+
+
+_register_variadic("Max", "nn.max")
+_register_variadic("Min", "nn.min")
 
 
 @converter("Pow", since=1)
@@ -270,6 +331,12 @@ def gelu(ctx, node, attrs):
 def sqrt(ctx, node, attrs):
     """nn.sqrt"""
     return [ctx.emit1("nn.sqrt", [ctx.input(node, 0)])]
+
+
+@converter("Reciprocal", since=1)
+def reciprocal(ctx, node, attrs):
+    """nn.reciprocal"""
+    return [ctx.emit1("nn.reciprocal", [ctx.input(node, 0)])]
 
 
 @converter("Exp", since=1)

@@ -1,7 +1,8 @@
-"""Reductions: ReduceMean and ReduceSum.
+"""Reductions: ReduceMean, ReduceSum, ReduceMax and ReduceMin.
 
-``axes`` is an attribute up to ReduceSum-11 / ReduceMean-13 and an input from ReduceSum-13 /
-ReduceMean-18 (it must then be known at compile time). No axes means every axis, unless
+``axes`` is an attribute up to ReduceSum-11 / ReduceMean-13 / ReduceMax-13 / ReduceMin-13 and an
+input from ReduceSum-13 / ReduceMean-18 / ReduceMax-18 / ReduceMin-18 (it must then be known at
+compile time). No axes means every axis, unless
 ``noop_with_empty_axes`` is set, in which case the op reduces nothing (nn op with axes = []).
 """
 
@@ -68,3 +69,21 @@ def reduce_mean_18(ctx, node, attrs):
     """nn.reduce_mean (`axes` input known at compile time; noop_with_empty_axes)"""
     noop = bool(attrs.get("noop_with_empty_axes", 0))
     return _reduce(ctx, node, attrs, "nn.reduce_mean", _axes_input(ctx, node), noop)
+
+
+def _register_extremum(op_type: str, nn_name: str) -> None:
+    def attribute(ctx, node, attrs):
+        return _reduce(ctx, node, attrs, nn_name, attrs.get("axes"), False)
+
+    def input_(ctx, node, attrs):
+        noop = bool(attrs.get("noop_with_empty_axes", 0))
+        return _reduce(ctx, node, attrs, nn_name, _axes_input(ctx, node), noop)
+
+    attribute.__doc__ = f"{nn_name} (`axes` attribute; none: every axis)"
+    input_.__doc__ = f"{nn_name} (`axes` input known at compile time; noop_with_empty_axes)"
+    converter(op_type, since=1)(attribute)
+    converter(op_type, since=18)(input_)
+
+
+_register_extremum("ReduceMax", "nn.reduce_max")
+_register_extremum("ReduceMin", "nn.reduce_min")
