@@ -1,0 +1,122 @@
+"""Models of the kinds people deploy (tests/e2e/deployed/, made by make_models.py there with
+seeded weights), end to end on the ``ideal`` target: a YOLOv8-style detector, a BERT-style
+encoder exported by the torch tracer and by torch.export, a file-type classifier, an LSTM and a
+GRU network.
+
+Each model imports, lowers (its weight products on crossbars, recurrent layers unrolled), maps,
+emits and runs on the runtime, matching onnxruntime within rtol 1e-4 / atol 1e-5 after the
+import, after the lowering and on the runtime. The ops each model is there to cover are checked
+to be in the file, so a re-export that loses one fails here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import cimc
+from cimc.frontend.onnx import import_onnx
+from cimc.ir.interpreter import run
+from cimc.passes import PassContext, run_pipeline
+from cimc.passes.pipelines import LOWERING, MAPPING
+from cimc.targets import load_target
+from cimc.targets.emit import emit_artifact
+from cimc.testing import ort_run
+
+HERE = Path(__file__).resolve().parent / "deployed"
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _bert_inputs(rng: np.random.Generator, n: int = 2) -> dict[str, np.ndarray]:
+    mask = np.ones((n, 8), np.int64)
+    mask[1:, 5:] = 0  # the sentences after the first are padded
+    types = np.zeros((n, 8), np.int64)
+    types[:, 4:] = 1
+    return {"input_ids": rng.integers(0, 64, (n, 8)), "attention_mask": mask,
+            "token_type_ids": types}
+
+
+BERT_OPS = {"Gather", "Where", "Equal", "Erf", "Pow", "Sqrt", "Max", "Min", "ReduceMax", "Exp",
+            "MatMul", "Tanh"}
+def _sequences(rng: np.random.Generator, n: int = 2) -> dict[str, np.ndarray]:
+    return {"x": rng.standard_normal((n, 5, 6)).astype(np.float32)}
+
+
+# name -> (inputs of a batch of n from a seeded generator, ops the model must contain)
+MODELS = {
+    "yolov8": (lambda rng, n=1: {"images": rng.random((n, 3, 64, 64), dtype=np.float32)},
+               {"Conv", "Split", "Expand", "Range", "Shape", "Gather", "Unsqueeze", "Concat",
+                "Resize", "MaxPool", "Softmax", "Sigmoid"}),
+    "bert_script": (_bert_inputs, BERT_OPS | {"Expand", "Range"}),
+    "bert_dynamo": (_bert_inputs, BERT_OPS | {"Reciprocal"}),
+    "filetype": (lambda rng, n=1: {"bytes": rng.integers(0, 256, (n, 64))},
+                 {"Conv", "GlobalMaxPool", "ReduceSum", "Tanh", "Gather"}),
+    "lstm": (_sequences, {"LSTM"}),
+    "gru": (_sequences, {"GRU"}),
+}
+
+
+def _assert_matches(got: dict, want: dict, stage: str) -> None:
+    assert list(got) == list(want), stage
+    for k, w in want.items():
+        assert got[k].shape == w.shape, f"{stage}: {k} shape"
+        np.testing.assert_allclose(got[k], w, rtol=RTOL, atol=ATOL, err_msg=f"{stage}: {k}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_deployed_model_end_to_end(name, tmp_path):
+    make_inputs, covers = MODELS[name]
+    model = onnx.load(str(HERE / f"{name}.onnx"))
+    assert covers <= {n.op_type for n in model.graph.node}
+    inputs = make_inputs(np.random.default_rng(0))
+    want = ort_run(model, inputs)
+
+    module = import_onnx(model, {k: v.shape for k, v in inputs.items()})
+    _assert_matches(run(module, inputs), want, "interpreter after import")
+    run_pipeline(module, LOWERING)
+    ops = Counter(op.name for op in module.walk())
+    assert ops["cim.mvm"] >= 1
+    assert not {"nn.conv", "nn.gemm", "nn.lstm", "nn.gru"} & set(ops), ops
+    _assert_matches(run(module, inputs), want, "interpreter after lowering")
+
+    target = load_target("ideal")
+    ctx = PassContext(target=target)
+    run_pipeline(module, MAPPING, ctx)
+    path = emit_artifact(module, target, tmp_path / f"{name}.cimc", pipeline=MAPPING,
+                         reports=ctx.reports)
+    chip = cimc.load(path, seed=0)
+    _assert_matches(chip.run(inputs), want, "runtime (ideal target)")
+
+
+def test_attention_products_are_digital_work_in_the_report(tmp_path):
+    """BERT's q @ k' and probs @ v stay digital ops (both operands are activations) and the
+    report charges them as digital work: 2 layers x 2 products x (2 x 4 heads x 8 x 8 outputs)
+    x 8 multiply-accumulates each (the exact count is tests/unit/runtime/test_report.py's)."""
+    model = onnx.load(str(HERE / "bert_script.onnx"))
+    inputs = _bert_inputs(np.random.default_rng(0))
+    path = cimc.compile(model, target="ideal", output=tmp_path / "bert.cimc",
+                        input_shapes={k: v.shape for k, v in inputs.items()}).artifact
+    programs = "".join(p.read_text() for p in Path(path).glob("core_*.s"))
+    assert programs.count('op="nn.matmul"') == 4
+    report = cimc.load(path).report(batch=2)
+    assert report.executed["dop"] > 2 * 2 * (2 * 4 * 8 * 8) * 8
+    assert report.energy_nj["digital"] > 0
+
+
+@pytest.mark.parametrize("name", ["yolov8", "bert_script", "filetype"])
+def test_compiled_for_one_sample_runs_any_batch(name, tmp_path):
+    """Exported with a dynamic batch and compiled for batch 1, the artifact's batch contract
+    holds (the anchors, position ids and masks fold or broadcast per sample), so the runtime
+    runs a batch of 3 and matches onnxruntime on it."""
+    make_inputs, _ = MODELS[name]
+    one, three = make_inputs(np.random.default_rng(1), 1), make_inputs(np.random.default_rng(2), 3)
+    model = onnx.load(str(HERE / f"{name}.onnx"))
+    path = cimc.compile(model, target="ideal", output=tmp_path / f"{name}.cimc",
+                        input_shapes={k: v.shape for k, v in one.items()}).artifact
+    chip = cimc.load(path)
+    assert chip.artifact.batch == 1
+    _assert_matches(chip.run(three), ort_run(model, three), "runtime, batch 3")
