@@ -1,4 +1,5 @@
-"""Shape manipulation: shape, reshape, expand, transpose, concat, split, slice, pad, gather, resize.
+"""Shape manipulation: shape, reshape, expand, tile, transpose, concat, split, slice, pad, gather,
+resize.
 
 Semantics are ONNX's (see onnx/reference/ops and the operator spec); attributes are fully
 resolved by the frontend (no 0/-1 in reshape shapes, explicit axes, full-rank pads, resize
@@ -140,6 +141,26 @@ def _expand_infer(attrs, x: TensorType) -> TensorType:
 )
 def expand(attrs, x):
     return np.array(np.broadcast_to(x, tuple(int(d) for d in attrs["shape"])))
+
+
+# ----------------------------------------------------------------------------- nn.tile
+
+
+def _tile_infer(attrs, x: TensorType) -> TensorType:
+    reps = _ints(attrs, "repeats", "nn.tile")
+    if len(reps) != x.rank or any(r < 1 for r in reps):
+        raise VerifyError(f"nn.tile: repeats {reps} must hold one positive count per axis of {x}")
+    return x.with_shape(tuple(d * r for d, r in zip(x.shape, reps)))
+
+
+@define(
+    "nn.tile",
+    attrs=("repeats",),
+    infer=_tile_infer,
+    summary="Repeat x along each axis (numpy.tile; ONNX Tile).",
+)
+def tile(attrs, x):
+    return np.tile(x, tuple(int(r) for r in attrs["repeats"]))
 
 
 # ----------------------------------------------------------------------------- nn.transpose

@@ -129,7 +129,7 @@ _SIGN_KEEPING_OPS = {
     "nn.slice", "cim.im2col", "cim.transfer", "nn.reshape", "nn.transpose", "nn.max_pool",
     "nn.avg_pool", "nn.global_avg_pool", "nn.global_max_pool", "nn.concat", "nn.split",
     "nn.identity", "nn.gather", "nn.reduce_mean", "nn.reduce_sum", "nn.add", "nn.mul",
-    "nn.expand", "nn.reduce_max", "nn.reduce_min", "nn.max", "nn.min", "nn.reciprocal",
+    "nn.expand", "nn.tile", "nn.reduce_max", "nn.reduce_min", "nn.max", "nn.min", "nn.reciprocal",
     "nn.where",
 }
 

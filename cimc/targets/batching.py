@@ -220,6 +220,12 @@ def _expand(op: Op, batched: Sequence[bool], n: int) -> bool | str:
     return True
 
 
+def _tile(op: Op, batched: Sequence[bool], n: int) -> bool | str:
+    if int(op.attrs["repeats"][0]) != 1:
+        return "nn.tile repeats the batch axis"
+    return True
+
+
 def _sequence_first(op: Op, batched: Sequence[bool], n: int) -> bool | str:
     return f"{op.name} runs over axis 0 of its input (sequence first; the batch is axis 1)"
 
@@ -283,6 +289,7 @@ RULES: dict[str, Rule] = {
     "nn.reduce_max": _reduce,
     "nn.reduce_min": _reduce,
     "nn.expand": _expand,
+    "nn.tile": _tile,
     "nn.lstm": _sequence_first,
     "nn.gru": _sequence_first,
     "nn.concat": _concat,

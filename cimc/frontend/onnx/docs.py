@@ -54,8 +54,8 @@ def supported_ops_markdown() -> str:
     lines = [
         "# Supported operators",
         "",
-        "Generated from the converter registry and the op library by "
-        "`python -m cimc.frontend.onnx.docs`; do not edit (a test checks the file is current).",
+        ("Generated from the converter registry and the op library by "
+         "`python -m cimc.frontend.onnx.docs`; do not edit (a test checks the file is current)."),
         "",
         "## ONNX operators",
         "",

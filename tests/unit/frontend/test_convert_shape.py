@@ -858,3 +858,21 @@ def test_range_errors():
         import_onnx(model([], {"s": 0, "l": 4, "d": 0}))
     with pytest.raises(FrontendError, match="more than cimc folds"):
         import_onnx(model([], {"s": 0, "l": 2**40, "d": 1}))
+
+
+@pytest.mark.parametrize("x_shape,reps", [((2, 3), [1, 2]), ((2, 1, 3), [3, 2, 1]), ((4,), [1])],
+                         ids=str)
+@pytest.mark.parametrize("opset", [6, 13])
+def test_tile(x_shape, reps, opset):
+    x = rand(*x_shape)
+    m = one_node_model("Tile", {"x": x}, initializers={"r": i64(*reps)}, opset=opset)
+    compare_with_ort(m, {"x": x})
+    roundtrips(m)
+
+
+def test_tile_repeats_must_fit_the_input():
+    x = rand(2, 3)
+    m = with_output(one_node_model("Tile", {"x": x}, initializers={"r": i64(2)}),
+                    TensorProto.FLOAT, [4, 3])
+    with pytest.raises(FrontendError, match="one positive count per axis"):
+        import_onnx(m)

@@ -1,5 +1,5 @@
-"""Shape manipulation: Shape, Reshape, Flatten, Squeeze, Unsqueeze, Expand, Range, Transpose,
-Concat, Split, Slice, Pad, Gather, Resize.
+"""Shape manipulation: Shape, Reshape, Flatten, Squeeze, Unsqueeze, Expand, Range, Tile,
+Transpose, Concat, Split, Slice, Pad, Gather, Resize.
 
 Every value-dependent shape is resolved here, at import: shape-giving operands (Reshape's shape,
 Slice's starts/ends, Pad's pads, Resize's scales/sizes, ...) must be known at compile time
@@ -217,6 +217,17 @@ def expand(ctx, node, attrs):
         raise ctx.error(f"the input of shape {list(x.type.shape)} cannot be expanded to {spec}")
     out = [q if p == 1 else p for p, q in zip(a, b)]
     return [ctx.emit1("nn.expand", [x], {"shape": out})]
+
+
+@converter("Tile", since=6)
+def tile(ctx, node, attrs):
+    """nn.tile (repeats input known at compile time)"""
+    x = ctx.input(node, 0)
+    reps = _const_ints(ctx, node, 1, "repeats")
+    if reps is None or len(reps) != x.type.rank or any(r < 1 for r in reps):
+        raise ctx.error(f"repeats {reps} must hold one positive count per axis of the input "
+                        f"(rank {x.type.rank})")
+    return [ctx.emit1("nn.tile", [x], {"repeats": reps})]
 
 
 # The most elements a Range may fold into (its output becomes a constant of the IR).
