@@ -261,49 +261,34 @@ def min_(attrs, x, y):
 
 # ----------------------------------------------------------------------------- comparisons, logic
 
-_COMPARISONS = {
-    "nn.equal": (np.equal, "x == y"),
-    "nn.less": (np.less, "x < y"),
-    "nn.less_equal": (np.less_equal, "x <= y"),
-    "nn.greater": (np.greater, "x > y"),
-    "nn.greater_equal": (np.greater_equal, "x >= y"),
-}
-
-
-def _define_comparison(name: str, fn: np.ufunc, text: str) -> None:
-    def evaluate(attrs, x, y):
-        return np.asarray(fn(x, y), dtype=np.bool_)
-
-    define(name, operands=2, infer=_compare_type(name),
-           summary=f"{text} with broadcasting; a boolean (i1) result")(evaluate)
-
-
-for _name, (_fn, _text) in _COMPARISONS.items():
-    _define_comparison(_name, _fn, _text)
-
-
 @define("nn.not", infer=_logical_type("nn.not"), summary="logical not of a boolean tensor")
 def not_(attrs, x):
     return np.logical_not(x)
 
 
-_LOGICAL = {
-    "nn.and": (np.logical_and, "x and y"),
-    "nn.or": (np.logical_or, "x or y"),
-    "nn.xor": (np.logical_xor, "x xor y"),
+# Binary ops with a boolean (i1) result: name -> (numpy function, type rule, summary).
+_BOOLEAN_RESULTS = {
+    "nn.equal": (np.equal, _compare_type, "x == y"),
+    "nn.less": (np.less, _compare_type, "x < y"),
+    "nn.less_equal": (np.less_equal, _compare_type, "x <= y"),
+    "nn.greater": (np.greater, _compare_type, "x > y"),
+    "nn.greater_equal": (np.greater_equal, _compare_type, "x >= y"),
+    "nn.and": (np.logical_and, _logical_type, "x and y of booleans"),
+    "nn.or": (np.logical_or, _logical_type, "x or y of booleans"),
+    "nn.xor": (np.logical_xor, _logical_type, "x xor y of booleans"),
 }
 
 
-def _define_logical(name: str, fn: np.ufunc, text: str) -> None:
+def _define_boolean(name: str, fn: np.ufunc, infer: Callable, text: str) -> None:
     def evaluate(attrs, x, y):
         return np.asarray(fn(x, y), dtype=np.bool_)
 
-    define(name, operands=2, infer=_logical_type(name),
-           summary=f"{text} of booleans, with broadcasting")(evaluate)
+    define(name, operands=2, infer=infer(name),
+           summary=f"{text} with broadcasting; a boolean (i1) result")(evaluate)
 
 
-for _name, (_fn, _text) in _LOGICAL.items():
-    _define_logical(_name, _fn, _text)
+for _name, (_fn, _infer, _text) in _BOOLEAN_RESULTS.items():
+    _define_boolean(_name, _fn, _infer, _text)
 
 
 @define(

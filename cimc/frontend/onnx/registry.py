@@ -40,6 +40,17 @@ def converter(op_type: str, since: int = 1) -> Callable[[Callable], Callable]:
     return deco
 
 
+def register_for(op_type: str, since: int, doc: str, impl: Callable, *args: object) -> None:
+    """Register ``impl(ctx, node, attrs, *args)`` for ``op_type`` from opset ``since``, with
+    ``doc`` as its docs/supported_ops.md line (one implementation serving several ops)."""
+
+    def fn(ctx, node, attrs):
+        return impl(ctx, node, attrs, *args)
+
+    fn.__doc__ = doc
+    converter(op_type, since)(fn)
+
+
 def _load() -> None:
     import cimc.frontend.onnx.ops  # noqa: F401  (registers every converter family)
 

@@ -12,7 +12,7 @@ import onnx
 
 from cimc.errors import CimcError
 from cimc.frontend.onnx.importer import ONNX_DTYPES
-from cimc.frontend.onnx.registry import converter
+from cimc.frontend.onnx.registry import converter, register_for
 from cimc.ir.types import DTYPES, TensorType, dtype_name
 
 # Clip-6's attribute defaults: numeric_limits<float>::lowest() / max().
@@ -125,19 +125,14 @@ def _check_array(ctx, array: np.ndarray, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- binary arithmetic
 
 
+def _modern_binary(ctx, node, attrs, nn_name: str):
+    return [_binary(ctx, node, nn_name)]
+
+
 def _register_binary(op_type: str, nn_name: str) -> None:
-    def legacy(ctx, node, attrs):
-        return _legacy_binary(ctx, node, attrs, nn_name)
-
-    def modern(ctx, node, attrs):
-        return [_binary(ctx, node, nn_name)]
-
-    legacy.__doc__ = (
-        f"{nn_name} (opset < 7: equal shapes, or broadcast=1 forms that match numpy broadcasting)"
-    )
-    modern.__doc__ = f"{nn_name} (numpy broadcasting)"
-    converter(op_type, since=1)(legacy)
-    converter(op_type, since=7)(modern)
+    register_for(op_type, 1, f"{nn_name} (opset < 7: equal shapes, or broadcast=1 forms that "
+                 "match numpy broadcasting)", _legacy_binary, nn_name)
+    register_for(op_type, 7, f"{nn_name} (numpy broadcasting)", _modern_binary, nn_name)
 
 
 _register_binary("Add", "nn.add")
@@ -155,16 +150,10 @@ _register_binary("Or", "nn.or")
 _register_binary("Xor", "nn.xor")
 
 
-@converter("LessOrEqual", since=12)
-def less_or_equal(ctx, node, attrs):
-    """nn.less_equal (numpy broadcasting)"""
-    return [_binary(ctx, node, "nn.less_equal")]
-
-
-@converter("GreaterOrEqual", since=12)
-def greater_or_equal(ctx, node, attrs):
-    """nn.greater_equal (numpy broadcasting)"""
-    return [_binary(ctx, node, "nn.greater_equal")]
+register_for("LessOrEqual", 12, "nn.less_equal (numpy broadcasting)", _modern_binary,
+             "nn.less_equal")
+register_for("GreaterOrEqual", 12, "nn.greater_equal (numpy broadcasting)", _modern_binary,
+             "nn.greater_equal")
 
 
 @converter("Not", since=1)
@@ -179,7 +168,7 @@ def where(ctx, node, attrs):
     return [ctx.emit1("nn.where", [ctx.input(node, i) for i in range(3)])]
 
 
-def _variadic(ctx, node, nn_name: str, same_shapes: bool):
+def _variadic(ctx, node, attrs, nn_name: str, same_shapes: bool):
     """Sum/Max/Min of any number of inputs: a chain of binary nn ops (one input: identity)."""
     values = [ctx.input(node, i) for i in range(len(node.input))]
     values = [v for v in values if v is not None]
@@ -199,27 +188,12 @@ def _variadic(ctx, node, nn_name: str, same_shapes: bool):
     return [acc]
 
 
-@converter("Sum", since=1)
-def sum_(ctx, node, attrs):
-    """chain of nn.add (one input: nn.identity)"""
-    return _variadic(ctx, node, "nn.add", same_shapes=False)
-
-
-def _register_variadic(op_type: str, nn_name: str) -> None:
-    def legacy(ctx, node, attrs):
-        return _variadic(ctx, node, nn_name, same_shapes=True)
-
-    def modern(ctx, node, attrs):
-        return _variadic(ctx, node, nn_name, same_shapes=False)
-
-    legacy.__doc__ = f"chain of {nn_name} (opset < 8: inputs of one shape; one input: nn.identity)"
-    modern.__doc__ = f"chain of {nn_name} (numpy broadcasting; one input: nn.identity)"
-    converter(op_type, since=1)(legacy)
-    converter(op_type, since=8)(modern)
-
-
-_register_variadic("Max", "nn.max")
-_register_variadic("Min", "nn.min")
+register_for("Sum", 1, "chain of nn.add (one input: nn.identity)", _variadic, "nn.add", False)
+for _op_type, _nn_name in (("Max", "nn.max"), ("Min", "nn.min")):
+    register_for(_op_type, 1, f"chain of {_nn_name} (opset < 8: inputs of one shape; one input: "
+                 "nn.identity)", _variadic, _nn_name, True)
+    register_for(_op_type, 8, f"chain of {_nn_name} (numpy broadcasting; one input: "
+                 "nn.identity)", _variadic, _nn_name, False)
 
 
 @converter("Pow", since=1)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cimc.frontend.onnx.registry import converter
+from cimc.frontend.onnx.registry import register_for
 
 
 def _reduce(ctx, node, attrs, name: str, axes: Sequence[int] | None, noop_if_empty: bool):
@@ -45,45 +45,21 @@ def _axes_input(ctx, node) -> list[int] | None:
     return [int(a) for a in np.asarray(value).reshape(-1)]
 
 
-@converter("ReduceSum", since=1)
-def reduce_sum_1(ctx, node, attrs):
-    """nn.reduce_sum (`axes` attribute; none: every axis)"""
-    return _reduce(ctx, node, attrs, "nn.reduce_sum", attrs.get("axes"), False)
+def _with_attribute(ctx, node, attrs, nn_name: str):
+    return _reduce(ctx, node, attrs, nn_name, attrs.get("axes"), False)
 
 
-@converter("ReduceSum", since=13)
-def reduce_sum_13(ctx, node, attrs):
-    """nn.reduce_sum (`axes` input known at compile time; noop_with_empty_axes)"""
+def _with_input(ctx, node, attrs, nn_name: str):
     noop = bool(attrs.get("noop_with_empty_axes", 0))
-    return _reduce(ctx, node, attrs, "nn.reduce_sum", _axes_input(ctx, node), noop)
+    return _reduce(ctx, node, attrs, nn_name, _axes_input(ctx, node), noop)
 
 
-@converter("ReduceMean", since=1)
-def reduce_mean_1(ctx, node, attrs):
-    """nn.reduce_mean (`axes` attribute; none: every axis)"""
-    return _reduce(ctx, node, attrs, "nn.reduce_mean", attrs.get("axes"), False)
-
-
-@converter("ReduceMean", since=18)
-def reduce_mean_18(ctx, node, attrs):
-    """nn.reduce_mean (`axes` input known at compile time; noop_with_empty_axes)"""
-    noop = bool(attrs.get("noop_with_empty_axes", 0))
-    return _reduce(ctx, node, attrs, "nn.reduce_mean", _axes_input(ctx, node), noop)
-
-
-def _register_extremum(op_type: str, nn_name: str) -> None:
-    def attribute(ctx, node, attrs):
-        return _reduce(ctx, node, attrs, nn_name, attrs.get("axes"), False)
-
-    def input_(ctx, node, attrs):
-        noop = bool(attrs.get("noop_with_empty_axes", 0))
-        return _reduce(ctx, node, attrs, nn_name, _axes_input(ctx, node), noop)
-
-    attribute.__doc__ = f"{nn_name} (`axes` attribute; none: every axis)"
-    input_.__doc__ = f"{nn_name} (`axes` input known at compile time; noop_with_empty_axes)"
-    converter(op_type, since=1)(attribute)
-    converter(op_type, since=18)(input_)
-
-
-_register_extremum("ReduceMax", "nn.reduce_max")
-_register_extremum("ReduceMin", "nn.reduce_min")
+# ONNX op, nn op, the first opset that takes the axes as an input
+for _op_type, _nn_name, _since in (("ReduceSum", "nn.reduce_sum", 13),
+                                   ("ReduceMean", "nn.reduce_mean", 18),
+                                   ("ReduceMax", "nn.reduce_max", 18),
+                                   ("ReduceMin", "nn.reduce_min", 18)):
+    register_for(_op_type, 1, f"{_nn_name} (`axes` attribute; none: every axis)",
+                 _with_attribute, _nn_name)
+    register_for(_op_type, _since, f"{_nn_name} (`axes` input known at compile time; "
+                 "noop_with_empty_axes)", _with_input, _nn_name)
