@@ -14,8 +14,9 @@
   and the gates as digital ops (``nn.split``, activations, ``nn.mul``, ``nn.add``), in the
   order of ``cimc/ops/recurrent.py``'s equations; ``Y`` is the steps' states concatenated.
   A GRU without ``linear_before_reset`` multiplies ``r*h`` by ``Rh'`` in a separate ``cim.mvm``.
-  Zero initial states (constants) skip the first step's recurrent products. Each step's
-  recurrent ``cim.mvm`` is a crossbar tile of its own (the runtime has no loops yet).
+  Zero initial states (constants) skip the first step's recurrent products. The steps'
+  recurrent ``cim.mvm`` share one weight constant and one layer name, so ``tile`` and ``place``
+  map them onto the same crossbars (read once per step: the runtime has no loops yet).
 
 Everything else stays as it is: a matmul of two activations, a conv or gemm whose weight is
 computed at run time, a matmul with a batched (rank > 2) or left-hand constant, integer ops.

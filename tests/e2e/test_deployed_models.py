@@ -60,6 +60,11 @@ MODELS = {
 }
 
 
+# Crossbars on ideal: LSTM: W and R of layer 1, W and R of both directions of layer 2, the
+# head; GRU: W, R, the head.
+CROSSBARS = {"lstm": 7, "gru": 3}
+
+
 def _assert_matches(got: dict, want: dict, stage: str) -> None:
     assert list(got) == list(want), stage
     for k, w in want.items():
@@ -86,6 +91,8 @@ def test_deployed_model_end_to_end(name, tmp_path):
     target = load_target("ideal")
     ctx = PassContext(target=target)
     run_pipeline(module, MAPPING, ctx)
+    if name in CROSSBARS:  # every weight matrix once: the unrolled steps share R's crossbar
+        assert ctx.reports["place"]["crossbars"] == CROSSBARS[name]
     path = emit_artifact(module, target, tmp_path / f"{name}.cimc", pipeline=MAPPING,
                          reports=ctx.reports)
     chip = cimc.load(path, seed=0)
