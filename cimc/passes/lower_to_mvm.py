@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import PassError
-from cimc.ops import registry
 from cimc.ir.core import Block, Builder, Module, Op, Value
+from cimc.ops import registry
+from cimc.ops.linalg import conv_weight_matrix
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.canonicalize import constant_value
 from cimc.passes.dce import remove_dead_ops
@@ -94,12 +95,8 @@ def _lower_conv(b: Builder, op: Op, layer: dict) -> Value:
     assert w is not None
     attrs = registry.lookup(op.name).with_defaults(op.attrs)
     groups = int(attrs["group"])
-    m, cg, kernel = w.shape[0], w.shape[1], list(w.shape[2:])
-    k = cg * int(np.prod(kernel))
-    if groups == 1:
-        weight = transposed(w.reshape(m, k))
-    else:
-        weight = w.reshape(groups, m // groups, k).transpose(0, 2, 1)
+    kernel = list(w.shape[2:])
+    weight = np.ascontiguousarray(conv_weight_matrix(w, groups))
     cols = b.create(
         "cim.im2col",
         [x],
@@ -108,6 +105,7 @@ def _lower_conv(b: Builder, op: Op, layer: dict) -> Value:
             "strides": [int(s) for s in attrs["strides"]],
             "pads": [int(p) for p in attrs["pads"]],
             "dilations": [int(d) for d in attrs["dilations"]],
+            **({"groups": groups} if groups > 1 else {}),
             **layer,
         },
     ).result

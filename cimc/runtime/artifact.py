@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import ArtifactError, TargetError
-from cimc.runtime.isa import Program, parse_program
+from cimc.runtime.program import Program, parse_program
 from cimc.targets.schema import Target
 
 FORMAT = "cimc-artifact"

@@ -3,9 +3,9 @@
 ``emit_artifact(module, target, path)`` writes, atomically (a temporary directory renamed into
 place; nothing half-written on error):
 
-- ``core_NNN.s``: one program per core that has work, rendered from the jinja2 templates in
-  ``cimc/targets/templates`` (``core.s.j2`` lays out a program, ``instructions.j2`` has one macro
-  per instruction). The ops of ``@main`` are visited in body order; each becomes instructions on
+- ``core_NNN.s``: one program per core that has work: ``core.s.j2`` (in
+  ``cimc/targets/templates``) lays the program out, and every instruction is printed by its
+  definition (``cimc.runtime.program.format_instr``, docs/isa.md). The ops of ``@main`` are visited in body order; each becomes instructions on
   its core: ``cim.xbar_mvm`` -> ``mvm`` (and a ``.xbar`` directive), ``cim.im2col`` -> ``im2col``,
   a last-axis unit-step ``nn.slice`` -> ``slice``, ``cim.transfer`` -> ``send`` on its source
   core and ``recv`` on its destination, every other ``nn.*`` op -> ``dop`` with its attributes,
@@ -39,6 +39,8 @@ from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.ops.registry import COMMON_ATTRS
+from cimc.runtime.device import slice_levels
+from cimc.runtime.program import format_instr
 from cimc.targets.batching import analyze_batch
 
 FORMAT = "cimc-artifact"
@@ -59,6 +61,13 @@ class _Core:
     buffers: dict[Value, str] = field(default_factory=dict)
     const_buffers: dict[str, str] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+
+    def add(self, mnemonic: str, dsts: list[str], srcs: list[str], comment: str = "",
+            args: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """Append one instruction (keyword arguments ``args`` and ``kwargs``), printed by its
+        definition (docs/isa.md)."""
+        text = format_instr(mnemonic, dsts, srcs, {**(args or {}), **kwargs})
+        self.instrs.append({"text": text, "comment": comment})
 
     def new(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -84,8 +93,9 @@ def _json_attr(op: Op, key: str, value: Any) -> Any:
 
 
 class _Emitter:
-    def __init__(self, func: Func, cores_per_chip: int) -> None:
+    def __init__(self, func: Func, cores_per_chip: int, slice_base: int) -> None:
         self.func = func
+        self.slice_base = slice_base
         self.batch = analyze_batch(func)
         self.cores_per_chip = cores_per_chip
         self.cores: dict[int, _Core] = {}
@@ -144,7 +154,7 @@ class _Emitter:
             raise EmitError("@main has no input_cores; run the 'place' pass before emitting")
         for name, arg, core_id in zip(f.input_names, f.args, input_cores):
             core = self.core(core_id)
-            core.instrs.append({"kind": "input", "dst": self.define(core, arg), "name": name})
+            core.add("input", [self.define(core, arg)], [], name=name)
         for op in f.body.ops:
             if op.regions:
                 raise EmitError(f"{op.name}{_where(op)} has regions; the emitter cannot lower "
@@ -163,8 +173,7 @@ class _Emitter:
                 core = self.op_core(op)
                 start, stop = self.simple_slice(op)  # type: ignore[misc]
                 src = self.read(core, op.operands[0], op)
-                core.instrs.append({"kind": "slice", "dst": self.define(core, op.result),
-                                    "src": src, "start": start, "stop": stop})
+                core.add("slice", [self.define(core, op.result)], [src], start=start, stop=stop)
             elif op.name.startswith("nn."):
                 self.dop(op)
             else:
@@ -179,7 +188,7 @@ class _Emitter:
                 core = self.core(self.func.attrs["input_cores"][v.index])
             else:
                 core = self.op_core(v.op)
-            core.instrs.append({"kind": "output", "src": self.read(core, v, op), "name": name})
+            core.add("output", [], [self.read(core, v, op)], name=name)
 
     def transfer(self, op: Op) -> None:
         src_core = self.core(op.attrs["from"])
@@ -187,9 +196,8 @@ class _Emitter:
         if dst_core.id != op.attrs["to"]:
             raise EmitError(f"cim.transfer{_where(op)}: core {dst_core.id} != to {op.attrs['to']}")
         buf = self.read(src_core, op.operands[0], op)
-        src_core.instrs.append({"kind": "send", "src": buf, "to": dst_core.id})
-        dst_core.instrs.append({"kind": "recv", "dst": self.define(dst_core, op.result),
-                                "from_": src_core.id})
+        src_core.add("send", [], [buf], to=dst_core.id)
+        dst_core.add("recv", [self.define(dst_core, op.result)], [], **{"from": src_core.id})
 
     def mvm(self, op: Op) -> None:
         core = self.op_core(op)
@@ -200,7 +208,11 @@ class _Emitter:
         levels, scale = a["levels"], a["scale"]
         rows, cols = levels.shape
         layer = str(a.get("layer", ""))
-        decl = {"index": x, "rows": rows, "cols": cols, "layer": layer, "tile": list(a["tile"])}
+        slices = int(a.get("slices", 1))
+        decl = {"index": x, "rows": rows, "cols": cols, "layer": layer, "tile": list(a["tile"]),
+                "slices": slices}
+        if slices > 1:  # one digit per device pair, least significant first
+            levels = slice_levels(levels, self.slice_base, slices)
         key = f"xbar/{core.id}/{x}"
         if any(d["index"] == x for d in core.xbars):  # a shared tile (place): the same weights
             if decl not in core.xbars or not (
@@ -212,21 +224,19 @@ class _Emitter:
             self.weights[f"{key}/levels"] = _level_array(levels)
             self.weights[f"{key}/scale"] = np.asarray(scale, dtype=np.float32)
         src = self.read(core, op.operands[0], op)
-        core.instrs.append({
-            "kind": "mvm", "dst": self.define(core, op.result, "p"), "src": src, "xbar": x,
-            "dac_bits": a["dac_bits"], "dac_range": float(a["dac_range"]),
-            "dac_signed": a.get("dac_signed", True),
-            "adc_bits": a["adc_bits"], "adc_range": float(a["adc_range"]),
-            "comment": f"{layer} tile {a['tile']}" if layer else "",
-        })
+        core.add("mvm", [self.define(core, op.result, "p")], [src], xbar=x,
+                 dac_bits=a["dac_bits"], dac_range=float(a["dac_range"]),
+                 dac_signed=None if a.get("dac_signed", True) else False,
+                 adc_bits=a["adc_bits"], adc_range=float(a["adc_range"]),
+                 comment=f"{layer} tile {a['tile']}" if layer else "")
 
     def im2col(self, op: Op) -> None:
         core = self.op_core(op)
         src = self.read(core, op.operands[0], op)
-        rec = {"kind": "im2col", "dst": self.define(core, op.result), "src": src}
-        for key in ("kernel_shape", "strides", "pads", "dilations"):
-            rec[key] = list(op.attrs[key])
-        core.instrs.append(rec)
+        kw = {key: list(op.attrs[key]) for key in ("kernel_shape", "strides", "pads", "dilations")}
+        groups = op.attrs.get("groups", 1)
+        core.add("im2col", [self.define(core, op.result)], [src], **kw,
+                 groups=groups if groups != 1 else None)
 
     @staticmethod
     def simple_slice(op: Op) -> tuple[int, int] | None:
@@ -255,8 +265,8 @@ class _Emitter:
             raise EmitError(f"{op.name}{_where(op)}: attribute(s) {sorted(reserved)} clash with "
                             "the dop instruction's own keywords")
         dsts = [self.define(core, r) for r in op.results]
-        core.instrs.append({"kind": "dop", "dsts": dsts, "srcs": srcs, "op": op.name,
-                            "attrs": attrs, "comment": str(op.attrs.get("layer", ""))})
+        core.add("dop", dsts, srcs, str(op.attrs.get("layer", "")),
+                 {"op": op.name, **dict(attrs)})
 
 
 def _level_array(levels: np.ndarray) -> np.ndarray:
@@ -370,7 +380,7 @@ def emit_artifact(
     path = Path(path)
     func = module.main
     cores_per_chip = int(module.attrs.get("cores_per_chip") or target.chip.cores)
-    em = _Emitter(func, cores_per_chip)
+    em = _Emitter(func, cores_per_chip, int(target.crossbar.levels))
     em.emit()
     cores = [em.cores[c] for c in sorted(em.cores)]
     for core in cores:

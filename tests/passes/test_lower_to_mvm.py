@@ -32,7 +32,7 @@ def test_conv_becomes_im2col_mvm_bias_add_transpose():
   }}
 }}
 """
-    # weight [M, C, kh, kw] -> [C*kh*kw, M]: row (c, kh, kw), column m
+    # weight [M, C, kh, kw] -> [kh*kw*C, M]: row (kh, kw, c), column m
     check_pass(
         src,
         "lower-to-mvm",
@@ -40,7 +40,7 @@ def test_conv_becomes_im2col_mvm_bias_add_transpose():
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {
     %1 = nn.constant() {value = dense<[0.5, -0.5] : tensor<2xf32>>} : tensor<2xf32>
     %2 = cim.im2col(%0) {dilations = [1, 1], kernel_shape = [2, 2], layer = "conv0", pads = [1, 1, 0, 0], strides = [2, 2]} : tensor<1x2x2x8xf32>
-    %3 = nn.constant() {value = dense<[1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0, 5.0, -5.0, 6.0, -6.0, 7.0, -7.0, 8.0, -8.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
+    %3 = nn.constant() {value = dense<[1.0, -1.0, 5.0, -5.0, 2.0, -2.0, 6.0, -6.0, 3.0, -3.0, 7.0, -7.0, 4.0, -4.0, 8.0, -8.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
     %4 = cim.mvm(%2, %3) {layer = "conv0"} : tensor<1x2x2x2xf32>
     %5 = nn.add(%4, %1) {layer = "conv0"} : tensor<1x2x2x2xf32>
     %6 = nn.transpose(%5) {layer = "conv0", perm = [0, 3, 1, 2]} : tensor<1x2x2x2xf32>
@@ -65,8 +65,8 @@ def test_grouped_conv_1d_becomes_grouped_mvm():
         "lower-to-mvm",
         """module attributes {stage = "cim"} {
   func @main(%0: tensor<1x4x3xf32>) -> (tensor<1x2x3xf32>) {
-    %1 = cim.im2col(%0) {dilations = [1], kernel_shape = [2], layer = "conv0", pads = [1, 0], strides = [1]} : tensor<1x3x8xf32>
-    %2 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0] : tensor<2x4x1xf32>>} : tensor<2x4x1xf32>
+    %1 = cim.im2col(%0) {dilations = [1], groups = 2, kernel_shape = [2], layer = "conv0", pads = [1, 0], strides = [1]} : tensor<1x3x8xf32>
+    %2 = nn.constant() {value = dense<[1.0, 3.0, 2.0, 4.0, 5.0, 7.0, 6.0, 8.0] : tensor<2x4x1xf32>>} : tensor<2x4x1xf32>
     %3 = cim.mvm(%1, %2) {layer = "conv0"} : tensor<1x3x2xf32>
     %4 = nn.transpose(%3) {layer = "conv0", perm = [0, 2, 1]} : tensor<1x2x3xf32>
     return(%4)
@@ -91,7 +91,7 @@ def test_depthwise_conv_with_multiplier_is_a_grouped_mvm():
         "lower-to-mvm",
         """module attributes {stage = "cim"} {
   func @main(%0: tensor<2x3x4x4xf32>) -> (tensor<2x6x4x4xf32>) {
-    %1 = cim.im2col(%0) {dilations = [1, 3], kernel_shape = [1, 2], layer = "conv0", pads = [0, 1, 0, 2], strides = [1, 1]} : tensor<2x4x4x6xf32>
+    %1 = cim.im2col(%0) {dilations = [1, 3], groups = 3, kernel_shape = [1, 2], layer = "conv0", pads = [0, 1, 0, 2], strides = [1, 1]} : tensor<2x4x4x6xf32>
     %2 = nn.constant() {value = dense<[1.0, 2.0, -1.0, -2.0, 3.0, 0.5, -3.0, -0.5, 0.25, 1.5, -0.25, -1.5] : tensor<3x2x2xf32>>} : tensor<3x2x2xf32>
     %3 = cim.mvm(%1, %2) {layer = "conv0"} : tensor<2x4x4x6xf32>
     %4 = nn.transpose(%3) {layer = "conv0", perm = [0, 3, 1, 2]} : tensor<2x6x4x4xf32>
@@ -416,7 +416,7 @@ def test_canonicalize_lower_canonicalize_pipeline():
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {
     %1 = nn.constant() {value = dense<[0.0, 7.0] : tensor<2xf32>>} : tensor<2xf32>
     %2 = cim.im2col(%0) {dilations = [1, 1], kernel_shape = [2, 2], layer = "stem", pads = [0, 0, 0, 0], strides = [1, 1]} : tensor<1x2x2x8xf32>
-    %3 = nn.constant() {value = dense<[0.5, -4.0, 1.0, -8.0, 1.5, -12.0, 2.0, -16.0, 2.5, -20.0, 3.0, -24.0, 3.5, -28.0, 4.0, -32.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
+    %3 = nn.constant() {value = dense<[0.5, -4.0, 2.5, -20.0, 1.0, -8.0, 3.0, -24.0, 1.5, -12.0, 3.5, -28.0, 2.0, -16.0, 4.0, -32.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
     %4 = cim.mvm(%2, %3) {layer = "stem"} : tensor<1x2x2x2xf32>
     %5 = nn.add(%4, %1) {layer = "stem"} : tensor<1x2x2x2xf32>
     %6 = nn.transpose(%5) {layer = "stem", perm = [0, 3, 1, 2]} : tensor<1x2x2x2xf32>
