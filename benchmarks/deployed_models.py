@@ -24,7 +24,7 @@ from cimc.testing import ort_run
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from test_deployed_models import HERE, MODELS  # the suite's models and inputs
+from deployed_models import HERE, MODELS  # the suite's models and inputs
 
 RTOL, ATOL = 1e-4, 1e-5
 

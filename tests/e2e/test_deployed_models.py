@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from deployed_models import HERE, MODELS, bert_inputs
 
 import cimc
 from cimc.frontend.onnx import import_onnx
@@ -27,37 +28,7 @@ from cimc.targets import load_target
 from cimc.targets.emit import emit_artifact
 from cimc.testing import ort_run
 
-HERE = Path(__file__).resolve().parent / "deployed"
 RTOL, ATOL = 1e-4, 1e-5
-
-
-def _bert_inputs(rng: np.random.Generator, n: int = 2) -> dict[str, np.ndarray]:
-    mask = np.ones((n, 8), np.int64)
-    mask[1:, 5:] = 0  # the sentences after the first are padded
-    types = np.zeros((n, 8), np.int64)
-    types[:, 4:] = 1
-    return {"input_ids": rng.integers(0, 64, (n, 8)), "attention_mask": mask,
-            "token_type_ids": types}
-
-
-BERT_OPS = {"Gather", "Where", "Equal", "Erf", "Pow", "Sqrt", "Max", "Min", "ReduceMax", "Exp",
-            "MatMul", "Tanh"}
-def _sequences(rng: np.random.Generator, n: int = 2) -> dict[str, np.ndarray]:
-    return {"x": rng.standard_normal((n, 5, 6)).astype(np.float32)}
-
-
-# name -> (inputs of a batch of n from a seeded generator, ops the model must contain)
-MODELS = {
-    "yolov8": (lambda rng, n=1: {"images": rng.random((n, 3, 64, 64), dtype=np.float32)},
-               {"Conv", "Split", "Expand", "Range", "Shape", "Gather", "Unsqueeze", "Concat",
-                "Resize", "MaxPool", "Softmax", "Sigmoid"}),
-    "bert_script": (_bert_inputs, BERT_OPS | {"Expand", "Range"}),
-    "bert_dynamo": (_bert_inputs, BERT_OPS | {"Reciprocal"}),
-    "filetype": (lambda rng, n=1: {"bytes": rng.integers(0, 256, (n, 64))},
-                 {"Conv", "GlobalMaxPool", "ReduceSum", "Tanh", "Gather"}),
-    "lstm": (_sequences, {"LSTM"}),
-    "gru": (_sequences, {"GRU"}),
-}
 
 
 # Crossbars on ideal: LSTM: W and R of layer 1, W and R of both directions of layer 2, the
@@ -104,7 +75,7 @@ def test_attention_products_are_digital_work_in_the_report(tmp_path):
     report charges them as digital work: 2 layers x 2 products x (2 x 4 heads x 8 x 8 outputs)
     x 8 multiply-accumulates each (the exact count is tests/unit/runtime/test_report.py's)."""
     model = onnx.load(str(HERE / "bert_script.onnx"))
-    inputs = _bert_inputs(np.random.default_rng(0))
+    inputs = bert_inputs(np.random.default_rng(0))
     path = cimc.compile(model, target="ideal", output=tmp_path / "bert.cimc",
                         input_shapes={k: v.shape for k, v in inputs.items()}).artifact
     programs = "".join(p.read_text() for p in Path(path).glob("core_*.s"))
