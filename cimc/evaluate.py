@@ -79,9 +79,11 @@ def evaluate_accuracy(
     times: Sequence[float] = (0.0,),
     seeds: Sequence[int] = (0,),
     calib_count: int = 100,
+    prune: str | None = None,
 ) -> Evaluation:
     """Compile ``model`` for ``target`` and score it on the chip at each time in ``times``
-    (with and without drift compensation where the target drifts) beside onnxruntime."""
+    (with and without drift compensation where the target drifts) beside onnxruntime.
+    ``prune``: prune-similar's options (the calibration samples also fit its compensation)."""
     import cimc
     from cimc.testing import ort_run
 
@@ -108,7 +110,7 @@ def evaluate_accuracy(
         result = cimc.compile(
             proto, target, Path(tmp) / "model.cimc",
             input_shapes={name: (1, *x.shape[1:])},
-            calib={name: x_cal} if calib_count else None,
+            calib={name: x_cal} if calib_count else None, prune=prune,
         )
         chips = [cimc.load(result.artifact, seed=s) for s in seeds]
         drifts = chips[0].target.device.kind == "pcm"
