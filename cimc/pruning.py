@@ -110,8 +110,9 @@ def similarity_mask(
 
     ``weights`` is ``[N, ...]`` (a conv weight ``[out, in, kh, kw]``, a dense weight
     ``[out, in]``); ``c`` and ``b`` default to the metric's :data:`DEFAULTS`. Returns a bool
-    array of ``N``: True keeps the filter, False prunes it. A layer of fewer than two filters
-    keeps them all.
+    array of ``N``: True keeps the filter, False prunes it. A layer keeps at least one filter:
+    when the rule marks them all, the one with the fewest close filters (the first of those)
+    stays; a layer of fewer than two filters keeps them all.
     """
     c, b = rule_parameters(metric, c, b)
     if c < 0:
@@ -119,4 +120,8 @@ def similarity_mask(
     n = filter_matrix(weights).shape[0]
     if n < 2:
         return np.ones(n, dtype=bool)
-    return close_counts(pairwise_distances(weights, metric), b) <= c * (n - 1)
+    counts = close_counts(pairwise_distances(weights, metric), b)
+    keep = counts <= c * (n - 1)
+    if not keep.any():
+        keep[int(counts.argmin())] = True
+    return keep

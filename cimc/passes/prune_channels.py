@@ -399,39 +399,40 @@ def _conv(an: Analysis, op: Op, ins: Sequence[Layout | None]) -> list[Layout | N
     return f"grouped conv (group={group}){_where(op)}: its groups would lose different channels"
 
 
-def _conv_transpose(an: Analysis, op: Op, ins: Sequence[Layout | None]) -> list[Layout | None] | str:
-    bad = _only_first(op, ins)
-    if bad:
-        return bad
-    if constant_value(op.operands[1]) is None or int(op.attrs["group"]) != 1 or ins[0].axis != 1:
+def _consumer(why_not: Callable[[Op, Layout], str | None]) -> Rule:
+    """Layers with constant weights that read the channels in operand 0 and absorb their
+    removal (their input rows go), unless ``why_not`` gives a reason."""
+
+    def rule(an: Analysis, op: Op, ins: Sequence[Layout | None]) -> list[Layout | None] | str:
+        bad = _only_first(op, ins) or why_not(op, ins[0])
+        if bad:
+            return bad
+        an.consumers.append(Consumer(op, ins[0]))
+        return [None]
+
+    return rule
+
+
+def _conv_transpose(op: Op, lay: Layout) -> str | None:
+    if constant_value(op.operands[1]) is None or int(op.attrs["group"]) != 1 or lay.axis != 1:
         return f"nn.conv_transpose{_where(op)}: grouped, run-time weights or channels off axis 1"
-    an.consumers.append(Consumer(op, ins[0]))
-    return [None]
+    return None
 
 
-def _gemm(an: Analysis, op: Op, ins: Sequence[Layout | None]) -> list[Layout | None] | str:
-    bad = _only_first(op, ins)
-    if bad:
-        return bad
+def _gemm(op: Op, lay: Layout) -> str | None:
     attrs = registry.lookup(op.name).with_defaults(op.attrs)
-    if constant_value(op.operands[1]) is None or attrs["trans_a"] or ins[0].axis != 1:
+    if constant_value(op.operands[1]) is None or attrs["trans_a"] or lay.axis != 1:
         return f"nn.gemm{_where(op)}: run-time B, trans_a, or channels off the rows' axis"
     if len(op.operands) > 2 and constant_value(op.operands[2]) is None:
         return f"nn.gemm{_where(op)} adds a run-time C"
-    an.consumers.append(Consumer(op, ins[0]))
-    return [None]
+    return None
 
 
-def _matmul(an: Analysis, op: Op, ins: Sequence[Layout | None]) -> list[Layout | None] | str:
-    bad = _only_first(op, ins)
-    if bad:
-        return bad
+def _matmul(op: Op, lay: Layout) -> str | None:
     w = constant_value(op.operands[1])
-    x = op.operands[0].type
-    if w is None or w.ndim != 2 or ins[0].axis != x.rank - 1:
+    if w is None or w.ndim != 2 or lay.axis != op.operands[0].type.rank - 1:
         return f"nn.matmul{_where(op)}: no constant 2-D weight, or channels off the last axis"
-    an.consumers.append(Consumer(op, ins[0]))
-    return [None]
+    return None
 
 
 def _stop(reason: str) -> Rule:
@@ -467,9 +468,9 @@ RULES: dict[str, Rule] = {
     "nn.reduce_mean": _reduce,
     "nn.layer_norm": _layer_norm,
     "nn.conv": _conv,
-    "nn.conv_transpose": _conv_transpose,
-    "nn.gemm": _gemm,
-    "nn.matmul": _matmul,
+    "nn.conv_transpose": _consumer(_conv_transpose),
+    "nn.gemm": _consumer(_gemm),
+    "nn.matmul": _consumer(_matmul),
     "nn.gather": _stop("indexes the channels (not analysed)"),
     "nn.shape": _stop("reads the number of channels"),
     "cim.im2col": _stop("is a crossbar op; prune-similar runs before lower-to-mvm"),

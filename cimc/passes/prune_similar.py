@@ -15,6 +15,11 @@ Then, either
   redundancy is its distance (``metric``) to the nearest filter of its layer that stays, as a
   z-score against the layer's pair distances; a class counts its least redundant member. The
   nearest distances are updated as filters go, so of two duplicates only one is pruned.
+  ``metric = output`` (ratio only; a cimc addition, not the paper's) compares channels on
+  calibration data instead of weights: a channel's cost is the variance its nearest kept
+  partner leaves unexplained at each consumer's input (what the one-partner compensation
+  cannot restore), weighted by the consumer's weights on it, over the consumer's whole input
+  energy, summed over consumers and divided by the MACs the class saves.
 
 A layer always keeps at least one filter. ``layers`` limits pruning to the named layers (names as
 ``cimc report`` shows them, or a kind: ``conv``, ``gemm``, ``matmul``; separated by ``;``); a
@@ -36,7 +41,9 @@ element by element). The consumer absorbs the fit: ``W[:, k] += alpha * W[:, p]`
 ``bias += beta * sum(W[:, p])`` (a matmul gets an add after it). This is exact when
 ``y_p = alpha * y_k + beta`` holds (a duplicated filter, a scaled copy through relu and pools, a
 constant channel) and the consumer does not zero-pad (a padded conv sees ``beta`` at its borders
-only in part, so there the bias term is approximate).
+only in part, so there the bias term is approximate). ``partners = 0`` fits ``y_p`` from all kept
+channels of the same input at once (a slightly ridged multiple regression), folded the same way:
+never worse on the calibration data, and usually better.
 
 The summary (:class:`PruneSummary`: per layer the filters and MACs before and after, and the
 crossbars when the context has a target, from :func:`cimc.passes.tile.tile_count`; the coupled
