@@ -8,10 +8,11 @@ pruning's compensation, the other 900 are scored. Chip accuracies are means over
 instances at t = 0.
 
 1. Without retraining, from examples/mnist/model.onnx: top-1 on pcm40 against the pruning ratio
-   (0 to 0.6; conv layers only) for the published Hamming metric and the calibration-based
-   ``output`` metric, each without compensation, with the one-partner least-squares fit and with
-   the all-partner fit; plotted to --out. Then the goal configuration. Goal: at least 26.8 % of
-   conv MACs removed, at most 1.0 point below the unpruned chip.
+   (0 to 0.6; conv layers only) for the published Hamming and L2 metrics, each without
+   compensation, with the one-partner least-squares fit (``partners=1``, the default) and with
+   the all-partner fit (``partners=0``); plotted to --out. Then the goal configurations (ratio
+   0.25, all-partner fit). Goal: at least 26.8 % of conv MACs removed, at most 1.0 point below the
+   unpruned chip.
 2. With the training-time rule, examples/mnist_prune/model.onnx (zeroed filters removed with
    ``c=1``). Goal: at least 40 % of conv MACs removed, at most 1.0 point below fp32.
 3. Crossbars and latency (batch 1) from ``cimc report`` on pcm40 and hermes64, unpruned and pruned.
@@ -41,10 +42,12 @@ TRAINED = ROOT / "examples" / "mnist_prune" / "model.onnx"
 DATA = ROOT / "examples" / "mnist" / "test.npz"
 SHAPE = {"input": (1, 1, 28, 28)}
 RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-METRICS = ("hamming", "output")
+METRICS = ("hamming", "l2")
 COMPENSATION = {"none": "compensate=false", "one partner": "partners=1",
                 "all partners": "partners=0"}
-GOAL_SPEC = "metric=output,partners=0,layers=conv1,ratio=0.27"
+# Both conv layers, the all-partner fit; the published metrics (Hamming: the paper's for MNIST).
+GOAL_SPECS = ("metric=hamming,partners=0,layers=conv,ratio=0.25",
+              "metric=l2,partners=0,layers=conv,ratio=0.25")
 TRAINED_SPEC = "c=1"
 
 
@@ -114,7 +117,7 @@ def plot(curves: dict[str, list[tuple[float, float]]], base_chip: float, out: Pa
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     styles = {"none": ":", "one partner": "-", "all partners": "--"}
-    colours = {"hamming": "tab:blue", "output": "tab:orange"}
+    colours = {"hamming": "tab:blue", "l2": "tab:orange"}
     for name, points in curves.items():
         metric, label = name.split(", ")
         f, a = zip(*points)
@@ -122,8 +125,8 @@ def plot(curves: dict[str, list[tuple[float, float]]], base_chip: float, out: Pa
                 color=colours[metric], label=f"{metric}; compensation: {label}")
     ax.axhline(100 * base_chip - 1.0, color="grey", lw=0.8)
     ax.axvline(26.8, color="grey", lw=0.8)
-    ax.text(27.3, 100 * base_chip - 0.9, "goal: >= 26.8 %, <= 1 point below unpruned",
-            fontsize=8, color="grey")
+    ax.text(27.5, 100 * base_chip - 4.0, "goal: right of 26.8 %, above the line\n(1 point below "
+            "the unpruned chip)", fontsize=8, color="grey")
     ax.set_xlabel("conv MACs removed (%)")
     ax.set_ylabel("top-1 on pcm40 (%)")
     ax.set_title("MNIST LeNet pruned without retraining (ratio 0 to 0.6, conv layers)")
@@ -214,13 +217,14 @@ def main() -> int:
               f"({len(b.y)} test images, seeds 0..{args.seeds - 1})")
         sweep(b, base_chip, args.out)
 
-        res = b.compile(MNIST, "pcm40", GOAL_SPEC)
-        frac, acc = conv_fraction(res.pruning), b.chip_accuracy(res.artifact)
-        met = frac >= 0.268 and base_chip - acc <= 0.010
-        ok &= met
-        print(f"  goal configuration {GOAL_SPEC}: conv MACs removed {100 * frac:.1f} %, pcm40 "
-              f"{100 * acc:.2f} % ({100 * (acc - base_chip):+.2f} points vs unpruned): "
-              f"{'met' if met else 'NOT met'}")
+        for spec in GOAL_SPECS:
+            res = b.compile(MNIST, "pcm40", spec)
+            frac, acc = conv_fraction(res.pruning), b.chip_accuracy(res.artifact)
+            met = frac >= 0.268 and base_chip - acc <= 0.010
+            ok &= met
+            print(f"  goal configuration {spec}: conv MACs removed {100 * frac:.1f} %, pcm40 "
+                  f"{100 * acc:.2f} % ({100 * (acc - base_chip):+.2f} points vs unpruned): "
+                  f"{'met' if met else 'NOT met'}")
 
         print("\n2. training-time rule (examples/mnist_prune/model.onnx)")
         res_t = b.compile(TRAINED, "pcm40", TRAINED_SPEC)
@@ -235,8 +239,8 @@ def main() -> int:
               f"pcm40 {100 * acc_t:.2f} % ({100 * (acc_t - base_chip):+.2f} vs unpruned chip): "
               f"{'met' if met_t else 'NOT met'}")
 
-        hardware(b, {"unpruned": (MNIST, None), f"no retraining ({GOAL_SPEC[:20]}..)":
-                     (MNIST, GOAL_SPEC), "trained with the rule": (TRAINED, TRAINED_SPEC)})
+        hardware(b, {"unpruned": (MNIST, None), "no retraining (hamming, 0.25)":
+                     (MNIST, GOAL_SPECS[0]), "trained with the rule": (TRAINED, TRAINED_SPEC)})
         if not args.no_resnet:
             ok &= resnet(tmp)
     print("\ngoals:", "met" if ok else "NOT all met")

@@ -17,9 +17,9 @@ dynamic pruning"). For one layer with ``N`` filters (``weights[i]`` is filter ``
 4. a filter close to more than ``c * (N - 1)`` others is pruned.
 
 Published defaults (:data:`DEFAULTS`): Hamming ``c = 0.15, b = 0.146``; L2 ``c = 0.45, b = 0.01``.
-The paper gives none for cosine; cimc uses ``c = 0.15, b = 4.0``: cosine distances of trained
-filters spread with a variance of about 0.05 to 0.1, so ``b * var`` puts the "close" threshold a
-little over one standard deviation below the mean, about where the Hamming default puts it.
+The paper gives none for cosine; cimc uses ``c = 0.15, b = 4.0`` (Hamming's c): on the trained MNIST
+LeNet the cosine distances of a layer's filters have a variance of 0.02 to 0.07, so ``b * var``
+puts the "close" threshold 0.1 to 0.3 below the mean, about one standard deviation.
 
 ``similarity_mask`` returns the keep-mask for one layer; a training loop zeroes (or masks) the
 filters where it is False and keeps training, which is the "dynamic" part. The compile-time pass
@@ -69,9 +69,8 @@ def pairwise_distances(weights: np.ndarray, metric: str = "hamming") -> np.ndarr
     _check_metric(metric)
     w = filter_matrix(weights)
     if metric == "hamming":
-        bits = (w >= 0).astype(np.float64)
-        d = bits @ (1.0 - bits).T
-        d = d + d.T  # popcount(a XOR b) = |a AND NOT b| + |b AND NOT a|
+        signs = np.where(w >= 0, 1.0, -1.0).astype(np.float32)  # exact: integers below 2**24
+        d = (w.shape[1] - (signs @ signs.T).astype(np.float64)) / 2  # agree - differ = D - 2 XOR
     elif metric == "l2":
         sq = np.einsum("ij,ij->i", w, w)
         d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (w @ w.T), 0.0))

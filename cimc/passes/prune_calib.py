@@ -5,11 +5,9 @@ interpreter and accumulates, at the input of every consumer it is asked about, t
 second moments of the channel runs (:class:`Moments`, one per run length: a flattened channel is
 a run of features, paired element by element with another run of the same length). From them:
 
-- :func:`least_squares_fits`: for each pruned run ``p``, the kept run ``k`` that explains it best by least
-  squares, ``y_p ~= alpha * y_k + beta`` (the largest squared correlation), or ``y_p ~= beta``
-  when no kept run helps (a constant channel, or none left);
-- :meth:`Moments.residuals`: the residual variance of every run given every other, for ranking
-  channels by the error their removal leaves after compensation (``metric = output``).
+:func:`least_squares_fits` finds, for each pruned run ``p``, the kept run ``k`` that explains it
+best by least squares, ``y_p ~= alpha * y_k + beta`` (the largest squared correlation), or fits
+``y_p`` from all kept runs at once; ``y_p ~= beta`` when no kept run helps (a constant channel).
 
 Stage: nn. Tests: tests/passes/test_prune_similar.py.
 """
@@ -60,17 +58,6 @@ class Moments:
     def cov(self) -> np.ndarray:
         m = self.mean
         return self.s2 / max(self.n, 1) - np.outer(m, m)
-
-    def residuals(self) -> np.ndarray:
-        """``r[i, j]``: the variance of run ``i`` left after the least-squares fit from run
-        ``j`` (``inf`` on the diagonal; run ``i``'s own variance when run ``j`` is constant)."""
-        cov = self.cov
-        var = np.maximum(np.diag(cov), 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            explained = np.where(var[None, :] > 0, cov**2 / var[None, :], 0.0)
-        r = np.maximum(var[:, None] - np.nan_to_num(explained), 0.0)
-        np.fill_diagonal(r, np.inf)
-        return r
 
 
 def layout_moments(layout: Layout) -> list[Moments]:

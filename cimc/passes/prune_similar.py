@@ -15,11 +15,6 @@ Then, either
   redundancy is its distance (``metric``) to the nearest filter of its layer that stays, as a
   z-score against the layer's pair distances; a class counts its least redundant member. The
   nearest distances are updated as filters go, so of two duplicates only one is pruned.
-  ``metric = output`` (ratio only; a cimc addition, not the paper's) compares channels on
-  calibration data instead of weights: a channel's cost is the variance its nearest kept
-  partner leaves unexplained at each consumer's input (what the one-partner compensation
-  cannot restore), weighted by the consumer's weights on it, over the consumer's whole input
-  energy, summed over consumers and divided by the MACs the class saves.
 
 A layer always keeps at least one filter. ``layers`` limits pruning to the named layers (names as
 ``cimc report`` shows them, or a kind: ``conv``, ``gemm``, ``matmul``; separated by ``;``); a
@@ -62,20 +57,18 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ir.core import Builder, Module, Op, Value
+from cimc.ir.core import Builder, Module, Op
 from cimc.ops import registry
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.canonicalize import constant_value
 from cimc.passes.dce import remove_dead_ops
 from cimc.passes.lower_to_mvm import layer_names
-from cimc.passes.prune_calib import Fit, Moments, least_squares_fits, observe
+from cimc.passes.prune_calib import Fit, least_squares_fits, observe
 from cimc.passes.prune_channels import FIXED, Analysis, analyze, rewrite_flow, slice_axis
 from cimc.passes.tile import geometry, tile_count
 from cimc.pruning import METRICS, pairwise_distances, rule_parameters, similarity_mask
 
 KINDS = ("conv", "gemm", "matmul")
-# The weight metrics of cimc.pruning, and "output": channels compared on calibration data.
-PASS_METRICS = (*METRICS, "output")
 
 
 # ----------------------------------------------------------------------------- summary
@@ -222,16 +215,6 @@ class _Class:
     members: list[tuple[_Layer, int]] = field(default_factory=list)
     effects: list[tuple[_Layer, int, int]] = field(default_factory=list)
 
-    def gain(self) -> int:
-        """The MACs pruning this class would save now."""
-        per: dict[_Layer, list[int]] = {}
-        for layer, rin, rout in self.effects:
-            acc = per.setdefault(layer, [0, 0])
-            acc[0] += rin
-            acc[1] += rout
-        return sum(layer.macs() - layer.macs(layer.removed_in + i, layer.removed_out + o)
-                   for layer, (i, o) in per.items())
-
 
 class _Plan:
     """The layers, the channel classes and the choice of classes to prune, for one function."""
@@ -283,55 +266,39 @@ class _Plan:
             layer.removed_out += rout
 
 
-class _Ranker:
-    """Candidate rows ranked by their nearest partner that stays: ``score(i) = (min(cap[i],
-    min over kept j of r[i, j]) - offset) * scale[i]`` (``-inf`` for rows in ``first``); the
-    nearest partners are updated as rows go."""
+class _Redundancy:
+    """One producer's filters, ranked by the distance (``metric``) of each to the nearest
+    filter that stays, as a z-score against the layer's pair distances (all-zero filters:
+    ``-inf``, and left out of the distances); the nearest filters are updated as filters go."""
 
-    def __init__(self, r: np.ndarray, offset: float, scale: np.ndarray, cap: np.ndarray,
-                 first: np.ndarray) -> None:
-        self.r, self.offset, self.scale, self.cap, self.first = r, offset, scale, cap, first
-        self.owner = np.full(len(r), -1)  # the candidate each row scores (-1: none)
-        self.nearest = r.argmin(axis=1) if len(r) else np.zeros(0, dtype=np.int64)
-        self.dist = np.minimum(r[np.arange(len(r)), self.nearest], cap) if len(r) else cap
-
-    @staticmethod
-    def of_filters(filters: np.ndarray, metric: str) -> _Ranker:
-        """Distances (``metric``) between a producer's non-zero filters, as z-scores against
-        the layer's pair distances; all-zero filters come first."""
-        zero = ~filters.any(axis=1)
-        nz = np.flatnonzero(~zero)
+    def __init__(self, filters: np.ndarray, metric: str) -> None:
+        self.zero = ~filters.any(axis=1)
+        nz = np.flatnonzero(~self.zero)
         n = len(filters)
-        d = np.full((n, n), np.inf)
-        mu, sd = 0.0, 1.0
+        self.d = np.full((n, n), np.inf)
+        self.mu, self.sd = 0.0, 1.0
         if len(nz) >= 2:
             sub = pairwise_distances(filters[nz], metric)
             pairs = sub[np.triu_indices(len(nz), k=1)]
-            mu, sd = float(pairs.mean()), float(pairs.std()) or 1.0
-            d[np.ix_(nz, nz)] = sub
-        np.fill_diagonal(d, np.inf)
-        return _Ranker(d, mu, np.full(n, 1.0 / sd), np.full(n, np.inf), zero)
-
-    @staticmethod
-    def of_outputs(m: Moments, energy: np.ndarray, total: float) -> _Ranker:
-        """Residual variances after the least-squares fit from each other run, weighted by the
-        consumer's weight energy on the run over its whole input energy ``total``."""
-        n = len(m.starts)
-        cap = np.maximum(np.diag(m.cov), 0.0)  # no partner: y_p ~= beta leaves its variance
-        return _Ranker(m.residuals(), 0.0, energy / (total or 1.0), cap, np.zeros(n, bool))
+            self.mu, self.sd = float(pairs.mean()), float(pairs.std()) or 1.0
+            self.d[np.ix_(nz, nz)] = sub
+        np.fill_diagonal(self.d, np.inf)
+        self.owner = np.full(n, -1)  # the candidate class of each filter (-1: none)
+        self.nearest = self.d.argmin(axis=1)
+        self.dist = self.d[np.arange(n), self.nearest]
 
     def score(self, i: int) -> float:
-        if self.first[i]:
+        if self.zero[i]:
             return -math.inf
-        return float((self.dist[i] - self.offset) * self.scale[i])
+        return float((self.dist[i] - self.mu) / self.sd)
 
     def remove(self, i: int) -> list[int]:
-        """Row ``i`` goes: the rows whose nearest it was look again. Returns them."""
-        self.r[:, i] = np.inf
+        """Filter ``i`` goes: the filters whose nearest it was look again. Returns them."""
+        self.d[:, i] = np.inf
         stale = [int(j) for j in np.flatnonzero(self.nearest == i) if j != i]
         for j in stale:
-            self.nearest[j] = int(self.r[j].argmin())
-            self.dist[j] = min(self.r[j, self.nearest[j]], self.cap[j])
+            self.nearest[j] = int(self.d[j].argmin())
+            self.dist[j] = self.d[j, self.nearest[j]]
         return stale
 
 
@@ -485,12 +452,9 @@ class PruneSimilar(Pass):
     calib_samples: int = 64
 
     def check(self) -> None:
-        if self.metric not in PASS_METRICS:
+        if self.metric not in METRICS:
             raise CimcError(f"prune-similar: metric {self.metric!r} is not one of "
-                            f"{', '.join(PASS_METRICS)}")
-        if self.metric == "output" and self.ratio == 0:
-            raise CimcError("prune-similar: metric=output ranks channels on calibration data; "
-                            "it needs a ratio (the similarity rule compares weights)")
+                            f"{', '.join(METRICS)}")
         if not 0.0 <= self.ratio < 1.0:
             raise CimcError(f"prune-similar: ratio={self.ratio} must be in [0, 1)")
         if self.ratio > 0 and (self.c is not None or self.b is not None):
@@ -521,12 +485,8 @@ class PruneSimilar(Pass):
             raise CimcError("prune-similar: no layer can be pruned: " + _why_none(plans, selected))
         before = {layer: (layer.macs(0, 0), layer.mvm_shape())
                   for plan in plans for layer in plan.layers.values()}
-        stats: dict[Value, list[Moments]] = {}
-        if self.metric == "output":
-            for plan in plans:
-                stats.update(self._observe(plan, plan.an.consumers, ctx))
-        self._choose(plans, candidates, stats)
-        fits = self._fit(plans, ctx, stats) if self.compensate else {}
+        self._choose(plans, candidates)
+        fits = self._fit(plans, ctx) if self.compensate else {}
         for plan in plans:
             _Rewriter(plan, fits).run()
             remove_dead_ops(plan.an.func.body)
@@ -550,62 +510,25 @@ class PruneSimilar(Pass):
         return chosen
 
     # ---- which classes
-    def _rankers(self, candidates: list[tuple[_Plan, _Class]], stats: dict[Value, list[Moments]]
-                 ) -> list[list[tuple[_Ranker, int]]]:
-        """For each candidate class, the ranker rows that score it."""
-        index = {(id(plan), c.root): k for k, (plan, c) in enumerate(candidates)}
-        rows: list[list[tuple[_Ranker, int]]] = [[] for _ in candidates]
-        if self.metric != "output":
-            rankers: dict[_Layer, _Ranker] = {}
-            for k, (plan, c) in enumerate(candidates):
-                for layer, i in c.members:
-                    if layer not in rankers:
-                        filters = plan.an.producers[layer.op].filters
-                        rankers[layer] = _Ranker.of_filters(filters, self.metric)
-                    rankers[layer].owner[i] = k
-                    rows[k].append((rankers[layer], i))
-            return rows
-        for plan in {id(p): p for p, _ in candidates}.values():
-            ch = plan.an.channels
-            for con in plan.an.consumers:
-                moments = stats[con.op.operands[0]]
-                w = constant_value(con.op.operands[1])
-                assert w is not None
-                per_element = (_input_first(con.op, w) ** 2).reshape(
-                    _input_first(con.op, w).shape[0], -1).sum(axis=1)
-                energy = [np.array([per_element[a:a + m.length].sum() for a in m.starts])
-                          for m in moments]
-                total = sum(float(np.maximum(np.diag(m.cov), 0) @ e)
-                            for m, e in zip(moments, energy))
-                for m, e in zip(moments, energy):
-                    ranker = _Ranker.of_outputs(m, e, total)
-                    for row, chan in enumerate(m.chans):
-                        k = index.get((id(plan), ch.find(chan)), -1)
-                        if k >= 0:
-                            ranker.owner[row] = k
-                            rows[k].append((ranker, row))
-        return rows
-
-    def _choose(self, plans: list[_Plan], candidates: list[tuple[_Plan, _Class]],
-                stats: dict[Value, list[Moments]]) -> None:
+    def _choose(self, plans: list[_Plan], candidates: list[tuple[_Plan, _Class]]) -> None:
         """Prune all-zero classes, then the rule's or the ratio's choice (module docstring)."""
-        rows = self._rankers(candidates, stats)
-        combine = sum if self.metric == "output" else max
-
-        # metric=output ranks by output error per MAC saved (at the start: a fixed weight)
-        per_mac = [1.0 / max(c.gain(), 1) if self.metric == "output" else 1.0
-                   for _, c in candidates]
+        ranks: dict[_Layer, _Redundancy] = {}
+        for k, (plan, c) in enumerate(candidates):
+            for layer, i in c.members:
+                if layer not in ranks:
+                    ranks[layer] = _Redundancy(plan.an.producers[layer.op].filters, self.metric)
+                ranks[layer].owner[i] = k
 
         def score(k: int) -> float:
-            return float(combine(r.score(i) for r, i in rows[k])) * per_mac[k] if rows[k] else 0.0
+            return max(ranks[layer].score(i) for layer, i in candidates[k][1].members)
 
         def prune(k: int) -> None:
             plan, c = candidates[k]
             plan.prune(c)
             scores[k] = math.inf
-            for ranker, i in rows[k]:
-                for j in ranker.remove(i):
-                    other = int(ranker.owner[j])
+            for layer, i in c.members:
+                for j in ranks[layer].remove(i):
+                    other = int(ranks[layer].owner[j])
                     if other >= 0 and math.isfinite(scores[other]):
                         scores[other] = score(other)
 
@@ -650,22 +573,16 @@ class PruneSimilar(Pass):
         return marked
 
     # ---- compensation
-    def _observe(self, plan: _Plan, consumers: list, ctx: PassContext
-                 ) -> dict[Value, list[Moments]]:
-        values = list(dict.fromkeys(c.op.operands[0] for c in consumers))
-        if not values:
-            return {}
-        return observe(plan.an.func, values, plan.an.layouts, ctx.calib, self.calib_samples,
-                       ctx.seed)
-
-    def _fit(self, plans: list[_Plan], ctx: PassContext, stats: dict[Value, list[Moments]]
-             ) -> dict[Op, list[Fit]]:
+    def _fit(self, plans: list[_Plan], ctx: PassContext) -> dict[Op, list[Fit]]:
         out: dict[Op, list[Fit]] = {}
         for plan in plans:
             todo = [c for c in plan.an.consumers
                     if any(plan.is_pruned(s.chan) for s in c.layout.segs)]
-            seen = {**self._observe(plan, [c for c in todo if c.op.operands[0] not in stats],
-                                    ctx), **stats}
+            values = list(dict.fromkeys(c.op.operands[0] for c in todo))
+            if not values:
+                continue
+            seen = observe(plan.an.func, values, plan.an.layouts, ctx.calib, self.calib_samples,
+                           ctx.seed)
             for con in todo:
                 out[con.op] = least_squares_fits(seen[con.op.operands[0]], plan.is_pruned,
                                                  self.partners)
