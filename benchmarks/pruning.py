@@ -16,9 +16,10 @@ instances at t = 0.
 2. With the training-time rule, examples/mnist_prune/model.onnx (zeroed filters removed with
    ``c=1``). Goal: at least 40 % of conv MACs removed, at most 1.0 point below fp32.
 3. Crossbars and latency (batch 1) from ``cimc report`` on pcm40 and hermes64, unpruned and pruned.
-4. Light ResNet-50 (seeded random weights) at ratio 0.3 on hermes64: compiles (the IR is verified
-   after every pass), the ideal-target artifact matches the interpreter on the pruned IR, and the
-   crossbars it saves; how the coupled (residual) channels were handled.
+4. Light ResNet-50 (seeded random weights) at ratio 0.3 on hermes64 and pcm40: compiles (the IR
+   is verified after every pass), the crossbars, latency and energy it saves (from the report,
+   beside the unpruned compile), how the coupled (residual) channels were handled, and the
+   ideal-target artifact against the interpreter on the pruned IR.
 """
 
 from __future__ import annotations
@@ -171,22 +172,22 @@ def resnet(tmp: Path) -> bool:
     ok = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t = time.perf_counter()
-        plain = cimc.compile(model, "hermes64", tmp / "r0.cimc")
-        t_plain = time.perf_counter() - t
-        t = time.perf_counter()
-        res = cimc.compile(model, "hermes64", tmp / "r1.cimc", prune={"ratio": 0.3})
-        t_pruned = time.perf_counter() - t
-        p = res.pruning
-        rep0, rep1 = cimc.load(plain.artifact).report(1), cimc.load(res.artifact).report(1)
-        print(f"  hermes64: compile {t_pruned:.1f} s pruned vs {t_plain:.1f} s unpruned "
-              f"({t_pruned / t_plain:.2f}x; 2 shared cores)")
-        print(f"  MACs removed {100 * p.macs_removed_fraction:.1f} %; crossbars "
-              f"{p._crossbars('crossbars_before')} -> {p._crossbars('crossbars_after')} "
-              f"(saved {p.crossbars_saved}; artifacts: {rep0.crossbars} -> {rep1.crossbars}); "
-              f"latency {rep1.latency_ns / rep0.latency_ns:.3f}x, "
-              f"chips {rep0.chips} -> {rep1.chips}")
-        ok &= p.crossbars_saved == rep0.crossbars - rep1.crossbars > 0
+        for target in ("hermes64", "pcm40"):
+            t = time.perf_counter()
+            plain = cimc.compile(model, target, tmp / f"{target}0.cimc")
+            t_plain = time.perf_counter() - t
+            t = time.perf_counter()
+            res = cimc.compile(model, target, tmp / f"{target}1.cimc", prune={"ratio": 0.3})
+            t_pruned = time.perf_counter() - t
+            p = res.pruning
+            rep0, rep1 = cimc.load(plain.artifact).report(1), cimc.load(res.artifact).report(1)
+            print(f"  {target}: MACs removed {100 * p.macs_removed_fraction:.1f} %; crossbars "
+                  f"{rep0.crossbars} -> {rep1.crossbars} (pruning report: saved "
+                  f"{p.crossbars_saved}); chips {rep0.chips} -> {rep1.chips}; latency "
+                  f"{rep1.latency_ns / rep0.latency_ns:.3f}x, energy "
+                  f"{rep1.total_energy_nj / rep0.total_energy_nj:.3f}x; compile {t_pruned:.1f} s "
+                  f"vs {t_plain:.1f} s unpruned (2 shared cores)")
+            ok &= p.crossbars_saved == rep0.crossbars - rep1.crossbars > 0
         for g in p.groups:
             print(f"  {len(g.layers)} layers ({g.layers[0]}..) via {', '.join(g.via) or '-'}: "
                   f"{g.pruned} of {g.channels} channels pruned, {g.status[:60]}")

@@ -435,6 +435,7 @@ class PruneSimilar(Pass):
     published), ``ratio`` (prune the most redundant filters until this fraction of conv/gemm
     MACs is gone; 0: use the rule), ``layers`` (names or kinds separated by ``;``; default all),
     ``compensate`` (fold a least-squares fit of each pruned channel into the next layer),
+    ``partners`` (1: fit from the most similar kept channel; 0: from all kept channels),
     ``calib_samples`` (calibration samples used for the fit). All-zero filters always go.
     Writes the summary to ``ctx.pruning``. See the module docstring.
 
