@@ -71,6 +71,13 @@ _input_shape_option = click.option(
 )
 
 
+_prune_option = click.option(
+    "--prune", default=None, metavar="OPTIONS",
+    help='Prune near-duplicate filters first (prune-similar), e.g. "ratio=0.3" or '
+         '"metric=hamming,c=0.15,b=0.146".',
+)
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="cimc")
 def main() -> None:
@@ -168,8 +175,9 @@ def targets_cmd() -> None:
               help="'auto' spreads the model over as many chips as it needs; N refuses more than N.")
 @click.option("--print-pipeline", is_flag=True, help="Print the pass pipeline as a spec string and exit.")
 @_force_option
+@_prune_option
 @_instrument_options
-def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, force,
+def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, force, prune,
                 instruments) -> None:
     """Compile an ONNX MODEL for a chip target into an artifact."""
     from cimc.compiler import compile as compile_model
@@ -178,12 +186,12 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
 
     n_chips = _parse_chips(chips)
     if print_pipeline:
-        click.echo(pipeline_spec(compile_pipeline(chips=n_chips)))
+        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune)))
         return
     out = Path(output) if output else Path(model).with_suffix(".cimc")
     result = compile_model(
         model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
-        chips=n_chips, instruments=instruments, force=force,
+        chips=n_chips, instruments=instruments, force=force, prune=prune,
     )
     click.echo(f"wrote {result.artifact}", err=True)
 
@@ -274,11 +282,13 @@ def report_cmd(artifact, as_json) -> None:
               help="Chip instance seed; repeat to average over instances.")
 @click.option("--calib-count", default=100, show_default=True,
               help="Leading samples used to calibrate the converters (left out of the scores).")
-def evaluate_cmd(model, data, target, times, seeds, calib_count) -> None:
+@_prune_option
+def evaluate_cmd(model, data, target, times, seeds, calib_count, prune) -> None:
     """Top-1 accuracy of MODEL on a simulated chip beside onnxruntime's."""
     from cimc.evaluate import evaluate_accuracy
 
-    click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count)))
+    click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count,
+                                     prune=prune)))
 
 
 if __name__ == "__main__":  # pragma: no cover

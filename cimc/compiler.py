@@ -25,6 +25,7 @@ from cimc.passes.base import (
     pipeline_spec,
 )
 from cimc.passes.pipelines import compile_pipeline
+from cimc.passes.prune_similar import PruneSummary
 from cimc.passes.registry import available_passes
 from cimc.runtime.artifact import is_artifact
 
@@ -35,6 +36,7 @@ class CompileResult:
     artifact: Path | None
     pipeline: str
     reports: dict[str, Any] = field(default_factory=dict)
+    pruning: PruneSummary | None = None
 
 
 def resolve_target(target: Any):
@@ -58,6 +60,7 @@ def compile(
     instruments: Sequence[Instrument] = (),
     seed: int = 0,
     force: bool = False,
+    prune: str | Mapping[str, Any] | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for ``target``; write the artifact to ``output`` when given.
 
@@ -67,6 +70,8 @@ def compile(
 
     ``chips=0`` spreads a model over as many chips as it needs; ``chips=N`` refuses a model that
     needs more. ``pipeline`` overrides the default pass pipeline (a spec string or pass list).
+    ``prune`` adds prune-similar with these options (``{"ratio": 0.3}`` or ``"ratio=0.3"``) to
+    the default pipeline; its summary goes to the manifest and ``result.pruning``.
     """
     seed = check_seed(seed)
     if output is not None:
@@ -85,7 +90,10 @@ def compile(
     if calib is not None:
         calib = input_arrays(calib, func.input_names, calib_source)
     if pipeline is None:
-        passes = compile_pipeline(chips=chips)
+        passes = compile_pipeline(chips=chips, prune=prune)
+    elif prune is not None:
+        raise CimcError("give prune-similar's options in the pipeline itself when you give a "
+                        "pipeline, not as prune=")
     elif isinstance(pipeline, str):
         passes = parse_pipeline(pipeline, available_passes())
     else:
@@ -97,5 +105,6 @@ def compile(
     if output is not None:
         from cimc.targets.emit import emit_artifact
 
-        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports)
-    return CompileResult(module, artifact, spec, ctx.reports)
+        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports,
+                                 pruning=ctx.pruning.to_dict() if ctx.pruning else None)
+    return CompileResult(module, artifact, spec, ctx.reports, ctx.pruning)

@@ -66,12 +66,14 @@ def evaluate_accuracy(
     seeds: Sequence[int] = (0,),
     calib_count: int = 100,
     progress: bool | None = None,
+    prune: str | None = None,
 ) -> Evaluation:
     """Compile ``model`` for ``target`` and score it on the chip at each time in ``times``
     (with and without drift compensation where the target drifts) beside onnxruntime.
 
     ``data`` is an .npz of inputs and labels (:mod:`cimc.data`'s rule). ``progress``: a bar on
     stderr (None: when it is a terminal and the evaluation lasts more than a couple of seconds).
+    ``prune``: prune-similar's options (the calibration samples also fit its compensation).
     """
     import cimc
     from cimc.compiler import resolve_target
@@ -121,7 +123,7 @@ def evaluate_accuracy(
         result = cimc.compile(
             proto, tgt, Path(tmp) / "model.cimc",
             input_shapes={name: (1, *x.shape[1:])},
-            calib={name: x_cal} if calib_count else None,
+            calib={name: x_cal} if calib_count else None, prune=prune,
         )
         bar.update()
         chips = []

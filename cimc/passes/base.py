@@ -16,12 +16,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from cimc.errors import CimcError, PassError
 from cimc.ir.core import Module
 from cimc.ir.printer import is_ir_file, is_sidecar, to_text, write_module
 from cimc.ir.verify import verify
+
+if TYPE_CHECKING:
+    from cimc.passes.prune_similar import PruneSummary
 
 
 @dataclass
@@ -34,6 +37,7 @@ class PassContext:
     seed: int = 0
     reports: dict[str, Any] = field(default_factory=dict)
     progress: Any = None
+    pruning: PruneSummary | None = None  # what prune-similar removed (for the manifest)
 
 
 @dataclass

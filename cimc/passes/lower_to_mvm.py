@@ -365,15 +365,32 @@ _LOWER: dict[str, tuple[Callable[[Op], bool], Callable[[Builder, Op, dict], Any]
 LOWERED_OPS = tuple(_LOWER)
 
 
-def _lower_block(block: Block, namer: LayerNamer, replaced: dict[Value, Value]) -> None:
-    for op in list(block.ops):
+def _lowerable(block: Block) -> list[Op]:
+    """The ops lower-to-mvm rewrites, in the order it visits them (regions before their op)."""
+    out = []
+    for op in block.ops:
         for r in op.regions:
-            _lower_block(r, namer, replaced)
+            out.extend(_lowerable(r))
         rule = _LOWER.get(op.name)
-        if rule is None or not rule[0](op):
-            continue
-        layer = {"layer": namer.name_for(op, _KIND[op.name])}
-        new = rule[1](Builder.before(op), op, layer)
+        if rule is not None and rule[0](op):
+            out.append(op)
+    return out
+
+
+def layer_names(module: Module) -> dict[Op, str]:
+    """The layer name lower-to-mvm gives each op it lowers (conv, gemm, matmul, lstm or gru with
+    constant weights): its ``layer`` attribute, else ``conv0``, ``gemm0``, ... in program
+    order. Passes that run before lowering (prune-similar) report layers under these names."""
+    namer = LayerNamer(module)
+    return {op: namer.name_for(op, _KIND[op.name])
+            for f in module.funcs for op in _lowerable(f.body)}
+
+
+def _lower_ops(ops: list[Op], names: dict[Op, str]) -> dict[Value, Value]:
+    replaced: dict[Value, Value] = {}
+    for op in ops:
+        layer = {"layer": names[op]}
+        new = _LOWER[op.name][1](Builder.before(op), op, layer)
         news = new if isinstance(new, list) else [new]
         for old, value in zip(op.results, news, strict=True):
             if value.type != old.type:
@@ -382,6 +399,7 @@ def _lower_block(block: Block, namer: LayerNamer, replaced: dict[Value, Value]) 
                     f"{value.type}, expected {old.type} (a bug)"
                 )
             replaced[old] = value
+    return replaced
 
 
 @dataclass
@@ -396,9 +414,7 @@ class LowerToMvm(Pass):
     produces_stage = "cim"
 
     def run(self, module: Module, ctx: PassContext) -> None:
-        namer = LayerNamer(module)
+        names = layer_names(module)
         for f in module.funcs:
-            replaced: dict[Value, Value] = {}
-            _lower_block(f.body, namer, replaced)
-            f.replace_uses_map(replaced)
+            f.replace_uses_map(_lower_ops(_lowerable(f.body), names))
             remove_dead_ops(f.body)

@@ -3,6 +3,9 @@ spec string that ``cimc opt -p`` replays."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from cimc.passes.base import Pass, parse_pipeline
 from cimc.passes.registry import available_passes
 
@@ -14,9 +17,23 @@ LOWERING = "canonicalize,lower-to-mvm,canonicalize"
 MAPPING = "tile,place,quantize,schedule"
 
 
-def compile_pipeline(*, chips: int = 0) -> list[Pass]:
-    """The full pipeline of ``cimc compile``: lowering, then mapping onto the target."""
+def prune_pass(options: str | Mapping[str, Any]) -> Pass:
+    """``prune-similar`` with ``options``: ``"ratio=0.3"`` or ``{"ratio": 0.3}``."""
+    if not isinstance(options, str):
+        options = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                           for k, v in options.items())
+    spec = "prune-similar" + (f"{{{options}}}" if options.strip() else "")
+    return parse_pipeline(spec, available_passes())[0]
+
+
+def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None
+                     ) -> list[Pass]:
+    """The full pipeline of ``cimc compile``: lowering, then mapping onto the target. With
+    ``prune`` (prune-similar's options), prune-similar runs after the first canonicalize, on
+    nn-stage IR with the batch norms folded, before lower-to-mvm."""
     passes = parse_pipeline(LOWERING + "," + MAPPING, available_passes())
+    if prune is not None:
+        passes.insert(1, prune_pass(prune))
     for p in passes:
         if p.name == "place":
             p.chips = chips  # type: ignore[attr-defined]

@@ -292,10 +292,11 @@ class Calibration:
 
 
 def calibration_inputs(
-    func: Func, calib: Mapping[str, np.ndarray] | None, max_samples: int, seed: int
+    func: Func, calib: Mapping[str, np.ndarray] | None, max_samples: int, seed: int,
+    who: str = "quantize",
 ) -> Calibration:
     """The calibration inputs for ``func``: ``calib`` checked against the arguments, or the
-    documented default (one seeded standard-normal batch)."""
+    documented default (one seeded standard-normal batch). Errors name the pass ``who``."""
     names, types = func.input_names, [a.type for a in func.args]
     batch = types[0].shape[0] if types and types[0].rank else 1
     if calib is None:
@@ -313,7 +314,7 @@ def calibration_inputs(
     missing = [n for n in names if n not in calib]
     if missing:
         raise CimcError(
-            f"quantize: calibration data lacks input(s) {', '.join(missing)}; it has "
+            f"{who}: calibration data lacks input(s) {', '.join(missing)}; it has "
             f"{', '.join(sorted(calib)) or 'nothing'}. Give one array per model input "
             f"({', '.join(names)}), batch first"
         )
@@ -323,12 +324,12 @@ def calibration_inputs(
         a = np.asarray(calib[name])
         if t.rank == 0 or a.ndim != t.rank or tuple(a.shape[1:]) != t.shape[1:]:
             raise CimcError(
-                f"quantize: calibration array {name!r} has shape {list(a.shape)}; expected "
+                f"{who}: calibration array {name!r} has shape {list(a.shape)}; expected "
                 f"[N, {', '.join(map(str, t.shape[1:]))}] (any N, the model takes {list(t.shape)})"
             )
         if t.shape[0] != batch or a.shape[0] < batch:
             raise CimcError(
-                f"quantize: calibration array {name!r} has {a.shape[0]} sample(s); the model's "
+                f"{who}: calibration array {name!r} has {a.shape[0]} sample(s); the model's "
                 f"batch is {t.shape[0]}, so give at least that many"
             )
         counts.append(a.shape[0] // batch)

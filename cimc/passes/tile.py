@@ -141,6 +141,17 @@ def analytic_minimum(shape: tuple[int, ...], geo: Geometry) -> int:
     return max(math.ceil(g * kg / geo.rows), math.ceil(g * mg / geo.cols))
 
 
+def tile_count(shape: tuple[int, ...], geo: Geometry) -> int:
+    """How many crossbar tiles the tile pass makes for a weight of ``shape`` (``[K, M]`` or
+    grouped ``[G, Kg, Mg]``): the same packing and blocking as :class:`Tile`, without weights."""
+    if len(shape) == 2:
+        return len(_blocks(shape[0], geo.rows)) * len(_blocks(shape[1], geo.cols))
+    g, kg, mg = shape
+    per = max(min(geo.rows // kg, geo.cols // mg) if kg <= geo.rows and mg <= geo.cols else 1, 1)
+    return sum(len(_blocks(n * kg, geo.rows)) * len(_blocks(n * mg, geo.cols))
+               for n in (min(per, g - g0) for g0 in range(0, g, per)))
+
+
 def _weight(op: Op) -> np.ndarray:
     w_val = op.operands[1]
     if w_val.op is None or w_val.op.name != "nn.constant":

@@ -55,6 +55,7 @@ class Report:
     area_mm2: float  # the cores the artifact uses
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
+    pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
 
     @property
     def total_energy_nj(self) -> float:
@@ -107,6 +108,7 @@ def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
         area_mm2=len(machine.programs) * target.chip.core_area_mm2,
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
+        pruning=art.manifest.get("pruning"),
     )
 
 
@@ -176,4 +178,31 @@ def format_report(r: Report) -> str:
     lines.append("")
     rows = [[k, str(n), str(r.executed.get(k, 0))] for k, n in r.instructions.items()]
     lines += _table(["instruction", "count", "work (vectors/elements/bytes)"], rows)
+    if r.pruning:
+        lines += ["", *format_pruning(r.pruning)]
     return "\n".join(lines)
+
+
+def format_pruning(p: dict[str, Any]) -> list[str]:
+    """The manifest's ``pruning`` summary (prune-similar) as text lines."""
+    def arrow(a: Any, b: Any) -> str:
+        return "-" if a is None else f"{a} -> {b}"
+
+    saved = p.get("crossbars_saved")
+    lines = [
+        f"pruning: {p['spec']} ({p['mode']}; compensation: {p['compensation']})",
+        f"  MACs {p['macs_before']} -> {p['macs_after']} ({p['macs_removed_fraction']:.1%} "
+        f"removed), crossbars {arrow(p.get('crossbars_before'), p.get('crossbars_after'))}"
+        + ("" if saved is None else f" ({saved} saved)"),
+        "",
+    ]
+    rows = [[lay["name"], lay["kind"], arrow(lay["filters_before"], lay["filters_after"]),
+             arrow(lay["macs_before"], lay["macs_after"]),
+             arrow(lay.get("crossbars_before"), lay.get("crossbars_after"))]
+            for lay in p["layers"]]
+    lines += _table(["layer", "kind", "filters", "MACs", "crossbars"], rows)
+    for g in p.get("groups") or []:
+        via = f" via {', '.join(g['via'])}" if g["via"] else ""
+        lines.append(f"  channels of {', '.join(g['layers'])}{via}: {g['pruned']} of "
+                     f"{g['channels']} pruned, {g['status']}")
+    return lines

@@ -372,9 +372,11 @@ def emit_artifact(
     *,
     pipeline: str = "",
     reports: Mapping[str, Any] | None = None,
+    pruning: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
-    ``target``) at ``path``, atomically. Returns ``path``."""
+    ``target``) at ``path``, atomically. Returns ``path``. ``pruning``: prune-similar's summary
+    (``PruneSummary.to_dict()``), written as the manifest's ``pruning``."""
     if target is None or not hasattr(target, "to_dict"):
         raise EmitError("emit_artifact needs the Target the module was compiled for")
     path = Path(path)
@@ -413,6 +415,7 @@ def emit_artifact(
             "cores": core_list,
             "layers": _layers(func, target),
             "mapping": _mapping_summary(reports),
+            "pruning": dict(pruning) if pruning else None,
             "weights": "weights.npz",
             "key": None,
             "compiler": {"version": __version__, "pipeline": pipeline},

@@ -13,7 +13,7 @@ from cimc.ir.core import Builder, Func, Module
 from cimc.ir.interpreter import run
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
-from cimc.passes.tile import Geometry, analytic_minimum, target_geometry
+from cimc.passes.tile import Geometry, analytic_minimum, target_geometry, tile_count
 from cimc.targets import Target, load_target
 from cimc.testing import check_pass
 
@@ -122,6 +122,17 @@ def test_many_groups_do_not_take_one_crossbar_each():
     module = _tile_and_compare(_module(w, (1, 4, 4, 576)), "tile", ctx)
     assert len(_tiles(module)) == 3  # 28 channels per 256x256 crossbar
     assert ctx.reports["tile"]["crossbars"] == ctx.reports["tile"]["analytic_min"] == 3
+
+
+@pytest.mark.parametrize("shape,rows,cols", [
+    ((7, 5), 3, 2), ((8, 8), 4, 4), ((6, 2, 1), 4, 4), ((2, 5, 3), 4, 2), ((64, 9, 1), 256, 256),
+    ((5, 3, 2), 7, 5),
+])
+def test_tile_count_is_the_tilers_count_without_weights(shape, rows, cols):
+    w = np.random.default_rng(4).standard_normal(shape)
+    x_last = shape[0] * shape[1] if len(shape) == 3 else shape[0]
+    module = _tile_and_compare(_module(w, (2, x_last)), f"tile{{rows={rows},cols={cols}}}")
+    assert tile_count(shape, Geometry(rows, cols)) == len(_tiles(module))
 
 
 def _variant(base: str, **crossbar) -> Target:
