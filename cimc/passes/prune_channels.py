@@ -445,8 +445,13 @@ def _stop(reason: str) -> Rule:
 UNARY = (
     "nn.relu", "nn.leaky_relu", "nn.sigmoid", "nn.tanh", "nn.hard_sigmoid", "nn.hard_swish",
     "nn.clip", "nn.erf", "nn.gelu", "nn.sqrt", "nn.exp", "nn.neg", "nn.cast", "nn.identity",
+    "nn.reciprocal", "nn.not",
 )
-BROADCAST = ("nn.add", "nn.sub", "nn.mul", "nn.div", "nn.pow", "nn.prelu")
+BROADCAST = (
+    "nn.add", "nn.sub", "nn.mul", "nn.div", "nn.pow", "nn.prelu", "nn.max", "nn.min",
+    "nn.equal", "nn.less", "nn.less_equal", "nn.greater", "nn.greater_equal", "nn.and",
+    "nn.or", "nn.xor", "nn.where",
+)
 POOLS = ("nn.max_pool", "nn.avg_pool", "nn.global_avg_pool", "nn.global_max_pool")
 
 RULES: dict[str, Rule] = {
@@ -466,6 +471,8 @@ RULES: dict[str, Rule] = {
     "nn.slice": _not_along(_sliced_axes, "cuts"),
     "nn.reduce_sum": _reduce,
     "nn.reduce_mean": _reduce,
+    "nn.reduce_max": _reduce,
+    "nn.reduce_min": _reduce,
     "nn.layer_norm": _layer_norm,
     "nn.conv": _conv,
     "nn.conv_transpose": _consumer(_conv_transpose),
@@ -473,6 +480,10 @@ RULES: dict[str, Rule] = {
     "nn.matmul": _consumer(_matmul),
     "nn.gather": _stop("indexes the channels (not analysed)"),
     "nn.shape": _stop("reads the number of channels"),
+    "nn.expand": _stop("broadcasts to a shape of its own (not analysed)"),
+    "nn.tile": _stop("repeats the channels (not analysed)"),
+    "nn.lstm": _stop("reads its input in a recurrence (not analysed)"),
+    "nn.gru": _stop("reads its input in a recurrence (not analysed)"),
     "cim.im2col": _stop("is a crossbar op; prune-similar runs before lower-to-mvm"),
     "cim.mvm": _stop("is a crossbar op; prune-similar runs before lower-to-mvm"),
     "cim.xbar_mvm": _stop("is a crossbar op; prune-similar runs before lower-to-mvm"),
