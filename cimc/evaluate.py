@@ -58,6 +58,7 @@ def format_time(t: float) -> str:
 
 
 def load_labelled(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (inputs, batch first) and ``y`` (labels, one per sample) from an ``.npz``."""
     path = Path(path)
     if not path.is_file():
         raise CimcError(f"{path}: data file not found")
@@ -65,11 +66,29 @@ def load_labelled(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             if "x" not in z.files or "y" not in z.files:
                 raise CimcError(f"{path}: expected arrays 'x' (inputs) and 'y' (labels), found {z.files}")
-            return z["x"], z["y"]
+            x, y = z["x"], z["y"]
     except CimcError:
         raise
     except Exception as e:
         raise CimcError(f"{path}: cannot read as .npz ({e})") from None
+    if x.ndim == 0 or len(x) != y.size:
+        raise CimcError(f"{path}: x has {len(x) if x.ndim else 0} samples but y has "
+                        f"{y.size} labels; expected one label per sample")
+    return x, y.reshape(-1)
+
+
+def single_input(proto: onnx.ModelProto, model: str | Path, command: str) -> str:
+    """The name of the model's one input (initializers aside); ``command`` needs exactly one."""
+    inits = {i.name for i in proto.graph.initializer}
+    names = [i.name for i in proto.graph.input if i.name not in inits]
+    if len(names) != 1:
+        raise CimcError(f"{model}: {command} needs a model with one input, this one has {names}")
+    return names[0]
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of samples whose largest score is at their label's index."""
+    return float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
 
 
 def evaluate_accuracy(
@@ -86,21 +105,15 @@ def evaluate_accuracy(
     from cimc.testing import ort_run
 
     x, y = load_labelled(data)
-    if len(x) != len(y):
-        raise CimcError(f"{data}: x has {len(x)} samples but y has {len(y)}")
     if not 0 <= calib_count < len(x):
         raise CimcError(f"calibration count {calib_count} must be below the {len(x)} samples in {data}")
     proto = onnx.load(str(model))
-    inits = {i.name for i in proto.graph.initializer}
-    names = [i.name for i in proto.graph.input if i.name not in inits]
-    if len(names) != 1:
-        raise CimcError(f"{model}: evaluate needs a model with one input, this one has {names}")
-    name = names[0]
+    name = single_input(proto, model, "evaluate")
     x = x.astype(np.float32, copy=False)
     x_cal, x_test, y_test = x[:calib_count], x[calib_count:], y[calib_count:]
 
     def accuracy(logits: np.ndarray) -> float:
-        return float(np.mean(np.argmax(logits.reshape(len(y_test), -1), axis=1) == y_test))
+        return top1(logits, y_test)
 
     ref = next(iter(ort_run(proto, {name: x_test}).values()))
     rows = [AccuracyRow("onnxruntime (fp32)", accuracy(ref))]

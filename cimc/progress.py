@@ -14,7 +14,7 @@ class _Silent:
     def close(self) -> None: ...
 
 
-def progress_bar(total: int, desc: str, enabled: bool | None = None) -> Any:
+def progress_bar(total: int, desc: str, enabled: bool | None = None, unit: str = "step") -> Any:
     """A tqdm bar on stderr when it is a terminal (or ``enabled=True``); else a silent stand-in."""
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -22,4 +22,4 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None) -> Any:
         return _Silent()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, unit="step")
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, unit=unit)

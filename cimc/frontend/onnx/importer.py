@@ -155,7 +155,8 @@ def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
-def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str, Path | None]:
+def load_model(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str, Path | None]:
+    """The model's proto, its name for messages, and its path (None for a proto)."""
     if isinstance(model, onnx.ModelProto):
         return model, model.graph.name or "<model>", None
     path = Path(model)
@@ -255,7 +256,7 @@ def import_onnx(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Module:
     """Import an ONNX model (a path or a ModelProto) into a verified IR module at stage "nn"."""
-    proto, source, path = _load(model)
+    proto, source, path = load_model(model)
     opset = _opset(proto, source)
     _scan_unsupported(proto, opset, source)
     _check(proto, source, path)
