@@ -11,8 +11,8 @@ import hashlib
 import io
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def instance_accuracy(artifact: bytes, x: np.ndarray, y: np.ndarray, seed: int,
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """A checked sweep: what every task gets, and the empty result it fills in."""
+    """A checked sweep: what every task gets, and its empty result (run_sweep fills a copy)."""
 
     artifact: bytes
     x: np.ndarray
@@ -150,9 +150,9 @@ def prepare(model: str | Path, data: str | Path, target: Any = None,
     x, y = load_labelled(data)
     art_bytes = _artifact_bytes(Path(model), target, x, compile_options)
     art = read_artifact(art_bytes)
-    if target is not None and resolve_target(target).name != art.target.name:
-        raise CimcError(f"{model} was compiled for target {art.target.name}, not "
-                        f"{resolve_target(target).name}; drop --target or recompile")
+    if target is not None and (wanted := resolve_target(target).name) != art.target.name:
+        raise CimcError(f"{model} was compiled for target {art.target.name}, not {wanted}; "
+                        "drop --target or recompile")
     if art.key_info is not None:
         raise CimcError(f"{model} is encrypted; a sweep runs unencrypted artifacts only")
     if len(art.inputs) != 1:
@@ -182,19 +182,30 @@ def prepare(model: str | Path, data: str | Path, target: Any = None,
 
 def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler: str | None = None,
               output: str | Path | None = None, resume: bool = False,
-              progress: bool | None = None, task=instance_accuracy) -> SweepResult:
-    """Run the plan's unfinished instances on Dask, rewriting ``output`` as each finishes."""
+              progress: bool | None = None,
+              task: Callable[..., list[float]] = instance_accuracy) -> SweepResult:
+    """Run the plan's instances on Dask (those not already in ``output`` with ``resume``),
+    rewriting ``output`` as each finishes. ``task`` is :func:`instance_accuracy` or a stand-in
+    with its signature (the tests make one fail)."""
     from cimc.atomic import write_text
     from cimc.montecarlo.engine import dask_client, default_workers, run_tasks
     from cimc.progress import progress_bar
 
     check_run_options(workers, scheduler, output, resume)
-    result = plan.result
+    result = replace(plan.result, by_seed={}, failed={})
+
+    def save() -> None:
+        if output is not None:
+            try:
+                write_text(output, result.to_json())
+            except OSError as e:
+                raise CimcError(f"{output}: cannot write the results ({e.strerror})") from None
+
     if output is not None:
         output = Path(output)
         if resume and output.exists():
             result.resume_from(output)
-        write_text(output, result.to_json())
+        save()
     todo = [s for s in result.seeds if s not in result.by_seed]
     if not todo:
         return result
@@ -210,8 +221,7 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler: str | N
                 else:
                     result.failed[seed] = error
                     bar.set_postfix_str(f"{len(result.failed)} failed")
-                if output is not None:
-                    write_text(output, result.to_json())
+                save()
                 bar.update()
         finally:
             bar.close()

@@ -120,7 +120,7 @@ def test_failing_instance_is_retried_once_then_reported_with_its_seed(files, sch
     assert "seed 1 failed: RuntimeError: boom on seed 1" in str(result)
 
 
-def test_cli_sweeps_an_onnx_model_on_alocal_cluster(files):
+def test_cli_sweeps_an_onnx_model_on_a_local_cluster(files):
     out, png = files["dir"] / "cli.json", files["dir"] / "cli.png"
     r = CliRunner().invoke(main, [
         "sweep", str(DIGITS / "model.onnx"), "--data", str(files["data"]), "--target", "pcm40",
