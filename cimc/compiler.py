@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from cimc.errors import CimcError
+from cimc.atomic import check_output
+from cimc.data import input_arrays, load_npz
+from cimc.errors import CimcError, check_seed
 from cimc.frontend.onnx import import_onnx
 from cimc.ir.core import Module
 from cimc.passes.base import (
@@ -24,6 +26,7 @@ from cimc.passes.base import (
 )
 from cimc.passes.pipelines import compile_pipeline
 from cimc.passes.registry import available_passes
+from cimc.runtime.artifact import is_artifact
 
 
 @dataclass
@@ -32,18 +35,6 @@ class CompileResult:
     artifact: Path | None
     pipeline: str
     reports: dict[str, Any] = field(default_factory=dict)
-
-
-def load_calibration(path: str | Path) -> dict[str, np.ndarray]:
-    """Calibration inputs from an ``.npz`` (one array per model input name, batch first)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CimcError(f"{path}: calibration file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as e:
-        raise CimcError(f"{path}: cannot read calibration data as .npz ({e})") from None
 
 
 def resolve_target(target: Any):
@@ -66,23 +57,40 @@ def compile(
     pipeline: str | Sequence[Pass] | None = None,
     instruments: Sequence[Instrument] = (),
     seed: int = 0,
+    force: bool = False,
 ) -> CompileResult:
     """Compile an ONNX model for ``target``; write the artifact to ``output`` when given.
+
+    An existing artifact at ``output`` is replaced; anything else there is refused unless
+    ``force`` (:func:`cimc.atomic.check_output`). ``calib`` is an .npz path or arrays by name,
+    read by :func:`cimc.data.input_arrays`'s rule.
 
     ``chips=0`` spreads a model over as many chips as it needs; ``chips=N`` refuses a model that
     needs more. ``pipeline`` overrides the default pass pipeline (a spec string or pass list).
     """
+    seed = check_seed(seed)
+    if output is not None:
+        check_output(output, "an artifact", ours=is_artifact, force=force,
+                     inputs=[p for p in (model, calib) if isinstance(p, (str, Path))])
     tgt = resolve_target(target)
+    calib_source = str(calib) if isinstance(calib, (str, Path)) else "calibration data"
     if isinstance(calib, (str, Path)):
-        calib = load_calibration(calib)
+        calib = load_npz(calib, "calibration data")
     module = import_onnx(model, input_shapes)
+    func = module.main
+    for name, arg in zip(func.input_names, func.args):
+        if 0 in arg.type.shape:
+            raise CimcError(f"input '{name}' has shape {list(arg.type.shape)}: cimc compiles only "
+                            "inputs whose every dimension is >= 1 (a batch of at least 1)")
+    if calib is not None:
+        calib = input_arrays(calib, func.input_names, calib_source)
     if pipeline is None:
         passes = compile_pipeline(chips=chips)
     elif isinstance(pipeline, str):
         passes = parse_pipeline(pipeline, available_passes())
     else:
         passes = list(pipeline)
-    ctx = PassContext(target=tgt, calib=dict(calib) if calib is not None else None, seed=seed)
+    ctx = PassContext(target=tgt, calib=calib, seed=seed)
     PassManager(passes, [*instruments, Progress(total=len(passes))]).run(module, ctx)
     spec = pipeline_spec(passes)
     artifact = None

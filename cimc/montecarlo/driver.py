@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.montecarlo.results import SweepResult, unfinished
+from cimc.montecarlo.results import SweepResult, is_sweep_file, unfinished
 
 # 0, 1 hour, 1 day, 1 month, 1 year
 DEFAULT_TIMES = (0.0, 3600.0, 86400.0, 2.6e6, 3.15e7)
@@ -75,11 +75,11 @@ def parse_times(text: str) -> tuple[float, ...]:
 
 
 def _check_seeds(seeds: Iterable[int]) -> tuple[int, ...]:
-    out = tuple(int(s) for s in seeds)
+    from cimc.errors import check_seed
+
+    out = tuple(check_seed(s) for s in seeds)
     if not out:
         raise CimcError("seeds: none given; a sweep needs at least one chip instance")
-    if min(out) < 0:
-        raise CimcError(f"seeds: {min(out)} is negative; seeds are integers >= 0")
     if len(set(out)) != len(out):
         twice = sorted({s for s in out if out.count(s) > 1})
         raise CimcError(f"seeds: {twice[:5]} given more than once; each seed is one chip instance")
@@ -107,30 +107,17 @@ def _zip_directory(path: Path) -> bytes:
     return buf.getvalue()
 
 
-def _artifact_bytes(model: Path, target: Any, x: np.ndarray,
-                    compile_options: Mapping[str, Any]) -> bytes:
-    """The artifact's zip bytes: read from ``model`` (a ``.cimc`` directory or zip), or
-    compiled from ``model`` (ONNX) for ``target``."""
+def _is_artifact(model: Path) -> bool:
     if not model.exists():
         raise CimcError(f"{model}: not found (expected an ONNX model, a NAME.cimc directory or "
                         "a NAME.cimc.zip)")
-    if model.is_dir() or zipfile.is_zipfile(model):
-        given = [k for k, v in compile_options.items() if v]
-        if given:
-            raise CimcError(f"{model} is a compiled artifact; {', '.join(given)} appl"
-                            f"{'ies' if len(given) == 1 else 'y'} only to an ONNX model")
-        return _zip_directory(model) if model.is_dir() else model.read_bytes()
-    if target is None:
-        raise CimcError(f"{model}: a sweep of an ONNX model needs a target (--target, a profile "
-                        "name such as pcm40, or a .toml)")
-    import cimc
-    from cimc.evaluate import single_input
-    from cimc.frontend.onnx.importer import load_model
+    return model.is_dir() or zipfile.is_zipfile(model)
 
-    options = dict(compile_options)
-    if not options.get("input_shapes"):  # as evaluate: batch 1 of the data's samples
-        name = single_input(load_model(model)[0], model, "sweep")
-        options["input_shapes"] = {name: (1, *x.shape[1:])}
+
+def _compile(model: Path, target: Any, options: Mapping[str, Any]) -> bytes:
+    """The zip bytes of ``model`` (ONNX) compiled for ``target`` with compile's ``options``."""
+    import cimc
+
     with tempfile.TemporaryDirectory(prefix="cimc-sweep-") as tmp:
         result = cimc.compile(model, target, Path(tmp) / "model.cimc", **options)
         return _zip_directory(result.artifact)
@@ -142,22 +129,46 @@ def prepare(model: str | Path, data: str | Path, target: Any = None,
     """Check the sweep's inputs, compile or read the model, and load the data; see sweep()."""
     from cimc import __version__
     from cimc.compiler import resolve_target
-    from cimc.evaluate import load_labelled
+    from cimc.data import input_arrays, label_array, load_npz
+    from cimc.evaluate import single_input
+    from cimc.frontend.onnx.importer import load_model
     from cimc.runtime import read_artifact
     from cimc.runtime.machine import DTYPES, check_finite, check_inputs
 
     seeds, times = _check_seeds(seeds), _check_times(times)
-    x, y = load_labelled(data)
-    art_bytes = _artifact_bytes(Path(model), target, x, compile_options)
-    art = read_artifact(art_bytes)
-    if target is not None and (wanted := resolve_target(target).name) != art.target.name:
-        raise CimcError(f"{model} was compiled for target {art.target.name}, not {wanted}; "
-                        "drop --target or recompile")
+    model = Path(model)
+    arrays = load_npz(data, "data")
+    y = label_array(arrays, str(data))
+    if _is_artifact(model):
+        given = [k for k, v in compile_options.items() if v]
+        if given:
+            raise CimcError(f"{model} is a compiled artifact; {', '.join(given)} appl"
+                            f"{'ies' if len(given) == 1 else 'y'} only to an ONNX model")
+        art_bytes = _zip_directory(model) if model.is_dir() else model.read_bytes()
+        art = read_artifact(art_bytes)
+        if target is not None and (wanted := resolve_target(target).name) != art.target.name:
+            raise CimcError(f"{model} was compiled for target {art.target.name}, not {wanted}; "
+                            "drop --target or recompile")
+        if len(art.inputs) != 1:
+            raise CimcError(f"{model}: a sweep needs a model with one input, this one has "
+                            f"{[s.name for s in art.inputs]}")
+        x = input_arrays(arrays, [art.inputs[0].name], str(data))[art.inputs[0].name]
+    else:
+        if target is None:
+            raise CimcError(f"{model}: a sweep of an ONNX model needs a target (--target, a "
+                            "profile name such as pcm40, or a .toml)")
+        proto, source, _ = load_model(model)
+        name = single_input(proto, source, "sweep")
+        x = input_arrays(arrays, [name], str(data))[name]
+        options = dict(compile_options)
+        if not options.get("input_shapes"):  # as evaluate: batch 1 of the data's samples
+            options["input_shapes"] = {name: (1, *x.shape[1:])}
+        art_bytes = _compile(model, target, options)
+        art = read_artifact(art_bytes)
+    if len(x) != len(y):
+        raise CimcError(f"{data}: the inputs hold {len(x)} samples but the labels {len(y)}")
     if art.key_info is not None:
         raise CimcError(f"{model} is encrypted; a sweep runs unencrypted artifacts only")
-    if len(art.inputs) != 1:
-        raise CimcError(f"{model}: a sweep needs a model with one input, this one has "
-                        f"{[s.name for s in art.inputs]}")
     spec = art.inputs[0]
     dtype = DTYPES.get(spec.dtype)
     if dtype is not None and x.dtype.kind == "f" and dtype.kind == "f":
@@ -174,14 +185,14 @@ def prepare(model: str | Path, data: str | Path, target: Any = None,
         digest.update(f"{a.dtype.str}{a.shape}".encode())
         digest.update(np.ascontiguousarray(a).tobytes())
     result = SweepResult(
-        model=Path(model).name, artifact=art.content_hash, target=art.target.name,
+        model=model.name, artifact=art.content_hash, target=art.target.name,
         drift_compensation=comp, samples=len(x), data_sha256=digest.hexdigest(),
         times=times, seeds=seeds, cimc_version=__version__)
     return SweepPlan(art_bytes, x, y, result)
 
 
 def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler: str | None = None,
-              output: str | Path | None = None, resume: bool = False,
+              output: str | Path | None = None, resume: bool = False, force: bool = False,
               progress: bool | None = None,
               task: Callable[..., list[float]] = instance_accuracy) -> SweepResult:
     """Run the plan's instances on Dask (those not already in ``output`` with ``resume``),
@@ -189,9 +200,9 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler: str | N
     with its signature (the tests make one fail)."""
     from cimc.atomic import write_text
     from cimc.montecarlo.engine import dask_client, default_workers, run_tasks
-    from cimc.progress import progress_bar
+    from cimc.progress import progress as progress_bar
 
-    check_run_options(workers, scheduler, output, resume)
+    check_run_options(workers, scheduler, output, resume, force)
     result = replace(plan.result, by_seed={}, failed={})
 
     def save() -> None:
@@ -210,37 +221,40 @@ def run_sweep(plan: SweepPlan, *, workers: int | None = None, scheduler: str | N
     if not todo:
         return result
     n = min(workers or default_workers(), len(todo))
-    with dask_client(None if scheduler else n, scheduler, result.cimc_version) as client:
-        bar = progress_bar(len(todo), f"sweep on {result.target}", progress, unit="instance")
-        try:
-            for seed, accs, error in run_tasks(
-                    client, task, todo, (plan.artifact, plan.x, plan.y),
-                    (result.times, result.drift_compensation)):
-                if error is None:
-                    result.by_seed[seed] = accs
-                else:
-                    result.failed[seed] = error
-                    bar.set_postfix_str(f"{len(result.failed)} failed")
-                save()
-                bar.update()
-        finally:
-            bar.close()
+    with dask_client(None if scheduler else n, scheduler, result.cimc_version) as client, \
+            progress_bar(len(todo), f"sweep on {result.target}", progress) as bar:
+        for seed, accs, error in run_tasks(client, task, todo, (plan.artifact, plan.x, plan.y),
+                                           (result.times, result.drift_compensation)):
+            if error is None:
+                result.by_seed[seed] = accs
+            else:
+                result.failed[seed] = error
+                bar.set_postfix_str(f"{len(result.failed)} failed")
+            save()
+            bar.update()
     return result
 
 
 def check_run_options(workers: int | None, scheduler: str | None, output: str | Path | None,
-                      resume: bool) -> None:
-    """Refuse contradictory options, and an output that holds an unfinished sweep unless it
-    is to be resumed (before anything is compiled)."""
+                      resume: bool, force: bool = False, inputs: Sequence[str | Path] = ()
+                      ) -> None:
+    """Refuse contradictory options, and an output that is not a sweep's results (unless
+    ``force``) or holds an unfinished one (unless ``resume`` or ``force``), before anything is
+    compiled."""
+    from cimc.atomic import check_output
+
     if workers is not None and scheduler is not None:
         raise CimcError("give either a number of local workers or a scheduler address, not both")
     if workers is not None and workers < 1:
         raise CimcError(f"workers: {workers}; a sweep needs at least one worker")
     if resume and output is None:
         raise CimcError("resume needs the output file of the sweep to resume")
-    if output is not None and not resume and (left := unfinished(Path(output))):
+    if output is None or resume:
+        return
+    if not force and (left := unfinished(Path(output))):
         raise CimcError(f"{output} holds an unfinished sweep ({left}); continue it with "
-                        "--resume, or remove the file to start over")
+                        "--resume, or pass --force to start over")
+    check_output(output, "a sweep's results", ours=is_sweep_file, force=force, inputs=inputs)
 
 
 def sweep(model: str | Path, data: str | Path, target: Any = None,
@@ -249,7 +263,7 @@ def sweep(model: str | Path, data: str | Path, target: Any = None,
           input_shapes: Mapping[str, Sequence[int]] | None = None,
           calib: Mapping[str, np.ndarray] | str | Path | None = None, chips: int = 0,
           workers: int | None = None, scheduler: str | None = None,
-          output: str | Path | None = None, resume: bool = False,
+          output: str | Path | None = None, resume: bool = False, force: bool = False,
           progress: bool | None = None) -> SweepResult:
     """Top-1 accuracy of chip instances ``seeds`` at each of ``times`` (seconds since
     programming) on the labelled ``data`` (an ``.npz`` with ``x`` and ``y``, as evaluate).
@@ -261,10 +275,11 @@ def sweep(model: str | Path, data: str | Path, target: Any = None,
     ``workers`` processes (default: this machine's CPUs), or the cluster of the scheduler at
     ``scheduler`` (``tcp://HOST:PORT``). With ``output``, the results so far are written there
     (JSON, see :mod:`cimc.montecarlo.results`) as each instance finishes; ``resume`` continues
-    the sweep already there. An instance that fails twice is listed in ``result.failed``.
+    the sweep already there; anything else there is refused unless ``force``. An instance that
+    fails twice is listed in ``result.failed``.
     """
-    check_run_options(workers, scheduler, output, resume)
+    check_run_options(workers, scheduler, output, resume, force, inputs=[model, data])
     plan = prepare(model, data, target, seeds, times, drift_compensation=drift_compensation,
                    input_shapes=input_shapes, calib=calib, chips=chips)
     return run_sweep(plan, workers=workers, scheduler=scheduler, output=output, resume=resume,
-                     progress=progress)
+                     force=force, progress=progress)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from cimc.errors import CimcError
 from cimc.montecarlo.results import SweepResult
 
+MARK = "cimc sweep"  # the plot's title in its metadata: a file with it may be replaced
 
-def check_plot(path: str | Path) -> str:
-    """The image format of ``path``; refuses an unknown one, or a missing matplotlib."""
+
+def check_plot(path: str | Path, force: bool = False, inputs: Sequence[str | Path] = ()) -> str:
+    """The image format of ``path``; refuses an unknown one, a missing matplotlib, and a file
+    there that is not a sweep's plot (unless ``force``)."""
+    from cimc.atomic import check_output
+
     path = Path(path)
+    check_output(path, "a sweep's plot", force=force, inputs=inputs, option="--plot",
+                 ours=lambda p: p.is_file() and MARK.encode() in p.read_bytes())
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "pdf", "svg"):
         raise CimcError(f"{path}: the plot is written as .png, .pdf or .svg, not "
@@ -23,11 +31,11 @@ def check_plot(path: str | Path) -> str:
     return fmt
 
 
-def plot_sweep(result: SweepResult, path: str | Path) -> Path:
+def plot_sweep(result: SweepResult, path: str | Path, force: bool = False) -> Path:
     """Draw the mean accuracy over instances, the mean ± std band, the min-max band and the 5th
     percentile against time (t = 0 at the left edge) into ``path`` (.png, .pdf or .svg)."""
     path = Path(path)
-    fmt = check_plot(path)
+    fmt = check_plot(path, force)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +72,6 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=110)
+        fig.savefig(tmp, format=fmt, dpi=110, metadata={"Title": MARK})
     plt.close(fig)
     return path

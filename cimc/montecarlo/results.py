@@ -132,6 +132,14 @@ class SweepResult:
         return "\n".join(lines)
 
 
+def is_sweep_file(path: Path) -> bool:
+    """Whether ``path`` holds a sweep's results (which a new sweep may replace)."""
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def unfinished(path: Path) -> str | None:
     """How much of an unfinished sweep ``path`` holds ("12 of 64 instances"), or None when it
     is absent, finished, or not a sweep file."""

@@ -14,6 +14,7 @@ into one row, then one batched matmul per group multiplies them by the reordered
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -275,11 +276,19 @@ def conv_weight_matrix(w: np.ndarray, groups: int) -> np.ndarray:
     return wm[0] if groups == 1 else wm
 
 
+def _conv_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+               results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: every output element sums C/group * prod(kernel) products."""
+    w = operands[1]
+    return math.prod(results[0]) * math.prod(w[1:])
+
+
 @define(
     "nn.conv",
     operands=(2, 3),
     attrs=("strides", "pads", "dilations", "group"),
     infer=_conv_infer,
+    work=_conv_work,
     summary="N-d grouped convolution (ONNX Conv): x [N,C,*S], w [M,C/group,*k], optional bias [M].",
 )
 def conv(
@@ -347,11 +356,18 @@ def _conv_transpose_infer(
     return TensorType((n, m, *out), x.dtype)
 
 
+def _conv_transpose_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+                         results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: every input element scatters M/group * prod(kernel) products."""
+    return math.prod(operands[0]) * math.prod(operands[1][1:])
+
+
 @define(
     "nn.conv_transpose",
     operands=(2, 3),
     attrs=("strides", "pads", "dilations", "group", "output_padding"),
     infer=_conv_transpose_infer,
+    work=_conv_transpose_work,
     summary="N-d grouped transposed convolution (ONNX ConvTranspose): w [C,M/group,*k].",
 )
 def conv_transpose(
@@ -411,11 +427,19 @@ def _gemm_infer(
     return TensorType((m, n), a.dtype)
 
 
+def _gemm_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+               results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: M * N * K."""
+    a = operands[0]
+    return math.prod(results[0]) * (a[0] if attrs["trans_a"] else a[1])
+
+
 @define(
     "nn.gemm",
     operands=(2, 3),
     attrs=("alpha", "beta", "trans_a", "trans_b"),
     infer=_gemm_infer,
+    work=_gemm_work,
     summary="alpha * op(A) @ op(B) + beta * C (ONNX Gemm); C optional, broadcast to [M, N].",
 )
 def gemm(
@@ -459,10 +483,17 @@ def _matmul_infer(attrs: dict[str, Any], a: TensorType, b: TensorType) -> Tensor
     return TensorType(matmul_shape(a.shape, b.shape), a.dtype)
 
 
+def _matmul_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+                 results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: every output element sums K products."""
+    return math.prod(results[0]) * operands[0][-1]
+
+
 @define(
     "nn.matmul",
     operands=2,
     infer=_matmul_infer,
+    work=_matmul_work,
     summary="numpy.matmul (ONNX MatMul): batched, broadcasting.",
 )
 def matmul(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -119,14 +119,18 @@ def level_dtype(max_level: int) -> np.dtype:
 
 # ----------------------------------------------------------------------------- input signs
 
-# Ops whose results are >= 0 whatever their inputs.
-_NONNEG_OPS = {"nn.relu", "nn.sigmoid", "nn.softmax", "nn.hard_sigmoid", "nn.exp", "nn.sqrt"}
+# Ops whose results are >= 0 whatever their inputs (booleans count as 0 and 1).
+_NONNEG_OPS = {"nn.relu", "nn.sigmoid", "nn.softmax", "nn.hard_sigmoid", "nn.exp", "nn.sqrt",
+               "nn.equal", "nn.less", "nn.less_equal", "nn.greater", "nn.greater_equal",
+               "nn.not", "nn.and", "nn.or", "nn.xor"}
 # Ops whose results are >= 0 when all their (non-constant) inputs are: they only move, pick,
 # average or take maxima of values (zero padding adds zeros).
 _SIGN_KEEPING_OPS = {
     "nn.slice", "cim.im2col", "cim.transfer", "nn.reshape", "nn.transpose", "nn.max_pool",
     "nn.avg_pool", "nn.global_avg_pool", "nn.global_max_pool", "nn.concat", "nn.split",
     "nn.identity", "nn.gather", "nn.reduce_mean", "nn.reduce_sum", "nn.add", "nn.mul",
+    "nn.expand", "nn.tile", "nn.reduce_max", "nn.reduce_min", "nn.max", "nn.min", "nn.reciprocal",
+    "nn.where",
 }
 
 

@@ -93,6 +93,18 @@ class Artifact:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def is_artifact(path: str | Path) -> bool:
+    """``path`` is an artifact directory and holds nothing else (what ``cimc compile -o`` may
+    replace without ``--force``): a cimc manifest and only the files it lists."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        listed = set(manifest["files"]) | {MANIFEST}
+        return manifest["format"] == FORMAT and {p.name for p in path.iterdir()} <= listed
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 # ------------------------------------------------------------------------------ file access
 
 

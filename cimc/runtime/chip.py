@@ -20,7 +20,7 @@ from typing import Any, Self
 import numpy as np
 
 from cimc import errors
-from cimc.errors import ArtifactError, CimcError, RuntimeInputError
+from cimc.errors import ArtifactError, CimcError, RuntimeInputError, check_seed
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, read_artifact
 from cimc.runtime.execution import choose
@@ -92,7 +92,7 @@ class Chip:
                  drift_compensation: bool | None = None, workers: int | None = None) -> None:
         self.artifact = art
         self.target = art.target
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.drift_compensation = (art.target.device.drift_compensation
                                    if drift_compensation is None else bool(drift_compensation))
         self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), _load_key(key, art))
@@ -100,6 +100,7 @@ class Chip:
         self._closer = weakref.finalize(self, self.execution.close)
         self.runs = 0
         self.last_run: Run | None = None  # the last run on the reference machine (its clock)
+        self._last_trace: Trace | None = None  # and what it executed
         self._last_batch = 1
         self._peak_per_sample: float | None = None
         self._dry: Trace | None = None
@@ -130,7 +131,7 @@ class Chip:
         The fast executor cuts the batch into chunks (a fixed function of the batch size, so
         results do not depend on the number of workers); each chunk draws its read noise from
         its own stream. ``reference=True`` runs the reference machine instead, the whole batch
-        at once (as do programs that read the chip clock); its clock is then in
+        at once, as do programs with loops or that read the chip clock; its clock is then in
         ``last_run.timeline``. ``max_iterations`` bounds how often one loop repeats.
         """
         flexible = self.artifact.batch is not None
@@ -145,7 +146,8 @@ class Chip:
         fast = not reference and self.machine.fast is not None
         bounds = self._chunks(batch) if flexible and fast else [(0, batch)]
         jobs = [({"seed": self.seed, "run": run_index, "chunk": i, "t": t, "compensate": comp,
-                  "noise": bool(noise), "fast": fast, "max_iterations": max_iterations},
+                  "noise": bool(noise), "fast": fast, "max_iterations": max_iterations,
+                  "batch": b - a},
                  {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds)
                 for i, (a, b) in enumerate(bounds)]
         try:
@@ -163,13 +165,14 @@ class Chip:
         """Run one chunk of a batch (``args``: see run), here or in a worker process."""
         if not all_finite(inputs):
             raise _NotFinite
+        trace = None if args["fast"] else Trace(args["batch"])
         outputs, run = self.machine.execute(
             inputs, args["t"], args["compensate"],
             _rng(args["seed"], _READ_STREAM, args["run"], args["chunk"]), noise=args["noise"],
             fast=args["fast"], threaded=args.get("threaded", False), ws=self._workspace(),
-            max_iterations=args.get("max_iterations"))
-        if not args["fast"]:
-            self.last_run = run
+            trace=trace, max_iterations=args.get("max_iterations"))
+        if trace is not None:
+            self.last_run, self._last_trace = run, trace
         return outputs
 
     def _chunks(self, batch: int) -> list[tuple[int, int]]:
@@ -232,8 +235,10 @@ class Chip:
 
     def report(self, batch: int | None = None) -> Report:
         """Crossbars, cores, utilisation, instruction counts, latency, energy and area for a
-        batch of ``batch`` inputs (default: the last run's batch, or 1 before any run)."""
-        trace = self._dry_trace()  # the work of every instruction scales with the batch
+        batch of ``batch`` inputs (default: the last run's batch, or 1 before any run). For
+        programs with loops, the instructions the last run executed (which depend on its
+        inputs)."""
+        trace = self._loop_trace() or self._dry_trace()  # work scales with the batch
         if batch is None:
             batch = self._last_batch
         if batch < 1:
@@ -241,6 +246,14 @@ class Chip:
         timeline = replay(self.machine.programs, trace, self.machine.timeline(),
                           batch / trace.batch)
         return build_report(self.machine, timeline, int(batch))
+
+    def _loop_trace(self) -> Trace | None:
+        if not any(p.labels for p in self.machine.programs.values()):
+            return None
+        if self._last_trace is None:
+            raise RuntimeInputError("this artifact's programs loop, and how often depends on "
+                                    "the inputs: run it once before asking for its report")
+        return self._last_trace
 
     def _dry_trace(self) -> Trace:
         """Trace one noiseless run of the reference machine on zeros of batch 1 (for shapes; no

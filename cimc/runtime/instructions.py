@@ -330,7 +330,7 @@ class Mvm(Instruction):
 # ------------------------------------------------------------------------------ digital ops
 
 # dop attributes whose first entry is the batch size the model was compiled for.
-BATCH_ATTRS = {"nn.reshape": "shape", "nn.resize": "sizes"}
+BATCH_ATTRS = {"nn.reshape": "shape", "nn.resize": "sizes", "nn.expand": "shape"}
 
 
 @dataclass(frozen=True)
@@ -346,10 +346,12 @@ class Dop(Instruction):
     semantics = (
         "a digital op: D = the numpy kernel of `nn.NAME` (the op library's, which the IR "
         "interpreter uses too) on the operands, with the given attributes. Several results are "
-        "listed first and counted by `results` (default 1). An `nn.reshape` whose `shape` (or "
-        "`nn.resize` whose `sizes`) starts with the batch size the model was compiled for gets "
-        "the run's batch size there")
-    cost_doc = "per output element, digital"
+        "listed first and counted by `results` (default 1). An `nn.reshape` or `nn.expand` whose "
+        "`shape` (or `nn.resize` whose `sizes`) starts with the batch size the model was "
+        "compiled for gets the run's batch size there")
+    cost_doc = ("per element of work, digital: the output elements, or a product's "
+                "multiply-accumulates (`nn.matmul`, `nn.gemm`, `nn.conv`, `nn.lstm`, ...: the op "
+                "library's count)")
     dsts, srcs = -1, (0, None)
     required = {"op": STR}
     optional = {"results": INT}
@@ -394,6 +396,12 @@ class Dop(Instruction):
             raise ExecError(f"{a.op} gives {len(outs)} result(s) but the instruction names "
                             f"{len(ins.dsts)}")
         return outs
+
+    def work(self, ins: Instr, core: Core) -> float:
+        a: DopArgs = ins.args
+        return float(registry.lookup(a.op).work_of(
+            a.attrs, [np.shape(core.env[s]) for s in ins.srcs],
+            [np.shape(core.env[d]) for d in ins.dsts]))
 
     def charge(self, ins: Instr, amount: float, core: int, timeline: Timeline) -> None:
         self.digital(amount, core, timeline)

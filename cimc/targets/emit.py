@@ -123,7 +123,7 @@ class _Emitter:
             if name is None:
                 name = f"c{len(self.const_names)}"
                 self.const_names[v.op] = name
-                self.weights[f"const/{name}"] = np.ascontiguousarray(v.op.attrs["value"])
+                self.weights[f"const/{name}"] = np.asarray(v.op.attrs["value"], order="C")
             if name not in core.const_buffers:
                 buf = core.new("c")
                 core.const_buffers[name] = buf
@@ -205,18 +205,24 @@ class _Emitter:
         x = a.get("xbar", -1)
         if not isinstance(x, int) or x < 0:
             raise EmitError(f"cim.xbar_mvm{_where(op)} has no crossbar; run 'place' first")
-        if any(d["index"] == x for d in core.xbars):
-            raise EmitError(f"core {core.id}: crossbar {x} holds two tiles")
         levels, scale = a["levels"], a["scale"]
         rows, cols = levels.shape
         layer = str(a.get("layer", ""))
         slices = int(a.get("slices", 1))
-        core.xbars.append({"index": x, "rows": rows, "cols": cols, "layer": layer,
-                           "tile": list(a["tile"]), "slices": slices})
+        decl = {"index": x, "rows": rows, "cols": cols, "layer": layer, "tile": list(a["tile"]),
+                "slices": slices}
         if slices > 1:  # one digit per device pair, least significant first
             levels = slice_levels(levels, self.slice_base, slices)
-        self.weights[f"xbar/{core.id}/{x}/levels"] = _level_array(levels)
-        self.weights[f"xbar/{core.id}/{x}/scale"] = np.asarray(scale, dtype=np.float32)
+        key = f"xbar/{core.id}/{x}"
+        if any(d["index"] == x for d in core.xbars):  # a shared tile (place): the same weights
+            if decl not in core.xbars or not (
+                    np.array_equal(self.weights[f"{key}/levels"], _level_array(levels))
+                    and np.array_equal(self.weights[f"{key}/scale"], scale)):
+                raise EmitError(f"core {core.id}: crossbar {x} holds two tiles")
+        else:
+            core.xbars.append(decl)
+            self.weights[f"{key}/levels"] = _level_array(levels)
+            self.weights[f"{key}/scale"] = np.asarray(scale, dtype=np.float32)
         src = self.read(core, op.operands[0], op)
         core.add("mvm", [self.define(core, op.result, "p")], [src], xbar=x,
                  dac_bits=a["dac_bits"], dac_range=float(a["dac_range"]),
@@ -307,12 +313,14 @@ def _layers(func: Func, target: Any) -> list[dict[str, Any]]:
     from cimc.passes.tile import analytic_minimum, target_geometry
 
     geo = target_geometry(target)
-    by_layer: dict[str, list[Op]] = {}
+    by_layer: dict[str, dict[tuple[int, int], Op]] = {}  # one entry per crossbar
     for op in func.body.ops:
         if op.name == "cim.xbar_mvm":
-            by_layer.setdefault(str(op.attrs.get("layer", "")), []).append(op)
+            crossbar = (int(op.attrs["core"]), int(op.attrs["xbar"]))
+            by_layer.setdefault(str(op.attrs.get("layer", "")), {}).setdefault(crossbar, op)
     out = []
-    for name, tiles in by_layer.items():
+    for name, crossbars in by_layer.items():
+        tiles = list(crossbars.values())
         shape = [int(d) for d in tiles[0].attrs.get("weight_shape") or []]
         utils = [float(t.attrs.get("utilisation", 0.0)) for t in tiles]
         entry: dict[str, Any] = {

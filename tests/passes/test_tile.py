@@ -198,3 +198,27 @@ def test_unnamed_layers_get_names_and_two_layers_stay_apart():
     run_pipeline(module, "tile{rows=4,cols=4}", ctx)
     assert [t.attrs["layer"] for t in _tiles(module)] == ["mvm0", "mvm1"]
     assert [lay["layer"] for lay in ctx.reports["tile"]["layers"]] == ["mvm0", "mvm1"]
+
+
+SHARED = """module attributes {stage = "cim"} {
+  func @main(%x: tensor<1x2xf32>) -> (tensor<1x2xf32>) {
+    %w = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
+    %a = cim.mvm(%x, %w) {layer = "rnn.recurrent"} : tensor<1x2xf32>
+    %b = cim.mvm(%a, %w) {layer = "rnn.recurrent"} : tensor<1x2xf32>
+    return(%b)
+  }
+}
+"""
+
+
+def test_one_constant_under_one_layer_name_is_one_layer():
+    """The steps of an unrolled recurrent layer: their tiles keep one name and tile index (place
+    puts them on one crossbar) and the layer is counted once."""
+    ctx = PassContext()
+    module = parse_module(SHARED)
+    run_pipeline(module, "tile{rows=1,cols=4}", ctx)
+    tiles = _tiles(module)
+    assert [(t.attrs["layer"], t.attrs["tile"]) for t in tiles] == [
+        ("rnn.recurrent", [0, 0]), ("rnn.recurrent", [1, 0])] * 2
+    assert [lay["layer"] for lay in ctx.reports["tile"]["layers"]] == ["rnn.recurrent"]
+    assert ctx.reports["tile"]["crossbars"] == 2

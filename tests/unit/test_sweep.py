@@ -92,6 +92,9 @@ def test_interrupted_sweep_resumes_to_the_same_json(files, scheduler, monkeypatc
               scheduler=scheduler, output=resumed, resume=True)
     assert resumed.read_text() == final
     assert len(written) == 3  # only the two unfinished instances ran
+    resumed.write_text(written[2])  # --force starts over
+    run_sweep(plan, scheduler=scheduler, output=resumed, force=True)
+    assert resumed.read_text() == final
 
     with pytest.raises(CimcError, match="cannot resume.*times \\[0.0, 86400.0\\].*\\[0.0\\]"):
         run_sweep(prepare(files["art"], files["data"], seeds=range(4), times=[0.0]),
@@ -140,7 +143,8 @@ def test_parse_seeds_and_times():
     assert parse_seeds("7, 0:2,10") == (7, 0, 1, 10)
     assert parse_times("0,3600,2.6e6") == (0.0, 3600.0, 2.6e6)
     for text, msg in [("a:b", "'a:b' is not N or A:B"), ("5:5", "range '5:5' is empty"),
-                      ("0:3,2", "\\[2\\] given more than once"), ("-1", "-1 is negative")]:
+                      ("0:3,2", "\\[2\\] given more than once"),
+                      ("-1", "seed must be an integer >= 0, got -1")]:
         with pytest.raises(CimcError, match=msg):
             parse_seeds(text)
     for text, msg in [("0,x", "comma-separated"), ("-5", ">= 0, got -5.0"),
@@ -160,8 +164,8 @@ def test_bad_input_is_refused_before_anything_runs(files, tmp_path):
     bad = {name: tmp_path / f"{name}.npz" for name in ("wrong_shape", "no_labels", "short", "nan")}
     cases = [
         ({"data": bad["wrong_shape"]}, "wrong_shape.npz: input 'input' has shape"),
-        ({"data": bad["no_labels"]}, "expected arrays 'x' .inputs. and 'y'"),
-        ({"data": bad["short"]}, "x has 3 samples but y has 2 labels"),
+        ({"data": bad["no_labels"]}, "no_labels.npz: no labels: expected an array named y"),
+        ({"data": bad["short"]}, "the inputs hold 3 samples but the labels 2"),
         ({"data": bad["nan"]}, "nan.npz: .*NaN"),
         ({"model": tmp_path / "none.onnx"}, "none.onnx: not found"),
         ({"model": DIGITS / "model.onnx"}, "needs a target .--target"),
@@ -179,6 +183,10 @@ def test_bad_input_is_refused_before_anything_runs(files, tmp_path):
     (tmp_path / "other.json").write_text('{"hello": 1}')
     with pytest.raises(CimcError, match="other.json: not a cimc sweep file"):
         cimc.sweep(art, data, output=tmp_path / "other.json", resume=True)
+    with pytest.raises(CimcError, match="other.json: a file is already there.*--force"):
+        cimc.sweep(art, data, output=tmp_path / "other.json")
+    with pytest.raises(CimcError, match="would replace the input"):
+        cimc.sweep(art, data, output=data)
 
 
 def test_cli_errors_are_one_line(files, tmp_path, monkeypatch):
@@ -199,7 +207,13 @@ def test_plot_of_a_partial_sweep(tmp_path):
                          drift_compensation=True, samples=10, data_sha256="0" * 64,
                          times=(0.0, 60.0, 3.15e7), seeds=(0, 1, 2), cimc_version="x",
                          by_seed={0: [0.9, 0.8, 0.7], 2: [0.95, 0.85, 0.6]})
-    assert plot_sweep(result, tmp_path / "p.svg").read_text().startswith("<?xml")
+    for name in ("p.svg", "p.pdf", "p.png"):  # a second plot replaces the first
+        assert plot_sweep(result, tmp_path / name) == plot_sweep(result, tmp_path / name)
+    assert (tmp_path / "p.svg").read_text().startswith("<?xml")
+    (tmp_path / "other.png").write_bytes(b"\x89PNG not ours")
+    with pytest.raises(CimcError, match="other.png: a file is already there.*--force"):
+        plot_sweep(result, tmp_path / "other.png")
+    assert plot_sweep(result, tmp_path / "other.png", force=True).read_bytes() != b"\x89PNG"
     assert [r["mean"] for r in result.summary()] == pytest.approx([0.925, 0.825, 0.65])
     empty = SweepResult(**{**result.__dict__, "by_seed": {}})
     assert empty.summary()[0]["mean"] is None

@@ -20,6 +20,7 @@ from cimc.ir.parser import parse_module
 from cimc.ir.printer import print_module
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
+from cimc.runtime import load
 from cimc.runtime.artifact import read_artifact
 from cimc.runtime.program import format_instr, parse_program
 from cimc.targets import Target, load_target
@@ -308,3 +309,49 @@ def test_scheduled_ir_round_trips_through_text_and_emits_the_same_programs(tmp_p
     emit_artifact(again, target, tmp_path / "b.cimc")
     for p in (tmp_path / "a.cimc").glob("core_*.s"):
         assert p.read_text() == (tmp_path / "b.cimc" / p.name).read_text()
+
+
+def test_scalar_constants_and_expand_run_for_any_batch_size(tmp_path):
+    """A 0-d constant (a scalar gather index) stays 0-d in weights.npz, and nn.expand's shape
+    follows the run's batch size."""
+    f = Func("main", [TensorType((2, 3, 4))], ["x"], ["row", "y"])
+    b = Builder(f.body)
+    x = f.args[0]
+    row = b.create("nn.gather", [x, b.constant(np.array(1, np.int64))], {"axis": 1}).result
+    col = b.create("nn.reshape", [row], {"shape": [2, 1, 4]}).result
+    wide = b.create("nn.expand", [col], {"shape": [2, 3, 4]}).result
+    b.create("return", [row, b.create("nn.sub", [x, wide]).result])
+    module = Module([f], {"stage": "cim"})
+    out = tmp_path / "g.cimc"
+    compile_ir(module, tiny(), out)
+    assert read_artifact(out).manifest["batch"] == 2
+    x = np.random.default_rng(4).standard_normal((5, 3, 4)).astype(np.float32)
+    got = load(out).run({"x": x})
+    np.testing.assert_array_equal(got["row"], x[:, 1])
+    np.testing.assert_array_equal(got["y"], x - x[:, 1:2, :])
+
+
+def test_a_shared_crossbar_is_declared_once_and_read_by_each_step(tmp_path):
+    """An unrolled recurrence h' = tanh(h @ W): every step's mvm reads the one crossbar."""
+    rng = np.random.default_rng(5)
+    f = Func("main", [TensorType((2, 4))], ["h"], ["y"])
+    b = Builder(f.body)
+    w = b.constant((rng.standard_normal((4, 4)) / 2).astype(np.float32))
+    h = f.args[0]
+    for _ in range(3):
+        h = b.create("nn.tanh", [b.create("cim.mvm", [h, w], {"layer": "rnn"}).result]).result
+    b.create("return", [h])
+    module = Module([f], {"stage": "cim"})
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    want = run(module, {"h": x})["y"]
+    out = tmp_path / "rnn.cimc"
+    ctx = compile_ir(module, tiny(), out)
+    assert ctx.reports["place"]["crossbars"] == 1
+    programs = "".join(p.read_text() for p in out.glob("core_*.s"))
+    assert programs.count(".xbar") == 1 and programs.count("  mvm ") == 3
+    assert read_artifact(out).manifest["layers"][0]["crossbars"] == 1
+    np.testing.assert_allclose(execute(out, {"h": x})["y"], want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(load(out).run({"h": x})["y"], want, rtol=1e-6, atol=1e-6)
+    noisy = tmp_path / "rnn_pcm.cimc"
+    compile_ir(module, tiny("pcm40"), noisy, calib={"h": x})
+    assert load(noisy, seed=1).run({"h": x})["y"].shape == (2, 4)
