@@ -291,5 +291,54 @@ def evaluate_cmd(model, data, target, times, seeds, calib_count, prune) -> None:
                                      prune=prune)))
 
 
+@main.command("sweep")
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
+              help="Labelled data (.npz), as evaluate's; every sample is scored.")
+@click.option("--target", default=None,
+              help="Target profile or .toml (needed for an ONNX model; an artifact has its own).")
+@click.option("--seeds", default="0:64", show_default=True,
+              help="Chip instance seeds: N, A:B (B excluded), comma-separated.")
+@click.option("--time", "times", default="0,3600,86400,2.6e6,3.15e7", show_default=True,
+              help="Seconds since programming, comma-separated.")
+@click.option("--no-compensation", is_flag=True, help="Turn global drift compensation off.")
+@click.option("--workers", type=int, default=None,
+              help="Local worker processes (default: this machine's CPUs).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run on the Dask cluster of this scheduler instead of local workers.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Results (.json), rewritten as each instance finishes.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw accuracy bands against time (.png, .pdf, .svg; needs matplotlib).")
+@click.option("--resume", is_flag=True, help="Continue the sweep already in the output file.")
+@_force_option
+@_input_shape_option
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration inputs (.npz) for compiling an ONNX model, as compile.")
+@click.option("--chips", default="auto", show_default=True, help="As compile (ONNX model only).")
+def sweep_cmd(model, data, target, seeds, times, no_compensation, workers, scheduler, output,
+              plot, resume, force, input_shapes, calib, chips) -> None:
+    """Accuracy of many chip instances (seeds) at several drift times, on Dask."""
+    from cimc.montecarlo import check_plot, parse_seeds, parse_times, plot_sweep, sweep
+
+    seed_list, time_list = parse_seeds(seeds), parse_times(times)
+    if plot:
+        check_plot(plot, force, inputs=[model, data, output])
+    result = sweep(model, data, target, seed_list, time_list,
+                   drift_compensation=False if no_compensation else None,
+                   input_shapes=_parse_input_shapes(input_shapes), calib=calib,
+                   chips=_parse_chips(chips), workers=workers, scheduler=scheduler,
+                   output=output, resume=resume, force=force)
+    click.echo(str(result))
+    click.echo(f"wrote {output}", err=True)
+    if plot and result.by_seed:
+        plot_sweep(result, plot, force)
+        click.echo(f"wrote {plot}", err=True)
+    if result.failed:
+        raise CimcError(f"{len(result.failed)} of {len(result.seeds)} chip instances failed "
+                        f"(seeds {', '.join(map(str, sorted(result.failed)))}; errors above and "
+                        f"in {output}); --resume runs them again")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

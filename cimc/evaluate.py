@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,21 @@ def format_time(t: float) -> str:
     return f"{t:g} s"
 
 
+def single_input(proto: Any, source: str, command: str) -> str:
+    """The name of the ONNX model's one input (initializers aside); ``command`` needs one."""
+    inits = {i.name for i in proto.graph.initializer}
+    names = [i.name for i in proto.graph.input if i.name not in inits]
+    if len(names) != 1:
+        raise CimcError(f"{source}: {command} needs a model with one input, this one has {names}")
+    return names[0]
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of samples whose largest score is at their label's index."""
+    hits = np.argmax(logits.reshape(len(labels), -1), axis=1) == labels.reshape(-1)
+    return float(np.mean(hits))
+
+
 def evaluate_accuracy(
     model: str | Path,
     data: str | Path,
@@ -87,11 +103,7 @@ def evaluate_accuracy(
     if not seeds:
         raise CimcError("evaluate needs at least one chip instance seed")
     proto, source, _ = load_model(model)
-    inits = {i.name for i in proto.graph.initializer}
-    names = [i.name for i in proto.graph.input if i.name not in inits]
-    if len(names) != 1:
-        raise CimcError(f"{source}: evaluate needs a model with one input, this one has {names}")
-    name = names[0]
+    name = single_input(proto, source, "evaluate")
     arrays = load_npz(data, "data")
     x = input_arrays(arrays, [name], str(data))[name]
     y = label_array(arrays, str(data))
@@ -104,7 +116,7 @@ def evaluate_accuracy(
     x_cal, x_test, y_test = x[:calib_count], x[calib_count:], y[calib_count:]
 
     def accuracy(logits: np.ndarray) -> float:
-        return float(np.mean(np.argmax(logits.reshape(len(y_test), -1), axis=1) == y_test))
+        return top1(logits, y_test)
 
     tgt = resolve_target(target)
     drifts = tgt.device.kind == "pcm"
