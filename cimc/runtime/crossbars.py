@@ -115,7 +115,7 @@ def program_crossbars(art: Artifact, rng: np.random.Generator,
                 levels = np.where(np.asarray(flip, dtype=bool), -levels, levels)
             slices = levels.reshape(decl.slices, decl.rows, decl.cols)
             xb = Crossbar(core, x, decl.rows, decl.cols, decl.layer or f"core{core}/xbar{x}",
-                          target.crossbar.levels if decl.slices > 1 else 1)
+                          target.slice_base if decl.slices > 1 else 1)
             if model.kind == "ideal":
                 xb.exact = tuple((s.astype(np.float32) * scale).astype(np.float32)
                                  for s in slices)

@@ -8,8 +8,8 @@ The pieces, in the order a weight meets them:
 
 1. Weight to levels (the compiler's ``quantize`` pass): ``quantize_weights`` scales a tile (or
    each column) so max|W| maps to the largest level and rounds, ``w ~ q * step``;
-   ``slice_levels`` splits ``q`` into base-``levels`` digits for bit-sliced targets (the
-   runtime programs each digit on its own device pair).
+   ``slice_levels`` splits ``q`` into balanced base-``2*levels - 1`` digits for bit-sliced
+   targets (the emitter writes them; the runtime programs each digit on its own device pair).
 2. Levels to conductance: ``levels_to_conductance`` puts the positive part on G+ and the negative
    part on G-, ``|q|/max_level * g_max`` per polarity.
 3. Programming (once per chip instance, :meth:`DeviceModel.program`): each polarity's target is
@@ -110,27 +110,28 @@ def quantize_weights(w: np.ndarray, max_level: int,
     return q.astype(np.int32), step
 
 
-def slice_levels(q: np.ndarray, levels: int, slices: int) -> np.ndarray:
-    """Signed base-``levels`` digits of ``q``, least significant first: ``[slices, *q.shape]``.
-
-    Each digit lies in [-(levels-1), levels-1] and has the sign of ``q``;
-    ``combine_slices`` inverts this. ``|q|`` must be below ``levels**slices``.
-    """
+def slice_levels(q: np.ndarray, base: int, slices: int) -> np.ndarray:
+    """Balanced base-``base`` digits of ``q``, least significant first: ``[slices, *q.shape]``,
+    each in ``[-(base-1)/2, (base-1)/2]`` (``base`` odd: a device pair stores negative and
+    positive digits alike, so every digit uses the pair's whole range). ``combine_slices``
+    inverts this. ``|q|`` must be at most ``(base**slices - 1) / 2``."""
     q = np.asarray(q, dtype=np.int64)
-    mag, sign = np.abs(q), np.sign(q)
-    if mag.size and int(mag.max()) >= levels ** slices:
-        raise ValueError(f"|q| up to {int(mag.max())} needs more than {slices} slices "
-                         f"of base {levels}")
+    half = (base - 1) // 2
+    if q.size and int(np.abs(q).max()) > (base**slices - 1) // 2:
+        raise ValueError(f"|q| up to {int(np.abs(q).max())} needs more than {slices} balanced "
+                         f"base-{base} digits")
     digits = np.empty((slices, *q.shape), dtype=np.int32)
+    rest = q
     for s in range(slices):
-        digits[s] = sign * (mag % levels)
-        mag = mag // levels
+        d = (rest + half) % base - half
+        digits[s] = d
+        rest = (rest - d) // base
     return digits
 
 
-def combine_slices(digits: np.ndarray, levels: int) -> np.ndarray:
-    """Inverse of ``slice_levels``: ``sum_s digits[s] * levels**s``."""
-    weights = levels ** np.arange(digits.shape[0], dtype=np.int64)
+def combine_slices(digits: np.ndarray, base: int) -> np.ndarray:
+    """Inverse of ``slice_levels``: ``sum_s digits[s] * base**s``."""
+    weights = base ** np.arange(digits.shape[0], dtype=np.int64)
     return np.tensordot(weights, np.asarray(digits, dtype=np.int64), axes=1)
 
 

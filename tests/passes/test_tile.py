@@ -145,8 +145,8 @@ def test_geometry_counts_devices_per_weight_and_bit_slices():
     assert target_geometry(load_target("hermes64")) == Geometry(256, 256, 1, 1)
     assert target_geometry(load_target("neurram48")) == Geometry(256, 128, 2, 1)
     sliced = _variant("pcm40", levels=4, weight_bits=8, bit_slicing=True)
-    assert sliced.slices == 4  # |q| <= 127 needs four base-4 digits
-    assert target_geometry(sliced) == Geometry(256, 32, 2, 4)
+    assert sliced.slices == 3  # |q| <= 127 needs three balanced base-7 digits
+    assert target_geometry(sliced) == Geometry(256, 42, 2, 3)
 
 
 @pytest.mark.parametrize("target,tiles", [("hermes64", 2), ("neurram48", 4), ("ideal", 2)])

@@ -64,12 +64,14 @@ def test_quantize_weights_per_column_and_zero_column():
 def test_slices_round_trip():
     rng = np.random.default_rng(2)
     q = rng.integers(-127, 128, size=(50, 40))
-    digits = dv.slice_levels(q, levels=4, slices=4)
-    assert digits.shape == (4, 50, 40) and np.abs(digits).max() <= 3
-    assert np.all((digits == 0) | (np.sign(digits) == np.sign(q)))
-    np.testing.assert_array_equal(dv.combine_slices(digits, 4), q)
-    with pytest.raises(ValueError, match="more than 3 slices"):
-        dv.slice_levels(np.array([64]), levels=4, slices=3)
+    digits = dv.slice_levels(q, base=7, slices=3)
+    assert digits.shape == (3, 50, 40) and np.abs(digits).max() == 3
+    assert (digits[-1] == 3).any() and (digits[-1] == -3).any()  # the top digit's whole range
+    np.testing.assert_array_equal(dv.combine_slices(digits, 7), q)
+    np.testing.assert_array_equal(dv.slice_levels(np.array([171, -171]), 7, 3).T,
+                                  [[3, 3, 3], [-3, -3, -3]])
+    with pytest.raises(ValueError, match="more than 3 balanced base-7 digits"):
+        dv.slice_levels(np.array([172]), base=7, slices=3)
 
 
 def test_levels_to_conductance_differential_pair():

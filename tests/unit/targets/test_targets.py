@@ -288,8 +288,9 @@ def test_bit_slicing_derived_numbers(tmp_path):
     text = spec_text("neurram48").replace("bit_slicing = false", "bit_slicing = true")
     text = text.replace("levels = 8", "levels = 4").replace("weight_bits = 4", "weight_bits = 8")
     target = load_target(write(tmp_path, text, "sliced.toml"))
-    # ±127 in base-4 digits 0..3: 4^3 = 64 <= 127 < 4^4 = 256
-    assert (target.max_level, target.slices, target.slice_max_level) == (127, 4, 3)
+    # ±127 in balanced base-7 digits -3..3: (7^2 - 1)/2 = 24 < 127 <= (7^3 - 1)/2 = 171
+    assert (target.max_level, target.slices, target.slice_max_level) == (127, 3, 3)
+    assert target.slice_base == 7
 
 
 def test_units_per_polarity(tmp_path):
