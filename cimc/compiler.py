@@ -24,6 +24,7 @@ from cimc.passes.base import (
     parse_pipeline,
     pipeline_spec,
 )
+from cimc.passes.ode_unroll import OdeInfo
 from cimc.passes.pipelines import compile_pipeline
 from cimc.passes.prune_similar import PruneSummary
 from cimc.passes.registry import available_passes
@@ -37,6 +38,7 @@ class CompileResult:
     pipeline: str
     reports: dict[str, Any] = field(default_factory=dict)
     pruning: PruneSummary | None = None
+    ode: OdeInfo | None = None
 
 
 def resolve_target(target: Any):
@@ -61,6 +63,7 @@ def compile(
     seed: int = 0,
     force: bool = False,
     prune: str | Mapping[str, Any] | None = None,
+    ode: str | Mapping[str, Any] | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for ``target``; write the artifact to ``output`` when given.
 
@@ -72,6 +75,9 @@ def compile(
     needs more. ``pipeline`` overrides the default pass pipeline (a spec string or pass list).
     ``prune`` adds prune-similar with these options (``{"ratio": 0.3}`` or ``"ratio=0.3"``) to
     the default pipeline; its summary goes to the manifest and ``result.pruning``.
+    ``ode`` (``{"t1": 1.0, "rtol": 1e-3}`` or ``"t1=1.0,rtol=1e-3"``) compiles the model as the
+    vector field of an ODE solve (:func:`cimc.frontend.ode.wrap_ode`, docs/ode.md); ``calib``
+    then holds initial states.
     """
     seed = check_seed(seed)
     if output is not None:
@@ -82,6 +88,10 @@ def compile(
     if isinstance(calib, (str, Path)):
         calib = load_npz(calib, "calibration data")
     module = import_onnx(model, input_shapes)
+    if ode is not None:
+        from cimc.frontend.ode import wrap_ode
+
+        module = wrap_ode(module, ode, tgt)
     func = module.main
     for name, arg in zip(func.input_names, func.args):
         if 0 in arg.type.shape:
@@ -90,7 +100,7 @@ def compile(
     if calib is not None:
         calib = input_arrays(calib, func.input_names, calib_source)
     if pipeline is None:
-        passes = compile_pipeline(chips=chips, prune=prune)
+        passes = compile_pipeline(chips=chips, prune=prune, ode=ode is not None)
     elif prune is not None:
         raise CimcError("give prune-similar's options in the pipeline itself when you give a "
                         "pipeline, not as prune=")
@@ -106,5 +116,6 @@ def compile(
         from cimc.targets.emit import emit_artifact
 
         artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports,
-                                 pruning=ctx.pruning.to_dict() if ctx.pruning else None)
-    return CompileResult(module, artifact, spec, ctx.reports, ctx.pruning)
+                                 pruning=ctx.pruning.to_dict() if ctx.pruning else None,
+                                 ode=ctx.ode.to_dict() if ctx.ode else None)
+    return CompileResult(module, artifact, spec, ctx.reports, ctx.pruning, ctx.ode)

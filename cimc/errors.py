@@ -38,6 +38,10 @@ class RuntimeInputError(CimcError):
     """Inputs given to a chip instance that do not match the artifact's inputs."""
 
 
+class SolverError(CimcError):
+    """An ODE solve that cannot finish: max_steps exceeded, or a state that is not finite."""
+
+
 def check_seed(seed: object, what: str = "seed") -> int:
     """A seed as an int: a non-negative integer (numpy's seeding rule), never truncated."""
     import numbers

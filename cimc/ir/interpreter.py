@@ -6,13 +6,13 @@ This is what every pass is checked against: run the module before and after, com
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ops import registry
-from cimc.ir.core import Block, Func, Module, Value
+from cimc.ir.core import Block, Func, Module, Op, Value
 
 
 def _last_uses(block: Block) -> dict[int, list[Value]]:
@@ -28,8 +28,13 @@ def _last_uses(block: Block) -> dict[int, list[Value]]:
     return out
 
 
-def run_block(block: Block, args: Sequence[np.ndarray], env: dict[Value, np.ndarray]) -> list[np.ndarray]:
-    """Execute ``block`` with ``args`` bound to its arguments; returns the terminator's operands."""
+Observer = Callable[[Op, list[np.ndarray], list[np.ndarray]], None]
+
+
+def run_block(block: Block, args: Sequence[np.ndarray], env: dict[Value, np.ndarray],
+              observe: Observer | None = None) -> list[np.ndarray]:
+    """Execute ``block`` with ``args`` bound to its arguments; returns the terminator's operands.
+    ``observe(op, inputs, results)`` sees every op executed, in regions too (calibration)."""
     env = dict(env)
     for v, a in zip(block.args, args):
         env[v] = a
@@ -42,7 +47,8 @@ def run_block(block: Block, args: Sequence[np.ndarray], env: dict[Value, np.ndar
         inputs = [env[v] for v in op.operands]
         try:
             if op.regions:
-                runners = [functools.partial(run_block, r, env=env) for r in op.regions]
+                runners = [functools.partial(run_block, r, env=env, observe=observe)
+                           for r in op.regions]
                 out = opdef.evaluate(attrs, *inputs, regions=runners)
             else:
                 out = opdef.evaluate(attrs, *inputs)
@@ -59,6 +65,8 @@ def run_block(block: Block, args: Sequence[np.ndarray], env: dict[Value, np.ndar
             if a.dtype != v.type.np_dtype:
                 a = a.astype(v.type.np_dtype)
             env[v] = a
+        if observe is not None:
+            observe(op, inputs, [env[v] for v in op.results])
         for v in frees.get(i, ()):
             env.pop(v, None)  # env is this block's own copy: dropping a dead value frees it
     raise CimcError("interpreter: block has no terminator")

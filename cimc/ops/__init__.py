@@ -6,6 +6,7 @@ from cimc.ops import (  # noqa: F401
     elementwise,
     linalg,
     norm,
+    ode,
     pool,
     recurrent,
     reduce,

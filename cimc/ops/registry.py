@@ -7,6 +7,8 @@
 costs (the runtime's report charges it): the multiply-accumulates of products such as
 ``nn.matmul``; without it, the result elements. Ops with regions get a
 keyword argument ``regions``: one callable per region, taking and returning lists of arrays.
+Ops with ``effects`` (an ODE's step-cell writes, its checks and statistics) are kept by dead-code
+elimination even when nothing reads their results.
 ``attrs`` passed to both has every optional attribute filled in with its default.
 
 Op families live in ``cimc/ops/``; importing ``cimc.ops`` registers them all.
@@ -43,6 +45,7 @@ class OpDef:
     regions: int = 0
     summary: str = ""
     work: Callable[..., int] | None = None
+    effects: bool = False
 
     def work_of(self, attrs: dict[str, Any], operands: list[tuple[int, ...]],
                 results: list[tuple[int, ...]]) -> int:
@@ -80,6 +83,7 @@ def define(
     infer: Callable[..., Any],
     summary: str,
     work: Callable[..., int] | None = None,
+    effects: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator form: ``@define("nn.relu", infer=same_type, summary=...)`` on the evaluate fn."""
 
@@ -98,6 +102,7 @@ def define(
                 regions=regions,
                 summary=summary,
                 work=work,
+                effects=effects,
             )
         )
         return evaluate

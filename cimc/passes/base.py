@@ -24,6 +24,7 @@ from cimc.ir.printer import is_ir_file, is_sidecar, to_text, write_module
 from cimc.ir.verify import verify
 
 if TYPE_CHECKING:
+    from cimc.passes.ode_unroll import OdeInfo
     from cimc.passes.prune_similar import PruneSummary
 
 
@@ -38,6 +39,7 @@ class PassContext:
     reports: dict[str, Any] = field(default_factory=dict)
     progress: Any = None
     pruning: PruneSummary | None = None  # what prune-similar removed (for the manifest)
+    ode: OdeInfo | None = None  # the ODE solve and its drift schedule (for the manifest)
 
 
 @dataclass

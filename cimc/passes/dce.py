@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cimc.ir.core import Block, Module
+from cimc.ops import registry
 from cimc.passes.base import Pass, PassContext
 
 
 def remove_dead_ops(block: Block) -> int:
     """Remove ops of ``block`` (and nested regions) whose results are all unused and that have
-    no side effects (every op but terminators is pure). Returns how many were removed."""
+    no side effects (terminators and the ops the registry marks with ``effects`` have). Returns
+    how many were removed."""
     removed = 0
     used: set = set()
     for op in reversed(block.ops):
-        is_terminator = op.name in ("return", "yield")
-        if not is_terminator and op.results and not any(r in used for r in op.results):
+        kept = op.name in ("return", "yield") or registry.lookup(op.name).effects
+        if not kept and op.results and not any(r in used for r in op.results):
             block.remove(op)
             removed += 1
             continue

@@ -26,12 +26,18 @@ def prune_pass(options: str | Mapping[str, Any]) -> Pass:
     return parse_pipeline(spec, available_passes())[0]
 
 
-def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None
-                     ) -> list[Pass]:
+# Between the two for an ODE solve (``--ode``): its field is lowered once, then unrolled.
+ODE = "drift-step-schedule,ode-unroll"
+
+
+def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None,
+                     ode: bool = False) -> list[Pass]:
     """The full pipeline of ``cimc compile``: lowering, then mapping onto the target. With
     ``prune`` (prune-similar's options), prune-similar runs after the first canonicalize, on
-    nn-stage IR with the batch norms folded, before lower-to-mvm."""
-    passes = parse_pipeline(LOWERING + "," + MAPPING, available_passes())
+    nn-stage IR with the batch norms folded, before lower-to-mvm. With ``ode`` (an ODE solve),
+    drift-step-schedule and ode-unroll run between lowering and mapping."""
+    passes = parse_pipeline(LOWERING + ("," + ODE if ode else "") + "," + MAPPING,
+                            available_passes())
     if prune is not None:
         passes.insert(1, prune_pass(prune))
     for p in passes:

@@ -8,13 +8,15 @@ is spread over as many chips as it needs; with ``chips=N`` a model that needs mo
 chips is refused with a message that says how many crossbars and chips it needs.
 
 Tiles of one layer with the same tile index and weights (the steps of an unrolled recurrent
-layer, see ``tile``) share one crossbar.
+layer, the stages of an ODE solve's loop, see ``tile``) share one crossbar. Ops in a region (an
+``ode.loop``'s body) are placed like the others, the region's arguments (the loop's carried
+values) on the core of the op that holds the region.
 
 Core ids are global over chips: core ``k`` of chip ``c`` has id ``c * cores + k``. Every placed op
 gets ``chip`` and ``core`` attributes; tiles also get ``xbar`` (the crossbar index in their core).
-A digital op runs on the core that holds its first operand (the "home" of the value: partial sums
-are added where the first partial is, the next layer's im2col runs where the previous layer's
-output is); an op with only constant operands runs on the core of its first placed user. A graph
+A digital op runs on the core that holds its largest operand, the first of equally large ones (the
+"home" of the value: partial sums are added where the first partial is, the next layer's im2col
+runs where the previous layer's output is; a scalar moves rather than a tensor); an op with only constant operands runs on the core of its first placed user. A graph
 input lives on the core of the first tile that depends on it (``input_cores`` attribute of the
 function). An ``cim.im2col`` whose patches all feed tiles of one core runs on that core (its input
 is smaller than its patches, so that is what travels). Constants are not placed: every core that
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ir.core import Func, Module, Op, Value
+from cimc.ir.core import Block, Func, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.tile import analytic_minimum, target_geometry
 
@@ -88,35 +90,46 @@ def _is_const(v: Value) -> bool:
 
 
 def _input_cores(func: Func, tile_core: dict[Op, int], default: int) -> list[int]:
-    """Each argument's core: that of the first tile (in program order) that depends on it."""
+    """Each argument's core: that of the first tile (in program order, an op's regions
+    included) that depends on it."""
     cores = []
     for arg in func.args:
         reached: set[Value] = {arg}
         core = default
         for op in func.body.ops:
             if any(v in reached for v in op.operands):
-                if op in tile_core:
-                    core = tile_core[op]
+                tile = next((o for o in op.walk() if o in tile_core), None)
+                if tile is not None:
+                    core = tile_core[tile]
                     break
                 reached.update(op.results)
         cores.append(core)
     return cores
 
 
-def _place_digital(func: Func, home: dict[Value, int], unplaced: list[Op]) -> None:
-    for op in func.body.ops:
-        if op.name in ("return", "nn.constant") or "core" in op.attrs:
+def _place_digital(block: Block, home: dict[Value, int], unplaced: list[Op],
+                   prefer: int | None = None) -> None:
+    """Each op of ``block`` on its largest operand's core; the ops of a region after their op,
+    its arguments (a loop's carried values) on the op's core, which ``prefer`` names: in the
+    region, an op with equally large operands there and elsewhere stays there."""
+    for op in block.ops:
+        if op.name in ("return", "yield", "nn.constant") or "core" in op.attrs:
             for r in op.results:
                 if "core" in op.attrs:
                     home[r] = op.attrs["core"]
             continue
-        core = next((home[v] for v in op.operands if v in home), None)
-        if core is None:
+        placed = [(v.type.numel, home[v] == prefer, -i, home[v])
+                  for i, v in enumerate(op.operands) if v in home]
+        if not placed:
             unplaced.append(op)
             continue
+        core = max(placed)[3]  # the largest operand's core, the first of equals
         op.attrs["core"] = core
         for r in op.results:
             home[r] = core
+        for region in op.regions:
+            home.update(dict.fromkeys(region.args, core))
+            _place_digital(region, home, unplaced, core)
 
 
 def _place_by_users(func: Func, unplaced: list[Op], default: int) -> None:
@@ -163,16 +176,9 @@ def _pull_im2col(func: Func) -> int:
 
 
 def _set_chips(func: Func, shape: ChipShape) -> None:
-    for op in func.body.ops:
-        if "core" not in op.attrs:
-            continue
-        core = op.attrs["core"]
-        op.attrs["chip"] = core // shape.cores
-        for region in op.regions:  # nested ops run where their parent runs
-            for inner in region.walk():
-                if inner.name not in ("yield", "nn.constant"):
-                    inner.attrs["core"] = core
-                    inner.attrs["chip"] = core // shape.cores
+    for op in func.walk():
+        if "core" in op.attrs:
+            op.attrs["chip"] = op.attrs["core"] // shape.cores
 
 
 @dataclass
@@ -197,17 +203,10 @@ class Place(Pass):
             raise CimcError(f"place: chips={self.chips}; use 0 (auto) or a positive chip count")
         shape = chip_shape(ctx.target, self.cores, self.crossbars_per_core)
         func = module.main
-        nested = [op for op in func.walk()
-                  if op.name == "cim.xbar_mvm" and op.parent is not func.body]
-        if nested:
-            raise CimcError(
-                f"place: {len(nested)} crossbar tile(s) sit inside op regions; only tiles in the "
-                "body of @main can be placed"
-            )
         for op in func.walk():  # placing again starts from scratch
             for key in ("chip", "core", "xbar"):
                 op.attrs.pop(key, None)
-        tiles = [op for op in func.body.ops if op.name == "cim.xbar_mvm"]
+        tiles = [op for op in func.walk() if op.name == "cim.xbar_mvm"]
         slot = _crossbar_slots(tiles)
         n_xbars = len(set(slot.values()))
         needed = max(math.ceil(n_xbars / shape.crossbars), 1)
@@ -220,11 +219,11 @@ class Place(Pass):
         func.attrs["input_cores"] = _input_cores(func, tile_core, first)
         home: dict[Value, int] = dict(zip(func.args, func.attrs["input_cores"]))
         unplaced: list[Op] = []
-        _place_digital(func, home, unplaced)
+        _place_digital(func.body, home, unplaced)
         _place_by_users(func, unplaced, first)
         _pull_im2col(func)
         _set_chips(func, shape)
-        used_cores = sorted({op.attrs["core"] for op in func.body.ops if "core" in op.attrs}
+        used_cores = sorted({op.attrs["core"] for op in func.walk() if "core" in op.attrs}
                             | set(func.attrs["input_cores"]))
         chips_used = max((c // shape.cores for c in used_cores), default=0) + 1
         module.attrs["chips"] = chips_used

@@ -488,6 +488,9 @@ RULES: dict[str, Rule] = {
     "cim.mvm": _stop("is a crossbar op; prune-similar runs before lower-to-mvm"),
     "cim.xbar_mvm": _stop("is a crossbar op; prune-similar runs before lower-to-mvm"),
     "cim.transfer": _stop("is a crossbar op; prune-similar runs before lower-to-mvm"),
+    **{name: _stop("is part of an ODE solve (its field is not pruned)")
+       for name in ("ode.solve", "ode.loop", "ode.clock", "ode.cell_write", "ode.cell_read",
+                    "ode.check", "ode.stat")},
 }
 
 

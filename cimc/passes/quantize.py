@@ -17,7 +17,8 @@ the module (the same numpy semantics as the interpreter) on calibration inputs a
 every tile, ``|x|`` of its input and ``|y|`` of its (float, pre-ADC) output. The DAC range of a tile
 is the ``dac_percentile`` percentile of ``|x|`` and its ADC range the ``adc_percentile`` percentile
 of ``|y|`` (defaults from the target's ``converters`` section, e.g. 99.99): values beyond are
-clipped, which trades rare outliers for resolution. Tiles that read the same input value get the
+clipped, which trades rare outliers for resolution. A tile in a region (the body of an ODE
+solve's loop) is observed at every execution: its ranges cover the whole trajectory. Tiles that read the same input value get the
 same DAC range. Percentiles are taken over a seeded random subsample of at most
 ``SAMPLES_PER_BATCH`` values per tensor and batch (all values for smaller tensors), so memory stays
 bounded on large models; a range of 0 (an input that was always zero) becomes the tensor's max,
@@ -51,7 +52,7 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.ops import registry
 from cimc.ir.core import Block, Func, Module, Op, Value
-from cimc.ir.interpreter import run_block
+from cimc.ir.interpreter import Observer, run_block
 from cimc.passes.base import Pass, PassContext
 
 SAMPLES_PER_BATCH = 1 << 15
@@ -192,9 +193,10 @@ class _Stats:
         return r if r > 0 and math.isfinite(r) else 1.0
 
 
-def _region_runner(region: Block, env: dict[Value, np.ndarray]) -> Callable[[list], list]:
+def _region_runner(region: Block, env: dict[Value, np.ndarray], observe: Observer | None = None
+                   ) -> Callable[[list], list]:
     def runner(xs: list) -> list:
-        return run_block(region, xs, env)
+        return run_block(region, xs, env, observe)
 
     return runner
 
@@ -215,16 +217,18 @@ def _batched_attrs(op: Op, attrs: dict[str, Any], batch: int, compiled: int) -> 
 
 
 def _evaluate(
-    op: Op, inputs: list[np.ndarray], env: dict[Value, np.ndarray], batch: int, compiled: int
+    op: Op, inputs: list[np.ndarray], env: dict[Value, np.ndarray], batch: int, compiled: int,
+    observe: Observer | None = None,
 ) -> list[np.ndarray]:
     """One op with the interpreter's semantics (results cast to their IR dtype), run on a batch
-    of ``batch`` samples when the module was compiled for ``compiled``."""
+    of ``batch`` samples when the module was compiled for ``compiled``; ``observe`` sees the
+    ops of its regions."""
     opdef = registry.lookup(op.name)
     attrs = opdef.with_defaults(op.attrs)
     if batch != compiled:
         attrs = _batched_attrs(op, attrs, batch, compiled)
     if op.regions:
-        runners = [_region_runner(r, env) for r in op.regions]
+        runners = [_region_runner(r, env, observe) for r in op.regions]
         out = opdef.evaluate(attrs, *inputs, regions=runners)
     else:
         out = opdef.evaluate(attrs, *inputs)
@@ -253,12 +257,18 @@ def _observe(
                 last[v] = i
     env: dict[Value, np.ndarray] = dict(zip(func.args, args))
     seen_inputs: set[Value] = set()
+
+    def nested(op: Op, inputs: list[np.ndarray], outs: list[np.ndarray]) -> None:
+        if op in tiles:  # a tile in a region (a loop's body): every execution counts
+            stats.add(op.operands[0], inputs[0])
+            stats.add(op, outs[0])
+
     for i, op in enumerate(func.body.ops):
         if op.name == "return":
             break
         inputs = [env[v] for v in op.operands]
         try:
-            outs = _evaluate(op, inputs, env, batch, compiled)
+            outs = _evaluate(op, inputs, env, batch, compiled, nested)
         except (CimcError, _BatchMismatch):
             raise
         except Exception as e:
@@ -457,16 +467,16 @@ class Quantize(Pass):
         cal = calibration_inputs(func, ctx.calib, self.calib_samples, ctx.seed)
         if ctx.calib is None:
             warnings.warn(f"quantize: no calibration data; {cal.description}", stacklevel=2)
-        top = {op for op in tiles if op.parent is func.body}
-        stats = self._collect(func, cal, top, ctx.seed)
+        stats = self._collect(func, cal, set(tiles), ctx.seed)
+        seen = [t for t in tiles if t in stats.samples]
         ranges = {}
         for op in tiles:
-            if op in top:
+            if op in stats.samples:
                 dac = stats.range(op.operands[0], s.dac_percentile)
                 adc = stats.range(op, s.adc_percentile)
-            else:  # inside a region: not observed; the widest ranges seen elsewhere
-                dac = max((stats.range(t.operands[0], 100.0) for t in top), default=1.0)
-                adc = max((stats.range(t, 100.0) for t in top), default=1.0)
+            else:  # never executed (a branch not taken): the widest ranges seen elsewhere
+                dac = max((stats.range(t.operands[0], 100.0) for t in seen), default=1.0)
+                adc = max((stats.range(t, 100.0) for t in seen), default=1.0)
             ranges[op] = (dac, adc)
         return ranges, cal.description
 

@@ -8,7 +8,9 @@ from cimc.ir.core import Module
 from cimc.passes.base import Instrument, Pass, PassContext, PassManager, parse_pipeline
 from cimc.passes.canonicalize import Canonicalize
 from cimc.passes.dce import DCE
+from cimc.passes.drift_step_schedule import DriftStepSchedule
 from cimc.passes.lower_to_mvm import LowerToMvm
+from cimc.passes.ode_unroll import OdeUnroll
 from cimc.passes.place import Place
 from cimc.passes.prune_similar import PruneSimilar
 from cimc.passes.quantize import Quantize
@@ -20,6 +22,8 @@ PASSES: list[type[Pass]] = [
     DCE,
     PruneSimilar,
     LowerToMvm,
+    DriftStepSchedule,
+    OdeUnroll,
     Tile,
     Quantize,
     Place,

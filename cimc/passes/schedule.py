@@ -10,7 +10,10 @@ same point of the global order, so the per-pair FIFO order of sends and receives
 programs cannot deadlock (every core follows one global topological order). Sending right after
 the producer lets the receiver's transfer overlap the sender's remaining work.
 
-Constants are never transferred: every core that uses one loads its own copy. Graph inputs live
+Constants are never transferred: every core that uses one loads its own copy. In a region (an
+``ode.loop``'s body) the same holds, with the region's arguments on the core of its op, and the
+values the region yields read there; a value moves inside the region when it is made there (once
+per iteration), before the op when it is made before it (once). Graph inputs live
 on their ``input_cores``; transfers of inputs go first. ``ctx.reports["schedule"]`` counts the
 ops per core and the transfers (and how many cross chips).
 
@@ -23,25 +26,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from cimc.errors import CimcError
-from cimc.ir.core import Builder, Func, Module, Op, Value
+from cimc.ir.core import Block, Builder, Func, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
 
 
 def value_homes(func: Func) -> dict[Value, int]:
-    """The core each non-constant value lives on (arguments: ``input_cores``)."""
+    """The core each non-constant value lives on (arguments: ``input_cores``; a region's
+    arguments: its op's core)."""
     homes: dict[Value, int] = {}
     input_cores = func.attrs.get("input_cores")
     if input_cores is None or len(input_cores) != len(func.args):
         raise CimcError("schedule: @main has no input_cores; run the 'place' pass first")
     homes.update(zip(func.args, input_cores))
-    for op in func.body.ops:
-        if op.name in ("return", "nn.constant"):
+    for op in func.walk():
+        if op.name in ("return", "yield", "nn.constant"):
             continue
         if "core" not in op.attrs:
             where = f" at {op.loc}" if op.loc else ""
             raise CimcError(f"schedule: {op.name}{where} has no core; run the 'place' pass first")
         for r in op.results:
             homes[r] = op.attrs["core"]
+        for region in op.regions:
+            homes.update(dict.fromkeys(region.args, op.attrs["core"]))
     return homes
 
 
@@ -68,12 +74,20 @@ class Schedule(Pass):
         homes = value_homes(func)
         moved: dict[tuple[Value, int], Value] = {}
         transfers: list[Op] = []
-        for op in list(func.body.ops):
+        self._block(func.body, homes, moved, transfers, cores_per_chip)
+        ctx.reports["schedule"] = _report(func, transfers, cores_per_chip)
+
+    def _block(self, block: Block, homes: dict[Value, int], moved: dict[tuple[Value, int], Value],
+               transfers: list[Op], cores_per_chip: int | None) -> None:
+        """Transfers for the operands of ``block``'s ops (and of the ops in their regions). A
+        region's ``yield`` reads its values on its op's core (where the op's results and the
+        region's arguments live)."""
+        for op in list(block.ops):
             if op.name in ("nn.constant", "cim.transfer"):
                 continue
             if op.name == "return":
                 continue  # outputs are read on their home core
-            dest = op.attrs["core"]
+            dest = op.attrs["core"] if op.name != "yield" else block.parent.attrs["core"]
             new_operands = []
             for v in op.operands:
                 src = homes.get(v)
@@ -82,22 +96,27 @@ class Schedule(Pass):
                     continue
                 key = (v, dest)
                 if key not in moved:
-                    moved[key] = self._transfer(func, v, src, dest, cores_per_chip, transfers)
+                    moved[key] = self._transfer(v, src, dest, cores_per_chip, transfers)
                 new_operands.append(moved[key])
             op.operands = new_operands
-        ctx.reports["schedule"] = _report(func, transfers, cores_per_chip)
+            for region in op.regions:
+                self._block(region, homes, moved, transfers, cores_per_chip)
 
     @staticmethod
-    def _transfer(
-        func: Func, v: Value, src: int, dest: int, cores_per_chip: int | None, transfers: list[Op]
-    ) -> Value:
-        if v.op is None:  # an argument: after the transfers already made for arguments
-            index = sum(1 for t in transfers if t.operands[0].op is None)
-            b = Builder(func.body, index)
+    def _transfer(v: Value, src: int, dest: int, cores_per_chip: int | None,
+                  transfers: list[Op]) -> Value:
+        """A transfer of ``v`` right after its definition, in the block that defines it (so
+        every use of ``v`` sees it)."""
+        if v.op is None:  # an argument: after the transfers already made for its block's
+            block = v.owner
+            index = sum(1 for t in transfers if t.operands[0].op is None
+                        and t.operands[0].owner is block)
+            b = Builder(block, index)
         else:
-            b = Builder(func.body, func.body.ops.index(v.op) + 1)
+            block = v.op.parent
+            b = Builder(block, block.ops.index(v.op) + 1)
             # after earlier transfers of the same value, keeping them in creation order
-            while b.index < len(func.body.ops) and _is_transfer_of(func.body.ops[b.index], v):
+            while b.index < len(block.ops) and _is_transfer_of(block.ops[b.index], v):
                 b.index += 1
         attrs: dict[str, Any] = {"from": src, "to": dest, "core": dest,
                                  "chip": _chip_of(dest, cores_per_chip)}
@@ -112,7 +131,7 @@ def _is_transfer_of(op: Op, v: Value) -> bool:
 
 def _report(func: Func, transfers: list[Op], cores_per_chip: int | None) -> dict[str, Any]:
     per_core: dict[int, int] = {}
-    for op in func.body.ops:
+    for op in func.walk():
         if "core" in op.attrs:
             per_core[op.attrs["core"]] = per_core.get(op.attrs["core"], 0) + 1
     chip_hops = sum(

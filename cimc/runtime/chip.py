@@ -100,6 +100,7 @@ class Chip:
         self._closer = weakref.finalize(self, self.execution.close)
         self.runs = 0
         self.last_run: Run | None = None  # the last run on the reference machine (its clock)
+        self.last_stats: dict[str, Any] | None = None  # the last run's statistics (ODE solves)
         self._last_trace: Trace | None = None  # and what it executed
         self._last_batch = 1
         self._peak_per_sample: float | None = None
@@ -140,6 +141,7 @@ class Chip:
         comp = self.drift_compensation if drift_compensation is None else bool(drift_compensation)
         t = device.check_time(t)
         self.machine.at(t, comp)  # here, so that a bad t is reported before any chunk
+        self.last_stats = None
         run_index = self.runs
         self.runs += 1
         batch = next(iter(feeds.values())).shape[0] if feeds and flexible else 1
@@ -173,6 +175,7 @@ class Chip:
             trace=trace, max_iterations=args.get("max_iterations"))
         if trace is not None:
             self.last_run, self._last_trace = run, trace
+            self.last_stats = run_stats(run)
         return outputs
 
     def _chunks(self, batch: int) -> list[tuple[int, int]]:
@@ -286,6 +289,30 @@ class Chip:
     def __repr__(self) -> str:
         return (f"Chip({self.artifact.name!r}, target={self.target.name!r}, seed={self.seed}, "
                 f"cores={len(self.machine.programs)}, crossbars={len(self.machine.crossbars)})")
+
+
+# Statistics that count something (the others are times).
+_COUNTS = ("steps", "rejected", "f_evals")
+
+
+def run_stats(run: Run) -> dict[str, Any] | None:
+    """``chip.last_stats``: what the run's ``stat`` instructions recorded (an ODE solve's
+    ``steps``, ``rejected``, ``f_evals``, ``t_end``; the per-try lists ``t``, ``h``,
+    ``accepted`` under ``trace``), the step cells' ``cell_writes`` and ``max_writes_per_row``,
+    and the run's modelled ``latency_ns`` and ``energy_nj``. None for a run that recorded
+    nothing."""
+    if not run.stats:
+        return None
+    stats: dict[str, Any] = {k: int(v) if k in _COUNTS else v for k, v in run.stats.items()
+                             if not isinstance(v, list)}
+    cells = run.step_cells
+    stats["cell_writes"] = sum(cells.writes) if cells is not None else 0
+    stats["max_writes_per_row"] = max(cells.writes, default=0) if cells is not None else 0
+    if run.timeline is not None:
+        stats["latency_ns"] = run.timeline.latency_ns
+        stats["energy_nj"] = float(sum(run.timeline.energy.values()))
+    stats["trace"] = {k: v for k, v in run.stats.items() if isinstance(v, list)}
+    return stats
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cimc.errors import CimcError
+from cimc.errors import CimcError, SolverError
 from cimc.ops import registry
 from cimc.ops.linalg import patches
+from cimc.ops.ode import record_stats
 from cimc.ops.xbar import adc, dac_codes
 from cimc.runtime.device import normal_f32
 from cimc.runtime.isa import (
@@ -476,6 +477,129 @@ class Time(Instruction):
 
     def execute(self, ins: Instr, core: Core, run: Run) -> None:
         core.env[ins.dst] = np.array(run.now(core.id), np.float64)
+
+
+# ------------------------------------------------------------------------------ ODE solves
+
+
+def _one(ins: Instr, core: Core, buf: str) -> float:
+    """The one element of buffer ``buf``."""
+    v = np.asarray(core.env[buf])
+    if v.size != 1:
+        raise ExecError(f"{ins.mnemonic} needs a buffer of one element, got shape "
+                        f"{list(v.shape)}")
+    return float(v.reshape(()))
+
+
+def _cells(ins: Instr, run: Run) -> Any:
+    if run.step_cells is None:
+        raise ExecError("this target has no step cell ([step_cell] in its description)")
+    return run.step_cells
+
+
+class CellWrite(Instruction):
+    mnemonic = "cellw"
+    usage = "cellw G, EN, rows=R"
+    semantics = (
+        "when the one element of EN is nonzero, write the step cell's next row (rows 0..R-1 in "
+        "rotation) to the conductance G·G_max (G: one element, a fraction of the step cell's "
+        "G_max; `G_prog = max(G_T + σ(G_T)·ξ, 0)` with the target's `step_cell."
+        "programming_noise`) with a drift exponent `ν = |ν_mean(G) + ν_std(G)·ξ|`, both `ξ` "
+        "drawn from the run's random stream, at this core's clock; the row's write count goes "
+        "up by one (docs/ode.md)")
+    cost_doc = "a write (`step_cell.write_ns`, `step_cell.write_nj`) when it writes, else free"
+    srcs = (2, 2)
+    required = {"rows": INT}
+    reads_clock = True
+
+    def check(self, kwargs: Mapping[str, Any]) -> None:
+        if kwargs["rows"] < 1:
+            raise InstrError(f"cellw needs rows >= 1, got {kwargs['rows']}")
+
+    def execute(self, ins: Instr, core: Core, run: Run) -> None:
+        cells = _cells(ins, run)
+        g, enable = _one(ins, core, ins.srcs[0]), _one(ins, core, ins.srcs[1])
+        rows = ins.kwargs["rows"]
+        if rows > cells.model.rows:
+            raise ExecError(f"cellw rotates over {rows} rows, but the step cell has "
+                            f"{cells.model.rows}")
+        if enable:
+            cells.write(g, run.now(core.id), rows, run.rng)
+
+    def work(self, ins: Instr, core: Core) -> float:
+        return 1.0 if _one(ins, core, ins.srcs[1]) else 0.0
+
+    def charge(self, ins: Instr, amount: float, core: int, timeline: Timeline) -> None:
+        cell = timeline.step_cell
+        if cell is not None and amount:
+            timeline.spend(core, amount * cell.write_ns, amount * cell.write_nj, "cell")
+
+
+class CellRead(Instruction):
+    mnemonic = "cellr"
+    usage = "cellr D"
+    semantics = (
+        "D = the conductance of the step cell's last written row at this core's clock, a "
+        "fraction of its G_max: `G_prog·(max(τ, τ0)/τ0)^(−ν)/G_max`, τ the time since that "
+        "write, τ0 the target's `step_cell.t0_s` (float64, no batch dimension)")
+    cost_doc = "a read (`step_cell.read_ns`, `step_cell.read_nj`)"
+    dsts = 1
+    reads_clock = True
+
+    def execute(self, ins: Instr, core: Core, run: Run) -> None:
+        cells = _cells(ins, run)
+        if not cells.written:
+            raise ExecError("cellr reads the step cell before any cellw wrote it")
+        core.env[ins.dst] = np.array(cells.read(run.now(core.id)), np.float64)
+
+    def work(self, ins: Instr, core: Core) -> float:
+        return 1.0
+
+    def charge(self, ins: Instr, amount: float, core: int, timeline: Timeline) -> None:
+        cell = timeline.step_cell
+        if cell is not None:
+            timeline.spend(core, amount * cell.read_ns, amount * cell.read_nj, "cell")
+
+
+class Stat(Instruction):
+    mnemonic = "stat"
+    usage = 'stat S, name="steps"[, append=true]'
+    semantics = ("record the one element of S as the run's statistic `name` "
+                 "(`chip.last_stats`), or with `append=true` append it to the list of that name; "
+                 "nothing else changes")
+    cost_doc = "free (the host reads a register)"
+    srcs = (1, 1)
+    required = {"name": STR}
+    optional = {"append": BOOL}
+
+    def execute(self, ins: Instr, core: Core, run: Run) -> None:
+        record_stats(run.stats, [ins.kwargs["name"]], [_one(ins, core, ins.src)],
+                     ins.kwargs.get("append", False))
+
+    def work(self, ins: Instr, core: Core) -> float:
+        return 0.0
+
+
+class Trap(Instruction):
+    mnemonic = "trap"
+    usage = 'trap S, V, message="..."'
+    semantics = ("stop the run with an error (`cimc.errors.SolverError`) when the one element "
+                 "of S is nonzero, its message with `{}` replaced by the value of V (one "
+                 "element)")
+    cost_doc = "one digital operation"
+    srcs = (2, 2)
+    required = {"message": STR}
+
+    def execute(self, ins: Instr, core: Core, run: Run) -> None:
+        if _one(ins, core, ins.srcs[0]):
+            value = _one(ins, core, ins.srcs[1])
+            raise SolverError(ins.kwargs["message"].replace("{}", f"{value:.6g}"))
+
+    def work(self, ins: Instr, core: Core) -> float:
+        return 1.0
+
+    def charge(self, ins: Instr, amount: float, core: int, timeline: Timeline) -> None:
+        self.digital(amount, core, timeline)
 
 
 class Halt(Instruction):

@@ -31,7 +31,8 @@ from cimc.errors import ArtifactError
 if TYPE_CHECKING:
     from cimc.runtime.crossbars import CrossbarAt
     from cimc.runtime.program import Program
-    from cimc.targets.schema import Costs
+    from cimc.runtime.stepcell import StepCells
+    from cimc.targets.schema import Costs, StepCell
 
 
 # ------------------------------------------------------------------------------ argument kinds
@@ -122,8 +123,8 @@ class Core:
 @dataclass
 class Run:
     """What the instructions of one execution share: the crossbars at the run's time, the
-    read-noise stream, the graph inputs and outputs, the messages in flight and, when the run
-    keeps time, its :class:`Timeline`."""
+    read-noise stream, the graph inputs and outputs, the messages in flight, the step cells and
+    the statistics the run records and, when the run keeps time, its :class:`Timeline`."""
 
     crossbars: Mapping[tuple[int, int], CrossbarAt]
     rng: np.random.Generator
@@ -135,6 +136,8 @@ class Run:
     timeline: Timeline | None = None
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     queues: dict[tuple[int, int], deque] = field(default_factory=dict)
+    step_cells: StepCells | None = None  # the chip's step cells (targets with a step_cell)
+    stats: dict[str, Any] = field(default_factory=dict)  # what stat instructions record
 
     def now(self, core: int) -> float:
         """The chip time at ``core``'s clock, in seconds since programming."""
@@ -154,6 +157,7 @@ class Timeline:
 
     costs: Costs
     chips: Mapping[int, int]  # core -> chip
+    step_cell: StepCell | None = None  # the costs of cellw and cellr
     clock: dict[int, float] = field(default_factory=dict)  # ns
     busy: dict[int, float] = field(default_factory=dict)  # ns
     energy: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
@@ -178,7 +182,7 @@ class Timeline:
         self.clock[core] += ns
         self.busy[core] += ns
         if nj:
-            self.energy[kind] += nj
+            self.energy[kind] = self.energy.get(kind, 0.0) + nj
 
     def wait_until(self, core: int, ns: float) -> None:
         self.clock[core] = max(self.clock[core], ns)

@@ -30,6 +30,7 @@ from cimc.runtime.fastpath import FastRun, Matrices
 from cimc.runtime.isa import Run, Timeline
 from cimc.runtime.plan import plan_core, plannable
 from cimc.runtime.reference import Coded, Trace, reference_codes, run_cores
+from cimc.runtime.stepcell import StepCells
 
 # IR dtype names (docs/isa.md, manifest inputs/outputs) -> numpy dtypes.
 DTYPES: dict[str, np.dtype] = {
@@ -94,7 +95,7 @@ class Machine:
         return out
 
     def timeline(self) -> Timeline:
-        return Timeline(self.art.target.costs, self.chips)
+        return Timeline(self.art.target.costs, self.chips, self.art.target.step_cell)
 
     def execute(self, inputs: Mapping[str, np.ndarray], t: float, compensate: bool,
                 rng: np.random.Generator, *, noise: bool = True, fast: bool = True,
@@ -113,7 +114,9 @@ class Machine:
                                **({} if ws is None else {"ws": ws}))
             run_cores(self.fast, run)
         else:
-            run = Run(**common, timeline=self.timeline())
+            cell = self.art.target.step_cell
+            run = Run(**common, timeline=self.timeline(),
+                      step_cells=StepCells(cell) if cell is not None else None)
             run_cores(self.reference, run, trace)
         return run.outputs, run
 

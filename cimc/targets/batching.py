@@ -263,6 +263,15 @@ def _shape(op: Op, batched: Sequence[bool], n: int) -> bool | str:
     return False
 
 
+def _one_system(op: Op, batched: Sequence[bool], n: int) -> bool | str:
+    """An ODE solve's state ``[N, D]`` is one system, not a batch: one step size for all of it,
+    from the error norm over every row (and the scalars of its loop depend on every row).
+    Proving that rows could run apart (a field per row, an error norm per row) is not
+    attempted; the runtime runs the compiled shape."""
+    return (f"{op.name}: an ODE state [N, ...] is one system, not a batch: one step size for "
+            "all of it (docs/ode.md)")
+
+
 ELEMENTWISE = (
     "nn.add", "nn.sub", "nn.mul", "nn.div", "nn.pow", "nn.prelu", "nn.relu", "nn.leaky_relu",
     "nn.sigmoid", "nn.tanh", "nn.hard_sigmoid", "nn.hard_swish", "nn.clip", "nn.erf",
@@ -290,6 +299,8 @@ RULES: dict[str, Rule] = {
     "nn.reduce_min": _reduce,
     "nn.expand": _expand,
     "nn.tile": _tile,
+    **{name: _one_system for name in ("ode.solve", "ode.loop", "ode.clock", "ode.cell_write",
+                                       "ode.cell_read", "ode.check", "ode.stat")},
     "nn.lstm": _sequence_first,
     "nn.gru": _sequence_first,
     "nn.concat": _concat,
@@ -312,9 +323,9 @@ def _reads(op: Op, batched: set[Value]) -> bool:
 
 
 def _op_result(op: Op, batched: set[Value], n: int) -> bool | str:
-    if op.regions:
-        return f"{op.name} has regions; their batch behaviour is not analysed"
     rule = RULES.get(op.name)
+    if op.regions and rule is not _one_system:
+        return f"{op.name} has regions; their batch behaviour is not analysed"
     if rule is None:
         return f"{op.name} has no batching rule"
     keeps = rule(op, [v in batched for v in op.operands], n)

@@ -10,7 +10,9 @@ place; nothing half-written on error):
   a last-axis unit-step ``nn.slice`` -> ``slice``, ``cim.transfer`` -> ``send`` on its source
   core and ``recv`` on its destination, every other ``nn.*`` op -> ``dop`` with its attributes,
   graph inputs -> ``input`` on their ``input_cores``, graph outputs -> ``output`` on the core that
-  holds them. An ``nn.reshape`` that keeps the leading (batch) dimension is written with ``-1``
+  holds them; an ``ode.loop`` -> a label, its body, copies of the carried values and a
+  ``branch`` on every core that takes part (:mod:`cimc.targets.emit_ode`), and the other
+  ``ode.*`` ops -> ``time``, ``cellw``, ``cellr``, ``trap``, ``stat``. An ``nn.reshape`` that keeps the leading (batch) dimension is written with ``-1``
   there, so a program runs for any batch size (the kernel is numpy's reshape). Constants become
   ``.const`` directives (one per core that uses them) backed by ``const/<name>`` arrays.
 - ``weights.npz``: ``xbar/<core>/<x>/levels`` and ``.../scale`` for every tile, ``const/<name>``
@@ -42,6 +44,7 @@ from cimc.ops.registry import COMMON_ATTRS
 from cimc.runtime.device import slice_levels
 from cimc.runtime.program import format_instr
 from cimc.targets.batching import analyze_batch
+from cimc.targets.emit_ode import emit_ode
 
 FORMAT = "cimc-artifact"
 VERSION = 1
@@ -101,6 +104,8 @@ class _Emitter:
         self.cores: dict[int, _Core] = {}
         self.weights: dict[str, np.ndarray] = {}
         self.const_names: dict[Op, str] = {}
+        self.tokens: set[Value] = set()  # values the chip keeps in place (an ODE's step cell)
+        self.loops = 0
 
     # ---- helpers
     def core(self, core_id: int, chip: int | None = None) -> _Core:
@@ -156,28 +161,36 @@ class _Emitter:
             core = self.core(core_id)
             core.add("input", [self.define(core, arg)], [], name=name)
         for op in f.body.ops:
-            if op.regions:
-                raise EmitError(f"{op.name}{_where(op)} has regions; the emitter cannot lower "
-                                "ops with regions to core programs yet")
-            if op.name == "nn.constant":
-                continue
-            if op.name == "return":
-                self.outputs(op)
-            elif op.name == "cim.transfer":
-                self.transfer(op)
-            elif op.name == "cim.xbar_mvm":
-                self.mvm(op)
-            elif op.name == "cim.im2col":
-                self.im2col(op)
-            elif op.name == "nn.slice" and self.simple_slice(op) is not None:
-                core = self.op_core(op)
-                start, stop = self.simple_slice(op)  # type: ignore[misc]
-                src = self.read(core, op.operands[0], op)
-                core.add("slice", [self.define(core, op.result)], [src], start=start, stop=stop)
-            elif op.name.startswith("nn."):
-                self.dop(op)
-            else:
-                raise EmitError(f"{op.name}{_where(op)} has no instruction in docs/isa.md")
+            self.op(op)
+
+    def op(self, op: Op) -> None:
+        """The instructions of one op (an ode.* op, an ``ode.loop`` with its body included:
+        :mod:`cimc.targets.emit_ode`)."""
+        if op.name.startswith("ode."):
+            emit_ode(self, op)
+            return
+        if op.regions:
+            raise EmitError(f"{op.name}{_where(op)} has regions; the emitter lowers only the "
+                            "regions of ode.loop to core programs")
+        if op.name == "nn.constant":
+            return
+        if op.name == "return":
+            self.outputs(op)
+        elif op.name == "cim.transfer":
+            self.transfer(op)
+        elif op.name == "cim.xbar_mvm":
+            self.mvm(op)
+        elif op.name == "cim.im2col":
+            self.im2col(op)
+        elif op.name == "nn.slice" and self.simple_slice(op) is not None:
+            core = self.op_core(op)
+            start, stop = self.simple_slice(op)  # type: ignore[misc]
+            src = self.read(core, op.operands[0], op)
+            core.add("slice", [self.define(core, op.result)], [src], start=start, stop=stop)
+        elif op.name.startswith("nn."):
+            self.dop(op)
+        else:
+            raise EmitError(f"{op.name}{_where(op)} has no instruction in docs/isa.md")
 
     def outputs(self, op: Op) -> None:
         first = min(self.cores) if self.cores else 0
@@ -314,7 +327,7 @@ def _layers(func: Func, target: Any) -> list[dict[str, Any]]:
 
     geo = target_geometry(target)
     by_layer: dict[str, dict[tuple[int, int], Op]] = {}  # one entry per crossbar
-    for op in func.body.ops:
+    for op in func.walk():
         if op.name == "cim.xbar_mvm":
             crossbar = (int(op.attrs["core"]), int(op.attrs["xbar"]))
             by_layer.setdefault(str(op.attrs.get("layer", "")), {}).setdefault(crossbar, op)
@@ -373,10 +386,12 @@ def emit_artifact(
     pipeline: str = "",
     reports: Mapping[str, Any] | None = None,
     pruning: Mapping[str, Any] | None = None,
+    ode: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
     ``target``) at ``path``, atomically. Returns ``path``. ``pruning``: prune-similar's summary
-    (``PruneSummary.to_dict()``), written as the manifest's ``pruning``."""
+    (``PruneSummary.to_dict()``), written as the manifest's ``pruning``; ``ode``: the ODE solve
+    and its drift schedule (``OdeInfo.to_dict()``), the manifest's ``ode``."""
     if target is None or not hasattr(target, "to_dict"):
         raise EmitError("emit_artifact needs the Target the module was compiled for")
     path = Path(path)
@@ -416,6 +431,7 @@ def emit_artifact(
             "layers": _layers(func, target),
             "mapping": _mapping_summary(reports),
             "pruning": dict(pruning) if pruning else None,
+            "ode": dict(ode) if ode else None,
             "weights": "weights.npz",
             "key": None,
             "compiler": {"version": __version__, "pipeline": pipeline},

@@ -239,6 +239,54 @@ class Device:
         "Read noise; absent = none."))
 
 
+@dataclass(frozen=True, kw_only=True)
+class StepCell:
+    """The PCM step cell of a neural-ODE chip: the integration step size is held as one cell's
+    conductance, h = h_unit G(tau)/G_max, which drifts between writes,
+    G(tau) = G_w (max(tau, t0)/t0)^-nu, tau the time since the write (docs/ode.md). Writes go to
+    ``rows`` rows of cells in rotation, so that no cell wears out."""
+
+    levels: int = field(metadata=_doc(
+        "Programmable conductance levels of a step cell, geometric from g_min·g_max_us to "
+        "g_max_us (level k: g_min^(1 - k/(levels-1)) of G_max).", minimum=2, maximum=1024))
+    g_min: float = field(metadata=_doc(
+        "The lowest level as a fraction of g_max_us.", positive=True, maximum=1.0))
+    g_max_us: float = field(metadata=_doc(
+        "Conductance of the highest level.", unit="µS", positive=True, maximum=1e6))
+    nu_levels: tuple[float, ...] = field(default=(), metadata=_doc(
+        "Mean drift exponent of each level, lowest first (give this or nu_mean).",
+        minimum=0.0, maximum=1.0))
+    nu_mean: Curve = field(default=(), metadata=_doc(
+        "Mean drift exponent as a piecewise function of g = G/g_max_us (the PCM fit; give this "
+        "or nu_levels)."))
+    nu_std: Curve = field(default=(), metadata=_doc(
+        "Spread of the drift exponent, function of g; drawn anew at every write (empty: none)."))
+    programming_noise: ProgrammingNoise | None = field(default=None, metadata=_doc(
+        "Programming noise of a write; absent = exact writes."))
+    t0_s: float = field(metadata=_doc(
+        "Drift reference tau0: the conductance starts drifting tau0 after a write.", unit="s",
+        positive=True, maximum=1e6))
+    write_ns: float = field(metadata=_doc(
+        "Time of one write (program-and-verify of one cell).", unit="ns", minimum=0.0,
+        maximum=1e9))
+    write_nj: float = field(metadata=_doc("Energy of one write.", unit="nJ", minimum=0.0,
+                                          maximum=1e9))
+    read_ns: float = field(metadata=_doc("Time of one read of the cell.", unit="ns",
+                                         minimum=0.0, maximum=1e9))
+    read_nj: float = field(metadata=_doc("Energy of one read.", unit="nJ", minimum=0.0,
+                                         maximum=1e9))
+    endurance_writes: float = field(metadata=_doc(
+        "Writes one cell endures.", positive=True, maximum=1e20))
+    rows: int = field(metadata=_doc(
+        "Rows of step cells that take the writes in rotation.", minimum=1, maximum=65536))
+    area_mm2: float = field(metadata=_doc(
+        "Area of the step-cell block (cells, write and sense circuits).", unit="mm²",
+        positive=True, maximum=1000.0))
+    digital_area_mm2: float = field(metadata=_doc(
+        "Area of the digital step controller it replaces (counters, comparators, multipliers).",
+        unit="mm²", positive=True, maximum=1000.0))
+
+
 Scalar = float | int | str | bool
 
 
@@ -254,6 +302,8 @@ class Target:
     converters: Converters = field(metadata=_doc("DACs and ADCs."))
     costs: Costs = field(metadata=_doc("Latency and energy."))
     device: Device = field(metadata=_doc("Device kind and its models."))
+    step_cell: StepCell | None = field(default=None, metadata=_doc(
+        "The drifting step-size cell of ODE solves; absent = none (step=digital or fixed)."))
     reported: tuple[tuple[str, Scalar], ...] = field(default=(), metadata=_doc(
         "Figures the publication reports, for comparison (not used by passes)."))
 
@@ -564,6 +614,20 @@ def _check_target(t: Target, err: _Err) -> None:
         curves["device.drift.nu_std"] = dev.drift.nu_std
     if dev.read_noise is not None and dev.read_noise.q_s:
         curves["device.read_noise.q_s"] = dev.read_noise.q_s
+    cell = t.step_cell
+    if cell is not None:
+        if bool(cell.nu_levels) == bool(cell.nu_mean):
+            err.add("step_cell", "give exactly one of nu_levels (one exponent per level) and "
+                    "nu_mean (a curve of g)")
+        if cell.nu_levels and len(cell.nu_levels) != cell.levels:
+            err.add("step_cell.nu_levels", f"expected {cell.levels} exponents (one per level), "
+                    f"got {len(cell.nu_levels)}")
+        if cell.nu_mean:
+            curves["step_cell.nu_mean"] = cell.nu_mean
+        if cell.nu_std:
+            curves["step_cell.nu_std"] = cell.nu_std
+        if cell.programming_noise is not None and not cell.programming_noise.coeffs_us:
+            err.add("step_cell.programming_noise.coeffs_us", "expected at least one coefficient")
     for path, curve in curves.items():
         if (problem := _curve_error(curve, path)) is not None:
             err.add(*problem)

@@ -60,6 +60,10 @@ def test_every_mnemonic_is_covered_by_the_example_or_here():
           branch c, label="top"
           jump   label="end"
         end:
+          cellw  t0, c, rows=4
+          cellr  g
+          stat   g, name="h", append=true
+          trap   c, g, message="stopped at t = {}"
           output a4, name="y"
           halt
         """,
@@ -177,11 +181,15 @@ def test_printed_instructions_parse_back(mnemonic):
         "jump": ([], [], {"label": "top"}),
         "branch": ([], ["a"], {"label": "top"}),
         "time": (["b"], [], {}),
+        "cellw": ([], ["a", "a"], {"rows": 16}),
+        "cellr": (["b"], [], {}),
+        "stat": ([], ["a"], {"name": "steps", "append": True}),
+        "trap": ([], ["a", "a"], {"message": "at t = {}"}),
         "halt": ([], [], {}),
     }
     dsts, srcs, kwargs = samples[mnemonic]
     line = format_instr(mnemonic, dsts, srcs, kwargs)
-    body = "" if mnemonic in ("input", "recv", "time") else "  input a, name=\"x\"\n"
+    body = "" if mnemonic in ("input", "recv", "time", "cellr") else "  input a, name=\"x\"\n"
     text = f".core 0\n.xbar 0 rows=4 cols=2\ntop:\n{body}  {line}\n"
     if mnemonic != "halt":
         text += "  halt\n"
