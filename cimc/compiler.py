@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,22 @@ from cimc.runtime.artifact import is_artifact
 
 @dataclass
 class CompileResult:
+    """The compiled module, the artifact written (if any), the pipeline as a spec string, and
+    the pipeline's context: its passes' records (``context.placement``, ``context.pruning``,
+    ...)."""
+
     module: Module
     artifact: Path | None
     pipeline: str
-    reports: dict[str, Any] = field(default_factory=dict)
-    pruning: PruneSummary | None = None
-    ode: OdeInfo | None = None
+    context: PassContext
+
+    @property
+    def pruning(self) -> PruneSummary | None:
+        return self.context.pruning
+
+    @property
+    def ode(self) -> OdeInfo | None:
+        return self.context.ode
 
 
 def resolve_target(target: Any):
@@ -115,7 +125,5 @@ def compile(
     if output is not None:
         from cimc.targets.emit import emit_artifact
 
-        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports,
-                                 pruning=ctx.pruning.to_dict() if ctx.pruning else None,
-                                 ode=ctx.ode.to_dict() if ctx.ode else None)
-    return CompileResult(module, artifact, spec, ctx.reports, ctx.pruning, ctx.ode)
+        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, ctx=ctx)
+    return CompileResult(module, artifact, spec, ctx)
