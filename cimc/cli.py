@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -76,6 +77,41 @@ _prune_option = click.option(
     help='Prune near-duplicate filters first (prune-similar), e.g. "ratio=0.3" or '
          '"metric=hamming,c=0.15,b=0.146".',
 )
+
+
+_ode_option = click.option(
+    "--ode", default=None, metavar="OPTIONS",
+    help='Compile the model as the vector field f of dx/dt = f(x, t), solved on the chip from '
+         'the input state (docs/ode.md): "t1=1.0[,t0=0,rtol=1e-3,atol=1e-6,solver=heun-euler|'
+         'bosh3|euler|rk4,step=drift|digital|fixed:N,h0=H,max_steps=N,steady=THR]".',
+)
+
+
+def _read_inputs(items: tuple[str, ...]) -> tuple[dict[str, Any], list[str]]:
+    """``--input NAME=FILE.npy`` options as arrays by name, and the files read."""
+    import numpy as np
+
+    feeds, files = {}, []
+    for item in items:
+        name, eq, path = item.partition("=")
+        if not eq:
+            raise CimcError(f"--input {item!r}: expected NAME=FILE.npy")
+        if not Path(path).is_file():
+            raise CimcError(f"--input {name}: file {path} not found")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise CimcError(f"--input {name}: cannot read {path} as .npy ({e})") from None
+        files.append(path)
+    return feeds, files
+
+
+def _format_stats(stats: dict[str, Any]) -> str:
+    """``chip.last_stats`` (an ODE solve's) as one line."""
+    return (f"ode: {stats['steps']} steps, {stats['rejected']} rejected, {stats['f_evals']} "
+            f"f-evaluations, t_end {stats['t_end']:g}, {stats['cell_writes']} cell writes (at "
+            f"most {stats['max_writes_per_row']} per row), latency "
+            f"{stats['latency_ns'] * 1e-6:.4g} ms, energy {stats['energy_nj'] * 1e-3:.4g} µJ")
 
 
 @click.group(cls=_Group)
@@ -176,9 +212,10 @@ def targets_cmd() -> None:
 @click.option("--print-pipeline", is_flag=True, help="Print the pass pipeline as a spec string and exit.")
 @_force_option
 @_prune_option
+@_ode_option
 @_instrument_options
 def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, force, prune,
-                instruments) -> None:
+                ode, instruments) -> None:
     """Compile an ONNX MODEL for a chip target into an artifact."""
     from cimc.compiler import compile as compile_model
     from cimc.passes.base import pipeline_spec
@@ -186,12 +223,13 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
 
     n_chips = _parse_chips(chips)
     if print_pipeline:
-        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune)))
+        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune,
+                                                  ode=ode is not None)))
         return
     out = Path(output) if output else Path(model).with_suffix(".cimc")
     result = compile_model(
         model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
-        chips=n_chips, instruments=instruments, force=force, prune=prune,
+        chips=n_chips, instruments=instruments, force=force, prune=prune, ode=ode,
     )
     click.echo(f"wrote {result.artifact}", err=True)
 
@@ -218,7 +256,8 @@ def _parse_chips(text: str) -> int:
 @click.option("--seed", default=0, show_default=True, type=_seed_type, help="Chip instance seed.")
 @_force_option
 def run_cmd(artifact, inputs, output, t, seed, force) -> None:
-    """Run a compiled ARTIFACT on a simulated chip instance."""
+    """Run a compiled ARTIFACT on a simulated chip instance (an ODE solve prints its
+    statistics)."""
     import numpy as np
 
     from cimc.atomic import atomic_path, check_output
@@ -226,18 +265,7 @@ def run_cmd(artifact, inputs, output, t, seed, force) -> None:
     from cimc.progress import progress
     from cimc.runtime import load
 
-    feeds, files = {}, []
-    for item in inputs:
-        name, eq, path = item.partition("=")
-        if not eq:
-            raise CimcError(f"--input {item!r}: expected NAME=FILE.npy")
-        if not Path(path).is_file():
-            raise CimcError(f"--input {name}: file {path} not found")
-        try:
-            feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as e:
-            raise CimcError(f"--input {name}: cannot read {path} as .npy ({e})") from None
-        files.append(path)
+    feeds, files = _read_inputs(inputs)
     with progress(3, "run") as bar:
         bar.set_postfix_str("programming the chip")
         chip = load(artifact, seed=seed)
@@ -253,17 +281,29 @@ def run_cmd(artifact, inputs, output, t, seed, force) -> None:
         with atomic_path(output) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **outs)
         bar.update()
+    if chip.last_stats is not None:
+        click.echo(_format_stats(chip.last_stats))
     click.echo(f"wrote {output}", err=True)
 
 
 @main.command("report")
 @click.argument("artifact", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report_cmd(artifact, as_json) -> None:
-    """Report crossbars, cores, utilisation, latency, energy and area of an ARTIFACT."""
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+              help="Run these inputs first and report that run (programs that loop, such as "
+              "ODE solves, need it: their work depends on the inputs).")
+@click.option("--time", "t", default=0.0, show_default=True, type=float,
+              help="Seconds since programming, for the run of --input.")
+@click.option("--seed", default=0, show_default=True, type=_seed_type, help="Chip instance seed.")
+def report_cmd(artifact, as_json, inputs, t, seed) -> None:
+    """Report crossbars, cores, utilisation, latency, energy and area of an ARTIFACT (an ODE
+    solve: its time per iteration and the step controller's area)."""
     from cimc.runtime import load
 
-    report = load(artifact, seed=0).report()
+    chip = load(artifact, seed=seed)
+    if inputs:
+        chip.run(_read_inputs(inputs)[0], t=t)
+    report = chip.report()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

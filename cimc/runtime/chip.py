@@ -248,14 +248,15 @@ class Chip:
             raise RuntimeInputError(f"report batch must be >= 1, got {batch}")
         timeline = replay(self.machine.programs, trace, self.machine.timeline(),
                           batch / trace.batch)
-        return build_report(self.machine, timeline, int(batch))
+        return build_report(self.machine, timeline, int(batch), self.last_stats)
 
     def _loop_trace(self) -> Trace | None:
         if not any(p.labels for p in self.machine.programs.values()):
             return None
         if self._last_trace is None:
             raise RuntimeInputError("this artifact's programs loop, and how often depends on "
-                                    "the inputs: run it once before asking for its report")
+                                    "the inputs: run it once before asking for its report (cimc report "
+                                    "--input NAME=FILE.npy runs it)")
         return self._last_trace
 
     def _dry_trace(self) -> Trace:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cimc.runtime.isa import Timeline
+from cimc.runtime.ode_report import OdeUse, format_ode, ode_use
 
 if TYPE_CHECKING:
     from cimc.runtime.machine import Machine
@@ -56,6 +57,7 @@ class Report:
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
     pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
+    ode: OdeUse | None = None  # the last ODE solve (artifacts compiled with --ode)
 
     @property
     def total_energy_nj(self) -> float:
@@ -77,6 +79,7 @@ class Report:
         d["total_energy_nj"] = self.total_energy_nj
         d["throughput_per_s"] = self.throughput_per_s
         d["utilisation"] = self.utilisation
+        d["ode"] = self.ode.to_dict() if self.ode is not None else None
         return d
 
     def __str__(self) -> str:
@@ -86,11 +89,14 @@ class Report:
 # ------------------------------------------------------------------------------ building
 
 
-def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
-    """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``."""
+def build_report(machine: Machine, timeline: Timeline, batch: int,
+                 stats: dict[str, Any] | None = None) -> Report:
+    """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``;
+    ``stats``: the last run's statistics (``chip.last_stats``, an ODE solve's)."""
     art, target = machine.art, machine.art.target
     instructions = Counter(ins.mnemonic for p in machine.programs.values() for ins in p.instrs)
     chips = max(art.chips, len(set(machine.chips.values())))
+    executed = {k: round(v) for k, v in sorted(timeline.work.items())}
     return Report(
         artifact=art.name,
         target=target.name,
@@ -101,7 +107,7 @@ def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
         crossbars_available=chips * target.crossbars_per_chip,
         layers=_layers(machine, timeline),
         instructions=dict(sorted(instructions.items())),
-        executed={k: round(v) for k, v in sorted(timeline.work.items())},
+        executed=executed,
         latency_ns=timeline.latency_ns,
         energy_nj=dict(timeline.energy),
         core_busy_ns=dict(timeline.busy),
@@ -109,6 +115,7 @@ def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
         pruning=art.manifest.get("pruning"),
+        ode=ode_use(art.manifest, target, stats, executed),
     )
 
 
@@ -180,6 +187,8 @@ def format_report(r: Report) -> str:
     lines += _table(["instruction", "count", "work (vectors/elements/bytes)"], rows)
     if r.pruning:
         lines += ["", *format_pruning(r.pruning)]
+    if r.ode is not None:
+        lines += ["", *format_ode(r.ode)]
     return "\n".join(lines)
 
 
