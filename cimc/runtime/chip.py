@@ -255,8 +255,8 @@ class Chip:
             return None
         if self._last_trace is None:
             raise RuntimeInputError("this artifact's programs loop, and how often depends on "
-                                    "the inputs: run it once before asking for its report (cimc report "
-                                    "--input NAME=FILE.npy runs it)")
+                                    "the inputs: run it once before asking for its report "
+                                    "(cimc report --input NAME=FILE.npy runs it)")
         return self._last_trace
 
     def _dry_trace(self) -> Trace:
