@@ -88,12 +88,12 @@ def ode_use(manifest: dict[str, Any], target: Target, stats: dict[str, Any] | No
     stages, clock = rep.get("pipeline_stages"), rep.get("clock_mhz")
     pipeline = f"{stages}-stage pipeline at {clock:g} MHz" if stages and clock else ""
     assumptions = [
-        f"an MVM costs {c.mvm_ns:g} ns per input vector; a layer of the field takes one MVM "
-        "per row of the state, every stage of every iteration",
-        f"digital ops cost {c.digital_ns_per_element:g} ns per element; transfers "
-        f"{c.link_bytes_per_ns:g} B/ns (+ {c.link_latency_ns:g} ns each) between cores",
-        "cores work in parallel where the data allow; no pipelining of the rows of a state "
-        "through the layers",
+        (f"an MVM costs {c.mvm_ns:g} ns per input vector; a layer of the field takes one MVM "
+         "per row of the state, every stage of every iteration"),
+        (f"digital ops cost {c.digital_ns_per_element:g} ns per element; transfers "
+         f"{c.link_bytes_per_ns:g} B/ns (+ {c.link_latency_ns:g} ns each) between cores"),
+        ("cores work in parallel where the data allow; no pipelining of the rows of a state "
+         "through the layers"),
     ]
     return OdeUse(
         solver=str(info.get("solver")), step=str(info.get("step")), t0=float(info["t0"]),
@@ -119,10 +119,10 @@ def _ms(ns: float) -> str:
 def format_ode(u: OdeUse) -> list[str]:
     """The ODE part of a report as text lines."""
     lines = [
-        f"ODE solve: {u.solver}, step {u.step}, t {u.t0:g} -> {u.t1:g} (reached {u.t_end:g}), "
-        f"rtol {u.rtol:g}, atol {u.atol:g}",
-        f"  {u.steps} steps, {u.rejected} rejected, {u.f_evals} f-evaluations; step cell: "
-        f"{u.cell_writes} writes, at most {u.max_writes_per_row} per row",
+        (f"ODE solve: {u.solver}, step {u.step}, t {u.t0:g} -> {u.t1:g} (reached {u.t_end:g}), "
+         f"rtol {u.rtol:g}, atol {u.atol:g}"),
+        (f"  {u.steps} steps, {u.rejected} rejected, {u.f_evals} f-evaluations; step cell: "
+         f"{u.cell_writes} writes, at most {u.max_writes_per_row} per row"),
         f"  per iteration: {_ms(u.iteration_ns)} modelled, {u.iteration_nj:.3g} nJ"
         + (f"; the chip reports {u.reported_iteration_ms:g} ms"
            + (f" ({u.pipeline})" if u.pipeline else "") if u.reported_iteration_ms else ""),
