@@ -171,3 +171,42 @@ def drift_defaults(cell: Any, attrs: dict[str, Any]) -> dict[str, Any]:
 def _short(values: np.ndarray) -> list[float]:
     """Six significant digits: the IR dump stays readable; the numbers are these from here on."""
     return [float(f"{v:.6g}") for v in values]
+
+
+def float64_field(model: Any, input_shapes: Mapping[str, Any] | None = None
+                  ) -> tuple[Any, tuple[int, ...]]:
+    """The vector field of an ONNX model evaluated in float64 by the reference interpreter, as
+    ``f(t, y)`` on the flattened state (scipy's ``solve_ivp`` convention), and the state's shape:
+    a float64 solve of the same field to compare a chip's with."""
+    from cimc.frontend.onnx import import_onnx
+    from cimc.ir.interpreter import run
+    from cimc.ir.verify import verify
+    from cimc.passes import run_pipeline
+
+    module = import_onnx(model, input_shapes)
+    run_pipeline(module, "canonicalize")
+    func = module.main
+    xi, ti = _roles(func)
+    for op in module.walk():
+        if op.name == "nn.constant" and op.attrs["value"].dtype == np.float32:
+            op.attrs["value"] = op.attrs["value"].astype(np.float64)
+        if op.name == "nn.cast" and op.attrs.get("to") == "f32":
+            op.attrs["to"] = "f64"
+        for v in op.results:
+            if v.type.dtype == "f32":
+                v.type = v.type.with_dtype("f64")
+    for v in func.args:
+        if v.type.dtype == "f32":
+            v.type = v.type.with_dtype("f64")
+    verify(module)
+    names, shape = func.input_names, func.args[xi].type.shape
+    t_shape = func.args[ti].type.shape if ti is not None else None
+    out = func.output_names[0]
+
+    def f(t: float, y: np.ndarray) -> np.ndarray:
+        feeds = {names[xi]: np.asarray(y, np.float64).reshape(shape)}
+        if ti is not None:
+            feeds[names[ti]] = np.full(t_shape, t, np.float64)
+        return run(module, feeds)[out].ravel()
+
+    return f, shape
