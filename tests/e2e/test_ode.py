@@ -192,3 +192,26 @@ def test_the_command_line(tmp_path):
     assert "ODE solve: heun-euler, step drift" in r.stdout and "drift schedule" in r.stdout
     r = runner.invoke(main, ["compile", str(tmp_path / "f.onnx"), "--ode", "t1=1,x=2"])
     assert r.exit_code == 1 and "unknown option(s) x" in r.output
+
+
+def test_steady_stops_the_solve_on_the_chip(tmp_path):
+    # the damped rotation without the push decays; |f| < 0.05 long before t1 = 100
+    still = rotation()
+    next(i for i in still.graph.initializer if i.name == "B").CopyFrom(
+        numpy_helper.from_array(np.zeros(2, np.float32), "B"))
+    result = cimc.compile(still, "ideal", tmp_path / "s.cimc",
+                          ode="t1=100,rtol=1e-3,atol=1e-5,steady=0.05")
+    chip = cimc.load(tmp_path / "s.cimc")
+    y = chip.run({"x": X0})["x"]
+    assert np.array_equal(y, interpret(result.module, {"x": X0})["x"])
+    assert 5 < chip.last_stats["t_end"] < 30
+    assert np.sqrt(np.mean((y @ A) ** 2)) < 0.05
+
+
+def test_the_float64_field_of_an_onnx_model():
+    from cimc.frontend.ode import float64_field
+
+    f, shape = float64_field(rotation())
+    y = np.random.default_rng(0).standard_normal(6)
+    assert shape == (3, 2)
+    np.testing.assert_allclose(f(0.7, y), rotation_f64(0.7, y), rtol=1e-12)
