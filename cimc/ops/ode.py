@@ -661,8 +661,14 @@ def _check_type(attrs: dict[str, Any], flag: TensorType, value: TensorType) -> l
         summary="Stop with an error (message, {} = the value) when the flag holds.")
 def check(attrs: dict[str, Any], flag: np.ndarray, value: np.ndarray) -> list:
     if bool(flag):
-        raise SolverError(attrs["message"].replace("{}", f"{float(value):.6g}"))
+        raise solver_error(attrs["message"], float(value))
     return []
+
+
+def solver_error(message: str, value: float) -> SolverError:
+    """The error of ``ode.check`` (and the ``trap`` instruction): ``{}`` in the message is the
+    value."""
+    return SolverError(message.replace("{}", f"{value:.6g}"))
 
 
 def _stat_type(attrs: dict[str, Any], *values: TensorType) -> list:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cimc.errors import CimcError, SolverError
+from cimc.errors import CimcError
 from cimc.ops import registry
 from cimc.ops.linalg import patches
-from cimc.ops.ode import record_stats
+from cimc.ops.ode import record_stats, solver_error
 from cimc.ops.xbar import adc, dac_codes
 from cimc.runtime.device import normal_f32
 from cimc.runtime.isa import (
@@ -589,8 +589,7 @@ class Trap(Instruction):
 
     def execute(self, ins: Instr, core: Core, run: Run) -> None:
         if _one(ins, core, ins.srcs[0]):
-            value = _one(ins, core, ins.srcs[1])
-            raise SolverError(ins.kwargs["message"].replace("{}", f"{value:.6g}"))
+            raise solver_error(ins.kwargs["message"], _one(ins, core, ins.srcs[1]))
 
     def work(self, ins: Instr, core: Core) -> float:
         return 1.0
