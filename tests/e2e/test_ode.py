@@ -32,14 +32,14 @@ def graph(nodes, inputs, out_shape, inits) -> onnx.ModelProto:
     return m
 
 
-def rotation(n: int = 3, time_shape=(1,)) -> onnx.ModelProto:
+def rotation(n: int = 3, time_shape=(1,), a: np.ndarray = A) -> onnx.ModelProto:
     """dx/dt = x A + t b: a damped rotation pushed by the time input."""
     nodes = [helper.make_node("MatMul", ["x", "A"], ["y"]),
              helper.make_node("Mul", ["t", "B"], ["tb"]),
              helper.make_node("Add", ["y", "tb"], ["dx"])]
     ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, 2]),
            helper.make_tensor_value_info("t", TensorProto.FLOAT, list(time_shape))]
-    return graph(nodes, ins, [n, 2], {"A": A, "B": B})
+    return graph(nodes, ins, [n, 2], {"A": a, "B": B})
 
 
 def rotation_f64(t: float, y: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ X0 = np.array([[1.0, 0.0], [0.0, 2.0], [-1.5, 0.5]], np.float32)
 
 @pytest.mark.parametrize("solver", ["heun-euler", "bosh3"])
 def test_a_small_ode_on_the_ideal_chip_is_the_interpreters_and_scipys(tmp_path, solver):
-    rtol, atol = 1e-4, 1e-6
+    rtol, atol = 1e-3, 1e-5
     result = cimc.compile(rotation(), "ideal", tmp_path / "r.cimc", calib={"x": X0},
                           ode={"t1": 2.0, "rtol": rtol, "atol": atol, "solver": solver})
     chip = cimc.load(tmp_path / "r.cimc")
@@ -195,17 +195,18 @@ def test_the_command_line(tmp_path):
 
 
 def test_steady_stops_the_solve_on_the_chip(tmp_path):
-    # the damped rotation without the push decays; |f| < 0.05 long before t1 = 100
-    still = rotation()
+    # a fast-decaying rotation without the push: |f| < 0.2 near t = 3, long before t1 = 100
+    fast = np.array([[-1.0, 2.0], [-2.0, -1.0]], np.float32)
+    still = rotation(a=fast)
     next(i for i in still.graph.initializer if i.name == "B").CopyFrom(
         numpy_helper.from_array(np.zeros(2, np.float32), "B"))
     result = cimc.compile(still, "ideal", tmp_path / "s.cimc",
-                          ode="t1=100,rtol=1e-3,atol=1e-5,steady=0.05")
+                          ode="t1=100,rtol=1e-2,atol=1e-4,steady=0.2")
     chip = cimc.load(tmp_path / "s.cimc")
     y = chip.run({"x": X0})["x"]
     assert np.array_equal(y, interpret(result.module, {"x": X0})["x"])
-    assert 5 < chip.last_stats["t_end"] < 30
-    assert np.sqrt(np.mean((y @ A) ** 2)) < 0.05
+    assert 1 < chip.last_stats["t_end"] < 10
+    assert np.sqrt(np.mean((y @ fast) ** 2)) < 0.2
 
 
 def test_the_float64_field_of_an_onnx_model():
