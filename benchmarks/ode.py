@@ -2,7 +2,9 @@
 
 Two fields, at the same rtol/atol each:
 
-- the mesh flow of ``examples/mesh_flow`` (an MLP 4 -> 128 -> 128 -> 3 on 2,562 vertices);
+- the mesh flow of ``examples/mesh_flow`` (an MLP 4 -> 128 -> 128 -> 3 on 2,562 vertices), at
+  the example's rtol 1e-2, atol 1e-3 (at 1e-3 the chip's error estimate sits on the noise of its
+  own field: every controller then rejects most of its tries);
 - a stiff-ish 2-D spiral, dy/dt = A y^3 (A's entries on pcm40's weight grid), from (2, 0).
 
 For each: Heun-Euler with drift control (the PCM step cell) and with the classic controller, and
@@ -94,7 +96,7 @@ def mesh_flow() -> Field:
     with np.load(MESH / "template.npz") as z:
         x0, faces = z["x"], z["faces"]
     return Field("mesh flow (2,562 vertices)", MESH / "field.onnx", x0,
-                 {"t1": 1.0, "rtol": 1e-3, "atol": 1e-4}, faces)
+                 {"t1": 1.0, "rtol": 1e-2, "atol": 1e-3}, faces)
 
 
 def reference(f: Field) -> np.ndarray:

@@ -10,7 +10,7 @@ For every ``ode.solve`` with ``step = "drift"`` the pass sets:
   with stationary weights (its tiles in parallel), the digital ops per element of work, the
   cell's read and write;
 - the schedule: ``h_unit`` (h = h_unit G/G_max: the top level's step), ``level0`` (the first
-  write), ``grow_below`` (an accepted step whose error is under k of these thresholds grows the
+  write, counted up from the level nearest the classic controller's first step), ``grow_below`` (an accepted step whose error is under k of these thresholds grows the
   level by k) and ``shrink_by`` (the levels a rejection goes down). They are tuned on the
   calibration initial states (``ctx.calib``: the state input's arrays, one system per
   ``N`` rows; default one seeded standard-normal state) by coordinate descent over a small grid
@@ -51,6 +51,8 @@ from cimc.passes.quantize import calibration_inputs
 H_UNIT_FACTORS = (1.0, 1.5, 2.0, 3.0, 5.0)
 GROW_SETS = ((0.8,), (0.5,), (0.3,), (0.15,), (0.8, 0.3), (0.6, 0.15), (0.9, 0.5, 0.2))
 SHRINK_STEPS = (1, 2, 3, 4)
+# the first level: this many levels above the one nearest the classic controller's first step
+START_OFFSETS = (0, 2, 4, 6, 9, 12, 15)
 REFERENCE_TIGHTENING = 1e-2
 MVM_OPS = ("cim.mvm", "nn.matmul", "nn.gemm")
 
@@ -189,15 +191,16 @@ def tune(cfg: OdeConfig, field_fn: Callable, states: list[np.ndarray]
     h_max, h_first = max(d_hs), d_hs[0]
     g = np.asarray(cfg.drift.cell_g)
 
-    def schedule(factor: float, grow: tuple[float, ...], shrink: int) -> DriftSchedule:
+    def schedule(factor: float, grow: tuple[float, ...], shrink: int, start: int
+                 ) -> DriftSchedule:
         h_unit = float(f"{factor * h_max:.6g}")
-        level0 = int(np.argmin(np.abs(np.log(g * h_unit / h_first))))
-        return replace(cfg.drift, h_unit=h_unit, level0=level0, grow_below=grow,
-                       shrink_by=shrink)
+        level0 = int(np.argmin(np.abs(np.log(g * h_unit / h_first)))) + start
+        return replace(cfg.drift, h_unit=h_unit, level0=min(level0, len(g) - 1),
+                       grow_below=grow, shrink_by=shrink)
 
     seen: dict[tuple, Trial] = {}
 
-    def trial(point: tuple[float, tuple[float, ...], int]) -> Trial:
+    def trial(point: tuple[float, tuple[float, ...], int, int]) -> Trial:
         if point not in seen:
             sched = schedule(*point)
             tries, writes, err, fail, _ = _simulate(replace(cfg, drift=sched), field_fn,
@@ -210,10 +213,11 @@ def tune(cfg: OdeConfig, field_fn: Callable, states: list[np.ndarray]
         return (not a.fits(budget), a.tries if a.fits(budget) else a.error, a.writes) < \
             (not b.fits(budget), b.tries if b.fits(budget) else b.error, b.writes)
 
-    point: tuple[float, tuple[float, ...], int] = (2.0, (0.5,), 2)
+    point: tuple[float, tuple[float, ...], int, int] = (2.0, (0.5,), 2, 0)
     best = trial(point)
     for _ in range(2):  # coordinate descent, two sweeps
-        for axis, values in enumerate((H_UNIT_FACTORS, GROW_SETS, SHRINK_STEPS)):
+        axes = (H_UNIT_FACTORS, GROW_SETS, SHRINK_STEPS, START_OFFSETS)
+        for axis, values in enumerate(axes):
             for v in values:
                 cand = tuple(v if i == axis else p for i, p in enumerate(point))
                 t = trial(cand)  # type: ignore[arg-type]
