@@ -60,6 +60,11 @@ def _parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return out
 
 
+_key_option = click.option(
+    "--key", type=click.Path(dir_okay=False), default=None,
+    help="The key of an encrypted artifact (NAME.cimc.key); without it the chip runs the "
+         "scrambled weights.")
+
 _input_shape_option = click.option(
     "--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
     help="Fix an input's shape, e.g. input=1x3x224x224 (needed for dynamic dimensions).",
@@ -151,8 +156,14 @@ def targets_cmd() -> None:
 @click.option("--chips", default="auto", show_default=True,
               help="'auto' spreads the model over as many chips as it needs; N refuses more than N.")
 @click.option("--print-pipeline", is_flag=True, help="Print the pass pipeline as a spec string and exit.")
+@click.option("--encrypt", default=None, metavar="OPTIONS",
+              help='Encrypt weight signs (the encrypt pass\'s options, e.g. "epsilon=64"; "" for '
+                   "its defaults); writes the key to OUT.cimc.key.")
+@click.option("--encrypt-data", type=click.Path(dir_okay=False), default=None,
+              help="Samples for --encrypt (.npz: one array per input name, and 'labels').")
 @_instrument_options
-def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, instruments) -> None:
+def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, encrypt,
+                encrypt_data, instruments) -> None:
     """Compile an ONNX MODEL for a chip target into an artifact."""
     from cimc.compiler import compile as compile_model
     from cimc.passes.base import pipeline_spec
@@ -160,14 +171,20 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
 
     n_chips = _parse_chips(chips)
     if print_pipeline:
-        click.echo(pipeline_spec(compile_pipeline(chips=n_chips)))
+        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, encrypt=encrypt)))
         return
+    if encrypt_data and encrypt is None:
+        raise CimcError("--encrypt-data is the data for --encrypt OPTIONS; give both")
     out = Path(output) if output else Path(model).with_suffix(".cimc")
     result = compile_model(
         model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
-        chips=n_chips, instruments=instruments,
+        chips=n_chips, instruments=instruments, encrypt=encrypt, encrypt_data=encrypt_data,
     )
     click.echo(f"wrote {result.artifact}", err=True)
+    if result.key:
+        enc = result.reports["encrypt"]
+        click.echo(f"wrote {result.key} (the key: {enc['bits']} sign bits flipped; keep it "
+                   "apart from the artifact)", err=True)
 
 
 def _parse_chips(text: str) -> int:
@@ -190,7 +207,8 @@ def _parse_chips(text: str) -> int:
 @click.option("--time", "t", default=0.0, show_default=True, type=float,
               help="Seconds since the chip was programmed (drift).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Chip instance seed.")
-def run_cmd(artifact, inputs, output, t, seed) -> None:
+@_key_option
+def run_cmd(artifact, inputs, output, t, seed, key) -> None:
     """Run a compiled ARTIFACT on a simulated chip instance."""
     import numpy as np
 
@@ -208,7 +226,7 @@ def run_cmd(artifact, inputs, output, t, seed) -> None:
             feeds[name] = np.load(path, allow_pickle=False)
         except Exception as e:
             raise CimcError(f"--input {name}: cannot read {path} as .npy ({e})") from None
-    chip = load(artifact, seed=seed)
+    chip = load(artifact, seed=seed, key=key)
     outs = chip.run(feeds, t=t)
     with atomic_path(output) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **outs)
@@ -218,11 +236,12 @@ def run_cmd(artifact, inputs, output, t, seed) -> None:
 @main.command("report")
 @click.argument("artifact", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report_cmd(artifact, as_json) -> None:
+@_key_option
+def report_cmd(artifact, as_json, key) -> None:
     """Report crossbars, cores, utilisation, latency, energy and area of an ARTIFACT."""
     from cimc.runtime import load
 
-    report = load(artifact, seed=0).report()
+    report = load(artifact, seed=0, key=key).report()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -230,7 +249,7 @@ def report_cmd(artifact, as_json) -> None:
 
 
 @main.command("evaluate")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
               help="Labelled data (.npz with x and y).")
 @click.option("--target", default="pcm40", show_default=True, help="Target profile name or .toml.")
@@ -240,11 +259,13 @@ def report_cmd(artifact, as_json) -> None:
               help="Chip instance seed; repeat to average over instances.")
 @click.option("--calib-count", default=100, show_default=True,
               help="Leading samples used to calibrate the converters (left out of the scores).")
-def evaluate_cmd(model, data, target, times, seeds, calib_count) -> None:
-    """Top-1 accuracy of MODEL on a simulated chip beside onnxruntime's."""
+@_key_option
+def evaluate_cmd(model, data, target, times, seeds, calib_count, key) -> None:
+    """Top-1 accuracy of MODEL on a simulated chip beside onnxruntime's (MODEL may also be a
+    compiled artifact, scored on its own target)."""
     from cimc.evaluate import evaluate_accuracy
 
-    click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count)))
+    click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count, key)))
 
 
 if __name__ == "__main__":  # pragma: no cover

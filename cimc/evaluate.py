@@ -3,6 +3,11 @@
 The data file is an ``.npz`` with ``x`` (inputs, batch first) and ``y`` (integer labels). The first
 ``calib_count`` samples calibrate the DAC/ADC ranges and are left out of every accuracy figure, so
 calibration never sees the data it is scored on.
+
+The model may also be a compiled artifact (``NAME.cimc`` or ``.cimc.zip``): then it is scored as
+it is, on its own target, with ``key`` for an encrypted one (without the key, its scrambled
+weights), on the same samples (the first ``calib_count`` left out), and without an
+onnxruntime row.
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ def format_time(t: float) -> str:
     return f"{t:g} s"
 
 
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The share of samples whose largest output is their label."""
+    return float(np.mean(np.argmax(logits.reshape(len(labels), -1), axis=1) == labels))
+
+
 def load_labelled(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
@@ -79,9 +89,11 @@ def evaluate_accuracy(
     times: Sequence[float] = (0.0,),
     seeds: Sequence[int] = (0,),
     calib_count: int = 100,
+    key: str | Path | None = None,
 ) -> Evaluation:
     """Compile ``model`` for ``target`` and score it on the chip at each time in ``times``
-    (with and without drift compensation where the target drifts) beside onnxruntime."""
+    (with and without drift compensation where the target drifts) beside onnxruntime; or score
+    an artifact (with ``key`` when it is encrypted); see the module docstring."""
     import cimc
     from cimc.testing import ort_run
 
@@ -90,6 +102,14 @@ def evaluate_accuracy(
         raise CimcError(f"{data}: x has {len(x)} samples but y has {len(y)}")
     if not 0 <= calib_count < len(x):
         raise CimcError(f"calibration count {calib_count} must be below the {len(x)} samples in {data}")
+    if Path(model).is_dir() or str(model).endswith(".zip"):
+        chips = [cimc.load(model, seed=s, key=key) for s in seeds]
+        (name, _), = chips[0].inputs.items()
+        x_test, y_test = x[calib_count:].astype(np.float32, copy=False), y[calib_count:]
+        rows = _chip_rows(chips, name, x_test, y_test, times)
+        return Evaluation(chips[0].target.name, len(x_test), calib_count, tuple(seeds), rows)
+    if key is not None:
+        raise CimcError("a key unlocks a compiled artifact: evaluate NAME.cimc --key NAME.cimc.key")
     proto = onnx.load(str(model))
     inits = {i.name for i in proto.graph.initializer}
     names = [i.name for i in proto.graph.input if i.name not in inits]
@@ -99,11 +119,8 @@ def evaluate_accuracy(
     x = x.astype(np.float32, copy=False)
     x_cal, x_test, y_test = x[:calib_count], x[calib_count:], y[calib_count:]
 
-    def accuracy(logits: np.ndarray) -> float:
-        return float(np.mean(np.argmax(logits.reshape(len(y_test), -1), axis=1) == y_test))
-
     ref = next(iter(ort_run(proto, {name: x_test}).values()))
-    rows = [AccuracyRow("onnxruntime (fp32)", accuracy(ref))]
+    rows = [AccuracyRow("onnxruntime (fp32)", top1(ref, y_test))]
     with tempfile.TemporaryDirectory(prefix="cimc-eval-") as tmp:
         result = cimc.compile(
             proto, target, Path(tmp) / "model.cimc",
@@ -111,16 +128,26 @@ def evaluate_accuracy(
             calib={name: x_cal} if calib_count else None,
         )
         chips = [cimc.load(result.artifact, seed=s) for s in seeds]
-        drifts = chips[0].target.device.kind == "pcm"
-        for t in times:
-            modes = [True, False] if drifts and t > 0 else [None]
-            for comp in modes:
-                accs = []
-                for chip in chips:
-                    out = chip.run({name: x_test}, t=float(t), drift_compensation=comp)
-                    accs.append(accuracy(next(iter(out.values()))))
-                label = f"chip, t = {format_time(float(t))}"
-                if comp is not None:
-                    label += f" (drift compensation {'on' if comp else 'off'})"
-                rows.append(AccuracyRow(label, float(np.mean(accs)), float(np.std(accs)), float(t), comp))
+        rows += _chip_rows(chips, name, x_test, y_test, times)
     return Evaluation(chips[0].target.name, len(x_test), calib_count, tuple(seeds), rows)
+
+
+def _chip_rows(chips: list, name: str, x_test: np.ndarray, y_test: np.ndarray,
+               times: Sequence[float]) -> list[AccuracyRow]:
+    """Accuracy of the chip instances at each time (with and without drift compensation where
+    the target drifts)."""
+    rows = []
+    drifts = chips[0].target.device.kind == "pcm"
+    scrambled = "encrypted, no key: " if chips[0].artifact.key_info and not chips[0].unlocked else ""
+    for t in times:
+        modes = [True, False] if drifts and t > 0 else [None]
+        for comp in modes:
+            accs = []
+            for chip in chips:
+                out = chip.run({name: x_test}, t=float(t), drift_compensation=comp)
+                accs.append(top1(next(iter(out.values())), y_test))
+            label = f"{scrambled}chip, t = {format_time(float(t))}"
+            if comp is not None:
+                label += f" (drift compensation {'on' if comp else 'off'})"
+            rows.append(AccuracyRow(label, float(np.mean(accs)), float(np.std(accs)), float(t), comp))
+    return rows

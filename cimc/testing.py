@@ -162,10 +162,12 @@ def check_pass(
     rtol: float = 1e-5,
     atol: float = 1e-6,
     inline_limit: int = 1 << 30,
+    ctx: Any = None,
 ) -> str:
-    """Text-in/text-out pass test: parse ``source``, run the pipeline ``spec``, compare the printed
-    result with ``expected`` (when given; leading/trailing whitespace of the whole text ignored),
-    and check the interpreter gives the same outputs before and after on seeded random inputs.
+    """Text-in/text-out pass test: parse ``source``, run the pipeline ``spec`` (with the pass
+    context ``ctx``, when given), compare the printed result with ``expected`` (when given;
+    leading/trailing whitespace of the whole text ignored), and check the interpreter gives the
+    same outputs before and after on seeded random inputs.
     Returns the printed result (constants inline, so tests are self-contained)."""
     from cimc.ir.interpreter import run
     from cimc.ir.parser import parse_module
@@ -178,7 +180,7 @@ def check_pass(
     args = random_args(before, seed)
     want = run(before, args)
     after = parse_module(source, filename="<test input>")
-    run_pipeline(after, spec)
+    run_pipeline(after, spec, ctx)
     text = to_text(after, inline_limit=inline_limit)
     if expected is not None:
         assert text.strip() == expected.strip(), f"pass output differs:\n{text}"

@@ -26,10 +26,12 @@ from cimc.ir.verify import verify
 @dataclass
 class PassContext:
     """What passes share: the target description, calibration data, a seed, and reports that
-    passes write for later stages and for the user (e.g. per-layer utilisation)."""
+    passes write for later stages and for the user (e.g. per-layer utilisation).
+    ``encrypt_data``: the samples the 'encrypt' pass scores keys on (inputs and ``labels``)."""
 
     target: Any = None
     calib: dict[str, Any] | None = None
+    encrypt_data: dict[str, Any] | None = None
     seed: int = 0
     reports: dict[str, Any] = field(default_factory=dict)
     progress: Any = None

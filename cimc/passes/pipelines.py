@@ -14,9 +14,14 @@ LOWERING = "canonicalize,lower-to-mvm,canonicalize"
 MAPPING = "tile,place,quantize,schedule"
 
 
-def compile_pipeline(*, chips: int = 0) -> list[Pass]:
-    """The full pipeline of ``cimc compile``: lowering, then mapping onto the target."""
-    passes = parse_pipeline(LOWERING + "," + MAPPING, available_passes())
+def compile_pipeline(*, chips: int = 0, encrypt: str | None = None) -> list[Pass]:
+    """The full pipeline of ``cimc compile``: lowering, then mapping onto the target.
+    ``encrypt`` (the 'encrypt' pass's options, e.g. ``"epsilon=64"``; None: no encryption)
+    adds that pass after 'quantize'."""
+    mapping = MAPPING
+    if encrypt is not None:
+        mapping = mapping.replace("quantize,", f"quantize,encrypt{{{encrypt}}},")
+    passes = parse_pipeline(LOWERING + "," + mapping, available_passes())
     for p in passes:
         if p.name == "place":
             p.chips = chips  # type: ignore[attr-defined]

@@ -24,9 +24,10 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from cimc import errors
-from cimc.errors import ArtifactError, CimcError, RuntimeInputError
+from cimc.errors import CimcError, RuntimeInputError
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, read_artifact
+from cimc.runtime.key import KeyLike, encryption_info, read_key
 from cimc.runtime.machine import (
     DTYPES,
     Machine,
@@ -39,8 +40,6 @@ from cimc.runtime.machine import (
 )
 from cimc.runtime.report import Report, build_report
 from cimc.runtime.workers import ForkPool, fork_available
-
-KeyLike = str | Path | Mapping[str, Any] | None
 
 # Random streams derived from the seed: programming (load) and read noise (runs).
 _PROGRAM_STREAM, _READ_STREAM = 0, 1
@@ -116,36 +115,6 @@ def _rng(seed: int, *path: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=path)))
 
 
-def _load_key(key: KeyLike, art: Artifact) -> dict[str, np.ndarray] | None:
-    """The sign-flip masks of an encrypted artifact (``xbar/<core>/<x>/flip``), checked."""
-    info = art.key_info
-    required = bool(info and info.get("required"))
-    if key is None:
-        if required:
-            raise ArtifactError(f"{art.path}: the weights are encrypted; load it with "
-                                "key=PATH_TO_KEY.npz (the key made at compile time)")
-        return None
-    if not required:
-        raise ArtifactError(f"{art.path}: this artifact is not encrypted; load it without a key")
-    if isinstance(key, str | Path):
-        try:
-            with np.load(key, allow_pickle=False) as z:
-                key = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ArtifactError(f"{key}: cannot read the key as .npz ({e})") from None
-    masks = {str(k): np.asarray(v) for k, v in key.items()}
-    want = info.get("artifact_hash")
-    have = masks.pop("artifact_hash", None)
-    if want and have is not None and str(have) != want:
-        raise ArtifactError(f"{art.path}: the key belongs to artifact {str(have)[:12]}..., not to "
-                            f"this one ({want[:12]}...)")
-    bad = [k for k in masks if not (k.startswith("xbar/") and k.endswith("/flip"))]
-    if bad:
-        raise ArtifactError(f"key: unexpected entries {bad[:3]}; a key holds "
-                            "'xbar/<core>/<x>/flip' masks and 'artifact_hash'")
-    return masks
-
-
 class _NotFinite(Exception):
     """A chunk of the batch holds NaN or Inf (Chip.run then names the first in the batch)."""
 
@@ -165,7 +134,9 @@ class Chip:
         self.seed = int(seed)
         self.drift_compensation = (art.target.device.drift_compensation
                                    if drift_compensation is None else bool(drift_compensation))
-        self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), _load_key(key, art))
+        flips = read_key(key, art)  # checked before anything is programmed
+        self.unlocked = flips is not None  # an encrypted artifact runs scrambled without its key
+        self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), flips)
         self.workers = _default_workers() if workers is None else max(1, int(workers))
         self.runs = 0
         self._last_batch = 1
@@ -376,7 +347,8 @@ class Chip:
             batch = self._last_batch
         if batch < 1:
             raise RuntimeInputError(f"report batch must be >= 1, got {batch}")
-        return build_report(self.machine, trace, int(batch))
+        return build_report(self.machine, trace, int(batch),
+                            encryption_info(self.artifact, self.unlocked))
 
     def _dry_trace(self) -> Trace:
         """Trace one noiseless run on zeros of batch 1 (for shapes; no random stream used)."""

@@ -22,6 +22,7 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cimc.runtime.key import Encryption
 from cimc.runtime.machine import Machine, Trace
 from cimc.targets.schema import Target
 
@@ -62,6 +63,7 @@ class Report:
     area_mm2: float  # the cores the artifact uses
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
+    encryption: Encryption | None = None  # None: the weights are not encrypted
 
     @property
     def total_energy_nj(self) -> float:
@@ -83,6 +85,7 @@ class Report:
         d["total_energy_nj"] = self.total_energy_nj
         d["throughput_per_s"] = self.throughput_per_s
         d["utilisation"] = self.utilisation
+        d["encryption"] = self.encryption.to_dict() if self.encryption else None
         return d
 
     def __str__(self) -> str:
@@ -156,7 +159,8 @@ def estimate(machine: Machine, trace: Trace, batch: int) -> _Clock:
     return clk
 
 
-def build_report(machine: Machine, trace: Trace, batch: int) -> Report:
+def build_report(machine: Machine, trace: Trace, batch: int,
+                 encryption: Encryption | None = None) -> Report:
     art, target = machine.art, machine.art.target
     clk = estimate(machine, trace, batch)
     instructions = Counter(st.kind for code in machine.codes.values() for st in code.steps)
@@ -178,6 +182,7 @@ def build_report(machine: Machine, trace: Trace, batch: int) -> Report:
         area_mm2=len(machine.codes) * target.chip.core_area_mm2,
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
+        encryption=encryption,
     )
 
 
@@ -240,6 +245,7 @@ def format_report(r: Report) -> str:
         + ", ".join(f"{k} {_energy(v)}" for k, v in r.energy_nj.items()) + ")",
         (f"  area {r.area_mm2:.3g} mm² used ({r.area_total_mm2:.3g} mm² for all cores of "
         f"{r.chips} chip(s))"),
+        *([f"  {r.encryption}"] if r.encryption else []),
         "",
     ]
     rows = [[u.name, str(u.crossbars), str(u.weights), f"{u.utilisation:.1%}",

@@ -18,6 +18,9 @@ place; nothing half-written on error):
 - ``manifest.json``: format, version, the resolved target (``Target.to_dict()``), inputs and
   outputs, chips, cores, per-layer stats, the compiler version and pipeline, a mapping summary,
   and the sha256 of every other file.
+- For a module the ``encrypt`` pass encrypted (tiles with ``flip``): the levels are written with
+  those signs flipped, the manifest's ``key`` says so, and the key (the flip masks,
+  ``cimc/runtime/key.py``) is written beside the artifact as ``NAME.cimc.key``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.ops.registry import COMMON_ATTRS
+from cimc.runtime.artifact import content_hash
+from cimc.runtime.key import key_path, mask_name, write_key
 from cimc.targets.batching import analyze_batch
 
 FORMAT = "cimc-artifact"
@@ -90,6 +95,7 @@ class _Emitter:
         self.cores_per_chip = cores_per_chip
         self.cores: dict[int, _Core] = {}
         self.weights: dict[str, np.ndarray] = {}
+        self.flips: dict[str, np.ndarray] = {}  # the key: sign-flip mask per crossbar
         self.const_names: dict[Op, str] = {}
 
     # ---- helpers
@@ -204,6 +210,11 @@ class _Emitter:
         layer = str(a.get("layer", ""))
         core.xbars.append({"index": x, "rows": rows, "cols": cols, "layer": layer,
                            "tile": list(a["tile"])})
+        if a.get("flip"):  # encrypted: store these signs flipped, the mask goes to the key
+            mask = np.zeros(levels.shape, dtype=bool)
+            mask[tuple(np.array(a["flip"]).T)] = True
+            levels = np.where(mask, -levels, levels)
+            self.flips[mask_name(core.id, x)] = mask
         self.weights[f"xbar/{core.id}/{x}/levels"] = _level_array(levels)
         self.weights[f"xbar/{core.id}/{x}/scale"] = np.asarray(scale, dtype=np.float32)
         src = self.read(core, op.operands[0], op)
@@ -397,9 +408,16 @@ def emit_artifact(
             "layers": _layers(func, target),
             "mapping": _mapping_summary(reports),
             "weights": "weights.npz",
-            "key": None,
+            "key": None if not em.flips else {
+                "required": True, "artifact_hash": content_hash(files),
+                "bits": int(sum(m.sum() for m in em.flips.values()))},
             "compiler": {"version": __version__, "pipeline": pipeline},
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if em.flips:  # outside the artifact; written first, so no artifact lacks its key
+            with atomic_path(key_path(path)) as key_tmp:
+                write_key(key_tmp, em.flips, content_hash(files))
+    if not em.flips:
+        key_path(path).unlink(missing_ok=True)  # the key of the artifact this one replaced
     return path
