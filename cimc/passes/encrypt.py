@@ -17,10 +17,13 @@ calibration inputs ``ctx.calib``) it uses top-1 agreement with the unencrypted m
 which the pass pushes down to chance all the same.
 
 Candidates. The whole network is searched (``layers``: ``+``-separated layer names, default all):
-each layer contributes its ``ceil(CANDIDATES_PER_BIT * epsilon / layers)`` largest-magnitude
-weights (``|level * scale|``; zero weights never), so every layer can take part and the genome
-stays short enough for the GA to converge in its generations. The largest weights are chosen
-because flipping one moves its column's output the most.
+each layer contributes its ``ceil(CANDIDATES_PER_BIT * epsilon / layers)`` weights of largest
+expected effect, ``|w| * mean|x|`` (the weight's magnitude times the mean magnitude of the input
+its row multiplies, on the samples; zero weights never). So every layer can take part, the
+genome stays short enough for the GA to converge in its generations, and a flip moves its
+column's output as much as a flip can. The input statistics also make the choice harder to
+guess for someone who sees only the weights (an attacker who flips back the largest weights
+undoes fewer of the flips; benchmarks/encryption.py measures it).
 
 The GA minimises SNNGX's fitness (``epsilon * a`` within the bit budget ``epsilon``, else
 ``d * (1 + a)``); then flips that can be undone without raising the accuracy are undone. The
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,14 +97,17 @@ def encryption_data(func: Func, data: Mapping[str, np.ndarray] | None,
     return EncryptionData(cal.arrays, labels, f"{cal.samples} samples of {where}, scored by {what}")
 
 
-def candidate_genes(tiles: list[Op], per_layer: int) -> list[TileGenes]:
-    """Each layer's ``per_layer`` largest-magnitude nonzero weights, as genes in tile order."""
+def candidate_genes(tiles: list[Op], per_layer: int,
+                    activity: Mapping[Op, np.ndarray] | None = None) -> list[TileGenes]:
+    """Each layer's ``per_layer`` nonzero weights of largest ``|w|`` (times the mean |input| of
+    their row, ``activity[tile]``, when given), as genes in tile order."""
     by_layer: dict[str, list[Op]] = {}
     for op in tiles:
         by_layer.setdefault(str(op.attrs.get("layer", "")), []).append(op)
     chosen: dict[Op, np.ndarray] = {}
     for ops in by_layer.values():
-        mags = [np.abs(weight_matrix(op)).ravel() for op in ops]
+        mags = [(np.abs(weight_matrix(op)) if activity is None else
+                 np.abs(weight_matrix(op)) * activity[op][:, None]).ravel() for op in ops]
         tile_of = np.concatenate([np.full(m.size, i) for i, m in enumerate(mags)])
         flat = np.concatenate([np.arange(m.size) for m in mags])
         allm = np.concatenate(mags)
@@ -164,15 +171,18 @@ class Encrypt(Pass):
         chance = 1.0 / classes
         target = chance + 0.05 if self.target_acc == -1.0 else float(self.target_acc)
         n_layers = len({str(op.attrs.get("layer", "")) for op in tiles})
-        genes = candidate_genes(tiles, math.ceil(CANDIDATES_PER_BIT * self.epsilon / n_layers))
-        n_genes = sum(len(t.rows) for t in genes)
+        per_layer = math.ceil(CANDIDATES_PER_BIT * self.epsilon / n_layers)
         seed = ctx.seed if self.seed == -1 else self.seed
         cfg = GAConfig(self.epsilon, self.population, self.generations, seed=seed)
-        with threadpool_limits(limits=1, user_api="blas"), \
-                FlipEvaluator(func, genes, data.inputs, data.labels, _threads()) as ev:
-            before = ev.baseline_accuracy()
-            result = evolve(n_genes, ev.accuracy, cfg)
-            genome, after = drop_spare_flips(result.genome, ev.accuracy, result.accuracy)
+        start, cpu = time.perf_counter(), time.process_time()
+        with threadpool_limits(limits=1, user_api="blas"):
+            probe = FlipEvaluator(func, [], data.inputs, data.labels)
+            genes = candidate_genes(tiles, per_layer, {op: probe.row_activity(op) for op in tiles})
+            n_genes = sum(len(t.rows) for t in genes)
+            with FlipEvaluator(func, genes, data.inputs, data.labels, _threads()) as ev:
+                before = ev.baseline_accuracy()
+                result = evolve(n_genes, ev.accuracy, cfg)
+                genome, after = drop_spare_flips(result.genome, ev.accuracy, result.accuracy)
         per_layer: dict[str, int] = {}
         for t in genes:
             on = genome[t.start:t.stop]
@@ -186,6 +196,7 @@ class Encrypt(Pass):
             "accuracy_before": before, "accuracy_after": after, "target_acc": target,
             "chance": chance, "reached": after <= target, "bits_per_layer": per_layer,
             "evaluations": result.evaluations, "seed": seed,
+            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
         }
         ctx.reports["encrypt"] = report
         if after > target:

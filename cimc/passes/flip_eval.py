@@ -42,7 +42,7 @@ from cimc.passes.quantize import BatchMismatch, evaluate_at_batch
 from cimc.targets.batching import analyze_batch
 
 # Largest stacked value of a chunk of genomes, in float32 elements (bounds memory).
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 # A batch of genomes is cut into at least this many chunks (that many threads can share it).
 SPLIT = 4
 
@@ -154,13 +154,15 @@ class FlipEvaluator:
 
     def _baseline(self, inputs: Sequence[np.ndarray]) -> dict[Value, np.ndarray]:
         """Run the unencrypted function on the samples; keep every value a gene-dependent op
-        reads or makes (and the first output)."""
+        reads or makes, every tile's input (and the first output)."""
         env: dict[Value, np.ndarray] = dict(zip(self.func.args, inputs))
         keep = {self.func.outputs[0]}
         for op in self.ops:
             if self._deps[op.results[0]].size:
                 keep.update(op.operands)
                 keep.update(op.results)
+            elif op.name == "cim.xbar_mvm":
+                keep.add(op.operands[0])
         for i, op in enumerate(self.ops):
             outs = self._eval(op, [env[v] for v in op.operands], self.samples)
             env.update(zip(op.results, outs))
@@ -208,6 +210,11 @@ class FlipEvaluator:
             raise CimcError(f"encrypt: {op.name} does not follow the batch size; the fitness "
                             "evaluation stacks the samples of several genomes in one batch"
                             ) from None
+
+    def row_activity(self, op: Op) -> np.ndarray:
+        """Mean |input| of each row of the top-level tile ``op`` over the samples (unencrypted)."""
+        x = self.base[op.operands[0]]
+        return np.abs(x).reshape(-1, x.shape[-1]).mean(axis=0)
 
     # ---- scoring
     def predictions(self, output: np.ndarray) -> np.ndarray:

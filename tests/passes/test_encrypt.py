@@ -169,7 +169,6 @@ def test_evaluator_matches_the_interpreter_with_the_signs_flipped(conv_module):
 def conv_module():
     """A small conv net (conv, relu, two tiles of a gemm) compiled for the ideal target, on
     a batch of 24 inputs."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     import cimc
