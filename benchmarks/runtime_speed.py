@@ -72,10 +72,9 @@ def main() -> int:
             t_ort, t_chip = best_times([reference, lambda chip=chip, t=t: chip.run({name: x}, t=t)], args.repeat)
             ratio = t_chip / t_ort
             ok &= ratio <= goal
-            how = "processes" if chip._procs is not None else "threads"
             print(f"cimc runtime, {target:<8} t={t:>7.0f} s: {t_chip * 1e3:7.1f} ms = {ratio:5.2f}x "
                   f"onnxruntime's {t_ort * 1e3:.1f} ms, batch {len(x)} (goal <= {goal:g}x; "
-                  f"{len(chip._chunks(len(x)))} chunks, {chip.workers} at once on {how})")
+                  f"{len(chip._chunks(len(x)))} chunks, {chip.execution.describe()})")
             chip.close()
     return 0 if ok else 1
 

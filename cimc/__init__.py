@@ -5,6 +5,7 @@
     chip = cimc.load("model.cimc", seed=0)
     outputs = chip.run({"input": x}, t=86400.0)
     print(chip.report())
+    sweep = cimc.sweep("model.onnx", "test.npz", target="pcm40", seeds=range(64))
 """
 
 from __future__ import annotations
@@ -26,4 +27,12 @@ def load(path, seed: int = 0, key=None, **kwargs):
     return _load(path, seed=seed, key=key, **kwargs)
 
 
-__all__ = ["__version__", "compile", "load"]
+def sweep(*args, **kwargs):
+    """Accuracy of many chip instances at several drift times, on Dask; see
+    :func:`cimc.montecarlo.sweep`."""
+    from cimc.montecarlo import sweep as _sweep
+
+    return _sweep(*args, **kwargs)
+
+
+__all__ = ["__version__", "compile", "load", "sweep"]

@@ -40,7 +40,7 @@ def _instrument_options(fn):
         elif print_after:
             instruments.append(PrintAfter({n.strip() for n in print_after.split(",")}, sys.stderr))
         if dump_dir:
-            instruments.append(DumpDir(Path(dump_dir)))
+            instruments.append(DumpDir(Path(dump_dir), force=kwargs.get("force", False)))
         if time_passes:
             instruments.append(TimePasses(sys.stderr))
         return fn(*args, instruments=instruments, **kwargs)
@@ -60,10 +60,10 @@ def _parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return out
 
 
-_key_option = click.option(
-    "--key", type=click.Path(dir_okay=False), default=None,
-    help="The key of an encrypted artifact (NAME.cimc.key); without it the chip runs the "
-         "scrambled weights.")
+_force_option = click.option(
+    "--force", is_flag=True,
+    help="Replace an existing output (file or directory) that cimc did not write.")
+_seed_type = click.IntRange(min=0)
 
 _input_shape_option = click.option(
     "--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
@@ -71,29 +71,43 @@ _input_shape_option = click.option(
 )
 
 
+_key_option = click.option(
+    "--key", type=click.Path(dir_okay=False), default=None,
+    help="The key of an encrypted artifact (NAME.cimc.key); without it the chip runs the "
+         "scrambled weights.")
+
+_prune_option = click.option(
+    "--prune", default=None, metavar="OPTIONS",
+    help='Prune near-duplicate filters first (prune-similar), e.g. "ratio=0.3" or '
+         '"metric=hamming,c=0.15,b=0.146".',
+)
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="cimc")
 def main() -> None:
     """cimc: compile ONNX models for analog compute-in-memory chips and run them on a simulated chip."""
-    # Warnings from the library (e.g. "no calibration data") print as one plain line, for this
-    # command only (main() may run inside another program, e.g. the tests).
-    before = warnings.formatwarning
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
-    click.get_current_context().call_on_close(
-        lambda: setattr(warnings, "formatwarning", before))
+    # Warnings from the library (e.g. "no calibration data") print as one plain line on stderr,
+    # for this command only (main() may run inside another program, e.g. the tests).
+    before = warnings.showwarning
+    warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}",
+                                                                       err=True)
+    click.get_current_context().call_on_close(lambda: setattr(warnings, "showwarning", before))
 
 
 @main.command("import")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .cir file.")
 @_input_shape_option
-def import_cmd(model: str, output: str, input_shapes: tuple[str, ...]) -> None:
+@_force_option
+def import_cmd(model: str, output: str, input_shapes: tuple[str, ...], force: bool) -> None:
     """Import an ONNX MODEL into textual IR (OUT.cir, with OUT.npz for large constants)."""
     from cimc.frontend.onnx import import_onnx
-    from cimc.ir.printer import write_module
+    from cimc.ir.printer import check_ir_output, write_module
 
+    check_ir_output(output, force=force, inputs=[model])
     module = import_onnx(model, _parse_input_shapes(input_shapes))
-    write_module(module, output)
+    write_module(module, output, force=force)
     click.echo(f"wrote {output}", err=True)
 
 
@@ -103,23 +117,30 @@ def import_cmd(model: str, output: str, input_shapes: tuple[str, ...]) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Output .cir file (default: print to stdout).")
 @click.option("--target", default=None, help="Target profile or .toml (for mapping passes).")
-@click.option("--calib", type=click.Path(dir_okay=False), default=None, help="Calibration inputs (.npz).")
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration inputs (.npz; see compile --calib).")
+@_force_option
 @_instrument_options
-def opt_cmd(source, spec, output, target, calib, instruments) -> None:
+def opt_cmd(source, spec, output, target, calib, force, instruments) -> None:
     """Run a pass pipeline on an IR file."""
-    from cimc.compiler import load_calibration, resolve_target
+    from cimc.compiler import resolve_target
+    from cimc.data import input_arrays, load_npz
     from cimc.ir.parser import read_module
-    from cimc.ir.printer import to_text, write_module
+    from cimc.ir.printer import check_ir_output, to_text, write_module
     from cimc.ir.verify import verify
     from cimc.passes.base import PassContext
     from cimc.passes.registry import run_pipeline
 
+    if output:
+        check_ir_output(output, force=force, inputs=[source])
     module = read_module(source)
     verify(module)
-    ctx = PassContext(target=resolve_target(target), calib=load_calibration(calib) if calib else None)
+    arrays = input_arrays(load_npz(calib, "calibration data"), module.main.input_names,
+                          calib) if calib else None
+    ctx = PassContext(target=resolve_target(target), calib=arrays)
     run_pipeline(module, spec, ctx, instruments)
     if output:
-        write_module(module, output)
+        write_module(module, output, force=force)
     else:
         click.echo(to_text(module), nl=False)
 
@@ -152,18 +173,23 @@ def targets_cmd() -> None:
               help="Artifact directory (default: MODEL.cimc next to the model).")
 @_input_shape_option
 @click.option("--calib", type=click.Path(dir_okay=False), default=None,
-              help="Calibration inputs (.npz, one array per input name) for DAC/ADC ranges.")
+              help="Calibration inputs for DAC/ADC ranges (.npz): the array named after the "
+              "input, or the only array besides the labels (y, labels); one array per input name "
+              "for several inputs.")
 @click.option("--chips", default="auto", show_default=True,
               help="'auto' spreads the model over as many chips as it needs; N refuses more than N.")
 @click.option("--print-pipeline", is_flag=True, help="Print the pass pipeline as a spec string and exit.")
+@_force_option
+@_prune_option
 @click.option("--encrypt", default=None, metavar="OPTIONS",
               help='Encrypt weight signs (the encrypt pass\'s options, e.g. "epsilon=64"; "" for '
                    "its defaults); writes the key to OUT.cimc.key.")
 @click.option("--encrypt-data", type=click.Path(dir_okay=False), default=None,
-              help="Samples for --encrypt (.npz: one array per input name, and 'labels').")
+              help="Samples for --encrypt (.npz): inputs as --calib, labels as y or labels "
+                   "(without labels: agreement with the unencrypted model).")
 @_instrument_options
-def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, encrypt,
-                encrypt_data, instruments) -> None:
+def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, force, prune,
+                encrypt, encrypt_data, instruments) -> None:
     """Compile an ONNX MODEL for a chip target into an artifact."""
     from cimc.compiler import compile as compile_model
     from cimc.passes.base import pipeline_spec
@@ -171,20 +197,20 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
 
     n_chips = _parse_chips(chips)
     if print_pipeline:
-        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, encrypt=encrypt)))
+        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune, encrypt=encrypt)))
         return
     if encrypt_data and encrypt is None:
         raise CimcError("--encrypt-data is the data for --encrypt OPTIONS; give both")
     out = Path(output) if output else Path(model).with_suffix(".cimc")
     result = compile_model(
         model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
-        chips=n_chips, instruments=instruments, encrypt=encrypt, encrypt_data=encrypt_data,
+        chips=n_chips, instruments=instruments, force=force, prune=prune, encrypt=encrypt,
+        encrypt_data=encrypt_data,
     )
     click.echo(f"wrote {result.artifact}", err=True)
     if result.key:
-        enc = result.reports["encrypt"]
-        click.echo(f"wrote {result.key} (the key: {enc['bits']} sign bits flipped; keep it "
-                   "apart from the artifact)", err=True)
+        click.echo(f"wrote {result.key} (the key: {result.reports['encrypt']['bits']} sign bits "
+                   "flipped; keep it apart from the artifact)", err=True)
 
 
 def _parse_chips(text: str) -> int:
@@ -206,16 +232,19 @@ def _parse_chips(text: str) -> int:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Outputs (.npz).")
 @click.option("--time", "t", default=0.0, show_default=True, type=float,
               help="Seconds since the chip was programmed (drift).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Chip instance seed.")
+@click.option("--seed", default=0, show_default=True, type=_seed_type, help="Chip instance seed.")
+@_force_option
 @_key_option
-def run_cmd(artifact, inputs, output, t, seed, key) -> None:
+def run_cmd(artifact, inputs, output, t, seed, force, key) -> None:
     """Run a compiled ARTIFACT on a simulated chip instance."""
     import numpy as np
 
-    from cimc.atomic import atomic_path
+    from cimc.atomic import atomic_path, check_output
+    from cimc.data import npz_names
+    from cimc.progress import progress
     from cimc.runtime import load
 
-    feeds = {}
+    feeds, files = {}, []
     for item in inputs:
         name, eq, path = item.partition("=")
         if not eq:
@@ -224,12 +253,25 @@ def run_cmd(artifact, inputs, output, t, seed, key) -> None:
             raise CimcError(f"--input {name}: file {path} not found")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
-        except Exception as e:
+        except (OSError, ValueError, EOFError) as e:
             raise CimcError(f"--input {name}: cannot read {path} as .npy ({e})") from None
-    chip = load(artifact, seed=seed, key=key)
-    outs = chip.run(feeds, t=t)
-    with atomic_path(output) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **outs)
+        files.append(path)
+    with progress(3, "run") as bar:
+        bar.set_postfix_str("programming the chip")
+        chip = load(artifact, seed=seed, key=key)
+        names = {o.name for o in chip.artifact.outputs}
+        check_output(output, "the outputs of a run", force=force,
+                     inputs=[artifact, *files, *([key] if key else [])],
+                     ours=lambda p: npz_names(p) == names)
+        bar.update()
+        bar.set_postfix_str(f"running {max((len(a) for a in feeds.values() if a.ndim), default=1)} "
+                            "samples")
+        outs = chip.run(feeds, t=t)
+        bar.update()
+        bar.set_postfix_str("writing")
+        with atomic_path(output) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **outs)
+        bar.update()
     click.echo(f"wrote {output}", err=True)
 
 
@@ -251,21 +293,73 @@ def report_cmd(artifact, as_json, key) -> None:
 @main.command("evaluate")
 @click.argument("model", type=click.Path())
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
-              help="Labelled data (.npz with x and y).")
+              help="Labelled data (.npz): labels as y or labels, inputs as the array named after "
+              "the model's input or the only other array.")
 @click.option("--target", default="pcm40", show_default=True, help="Target profile name or .toml.")
 @click.option("--time", "times", multiple=True, type=float, default=(0.0,), show_default=True,
               help="Seconds since programming; repeat for several drift times.")
-@click.option("--seed", "seeds", multiple=True, type=int, default=(0,), show_default=True,
+@click.option("--seed", "seeds", multiple=True, type=_seed_type, default=(0,), show_default=True,
               help="Chip instance seed; repeat to average over instances.")
 @click.option("--calib-count", default=100, show_default=True,
               help="Leading samples used to calibrate the converters (left out of the scores).")
+@_prune_option
 @_key_option
-def evaluate_cmd(model, data, target, times, seeds, calib_count, key) -> None:
+def evaluate_cmd(model, data, target, times, seeds, calib_count, prune, key) -> None:
     """Top-1 accuracy of MODEL on a simulated chip beside onnxruntime's (MODEL may also be a
-    compiled artifact, scored on its own target)."""
+    compiled artifact, scored on its own target; --key for an encrypted one)."""
     from cimc.evaluate import evaluate_accuracy
 
-    click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count, key)))
+    click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count,
+                                     prune=prune, key=key)))
+
+
+@main.command("sweep")
+@click.argument("model", type=click.Path())
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
+              help="Labelled data (.npz), as evaluate's; every sample is scored.")
+@click.option("--target", default=None,
+              help="Target profile or .toml (needed for an ONNX model; an artifact has its own).")
+@click.option("--seeds", default="0:64", show_default=True,
+              help="Chip instance seeds: N, A:B (B excluded), comma-separated.")
+@click.option("--time", "times", default="0,3600,86400,2.6e6,3.15e7", show_default=True,
+              help="Seconds since programming, comma-separated.")
+@click.option("--no-compensation", is_flag=True, help="Turn global drift compensation off.")
+@click.option("--workers", type=int, default=None,
+              help="Local worker processes (default: this machine's CPUs).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run on the Dask cluster of this scheduler instead of local workers.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Results (.json), rewritten as each instance finishes.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw accuracy bands against time (.png, .pdf, .svg; needs matplotlib).")
+@click.option("--resume", is_flag=True, help="Continue the sweep already in the output file.")
+@_force_option
+@_input_shape_option
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration inputs (.npz) for compiling an ONNX model, as compile.")
+@click.option("--chips", default="auto", show_default=True, help="As compile (ONNX model only).")
+def sweep_cmd(model, data, target, seeds, times, no_compensation, workers, scheduler, output,
+              plot, resume, force, input_shapes, calib, chips) -> None:
+    """Accuracy of many chip instances (seeds) at several drift times, on Dask."""
+    from cimc.montecarlo import check_plot, parse_seeds, parse_times, plot_sweep, sweep
+
+    seed_list, time_list = parse_seeds(seeds), parse_times(times)
+    if plot:
+        check_plot(plot, force, inputs=[model, data, output])
+    result = sweep(model, data, target, seed_list, time_list,
+                   drift_compensation=False if no_compensation else None,
+                   input_shapes=_parse_input_shapes(input_shapes), calib=calib,
+                   chips=_parse_chips(chips), workers=workers, scheduler=scheduler,
+                   output=output, resume=resume, force=force)
+    click.echo(str(result))
+    click.echo(f"wrote {output}", err=True)
+    if plot and result.by_seed:
+        plot_sweep(result, plot, force)
+        click.echo(f"wrote {plot}", err=True)
+    if result.failed:
+        raise CimcError(f"{len(result.failed)} of {len(result.seeds)} chip instances failed "
+                        f"(seeds {', '.join(map(str, sorted(result.failed)))}; errors above and "
+                        f"in {output}); --resume runs them again")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from cimc.errors import CimcError
+from cimc.atomic import check_output
+from cimc.data import LABEL_KEYS, input_arrays, label_array, load_npz
+from cimc.errors import CimcError, check_seed
 from cimc.frontend.onnx import import_onnx
 from cimc.ir.core import Module
 from cimc.passes.base import (
@@ -23,7 +25,9 @@ from cimc.passes.base import (
     pipeline_spec,
 )
 from cimc.passes.pipelines import compile_pipeline
+from cimc.passes.prune_similar import PruneSummary
 from cimc.passes.registry import available_passes
+from cimc.runtime.artifact import is_artifact
 
 
 @dataclass
@@ -32,20 +36,8 @@ class CompileResult:
     artifact: Path | None
     pipeline: str
     reports: dict[str, Any] = field(default_factory=dict)
+    pruning: PruneSummary | None = None
     key: Path | None = None  # the key of an encrypted artifact (beside it)
-
-
-def load_calibration(path: str | Path, what: str = "calibration") -> dict[str, np.ndarray]:
-    """Calibration (or ``what``) inputs from an ``.npz`` (one array per model input name, batch
-    first)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CimcError(f"{path}: {what} file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as e:
-        raise CimcError(f"{path}: cannot read {what} data as .npz ({e})") from None
 
 
 def resolve_target(target: Any):
@@ -68,34 +60,56 @@ def compile(
     pipeline: str | Sequence[Pass] | None = None,
     instruments: Sequence[Instrument] = (),
     seed: int = 0,
-    encrypt: Mapping[str, Any] | str | None = None,
+    force: bool = False,
+    prune: str | Mapping[str, Any] | None = None,
+    encrypt: str | Mapping[str, Any] | None = None,
     encrypt_data: Mapping[str, np.ndarray] | str | Path | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for ``target``; write the artifact to ``output`` when given.
 
+    An existing artifact at ``output`` is replaced; anything else there is refused unless
+    ``force`` (:func:`cimc.atomic.check_output`). ``calib`` is an .npz path or arrays by name,
+    read by :func:`cimc.data.input_arrays`'s rule.
+
     ``chips=0`` spreads a model over as many chips as it needs; ``chips=N`` refuses a model that
     needs more. ``pipeline`` overrides the default pass pipeline (a spec string or pass list).
-    ``encrypt`` (the 'encrypt' pass's options: ``{"epsilon": 64}`` or ``"epsilon=64"``; ``{}``
-    for its defaults) encrypts the weights with the samples ``encrypt_data`` (inputs and
-    ``labels``; an ``.npz`` path or arrays); the key is written to ``OUTPUT.key``
-    (``result.key``).
+    ``prune`` adds prune-similar with these options (``{"ratio": 0.3}`` or ``"ratio=0.3"``) to
+    the default pipeline; its summary goes to the manifest and ``result.pruning``.
+    ``encrypt`` adds the encrypt pass with these options (``{"epsilon": 64}`` or
+    ``"epsilon=64"``; ``{}`` for its defaults), which scores keys on ``encrypt_data`` (an .npz
+    path or arrays: the inputs by the same rule as ``calib``, and labels ``y`` or ``labels``;
+    without labels, agreement with the unencrypted model); the key is written beside the
+    artifact, ``OUTPUT.key`` (``result.key``).
     """
+    seed = check_seed(seed)
+    if output is not None:
+        check_output(output, "an artifact", ours=is_artifact, force=force,
+                     inputs=[p for p in (model, calib, encrypt_data)
+                             if isinstance(p, (str, Path))])
     tgt = resolve_target(target)
+    calib_source = str(calib) if isinstance(calib, (str, Path)) else "calibration data"
     if isinstance(calib, (str, Path)):
-        calib = load_calibration(calib, "calibration")
-    if isinstance(encrypt_data, (str, Path)):
-        encrypt_data = load_calibration(encrypt_data, "encryption")
-    if isinstance(encrypt, Mapping):
-        encrypt = ",".join(f"{k}={v}" for k, v in encrypt.items())
+        calib = load_npz(calib, "calibration data")
     module = import_onnx(model, input_shapes)
+    func = module.main
+    for name, arg in zip(func.input_names, func.args):
+        if 0 in arg.type.shape:
+            raise CimcError(f"input '{name}' has shape {list(arg.type.shape)}: cimc compiles only "
+                            "inputs whose every dimension is >= 1 (a batch of at least 1)")
+    if calib is not None:
+        calib = input_arrays(calib, func.input_names, calib_source)
+    if encrypt_data is not None:
+        encrypt_data = _encryption_data(encrypt_data, func.input_names)
     if pipeline is None:
-        passes = compile_pipeline(chips=chips, encrypt=encrypt)
+        passes = compile_pipeline(chips=chips, prune=prune, encrypt=encrypt)
+    elif prune is not None or encrypt is not None:
+        raise CimcError("give prune-similar's or encrypt's options in the pipeline itself when "
+                        "you give a pipeline, not as prune= or encrypt=")
     elif isinstance(pipeline, str):
         passes = parse_pipeline(pipeline, available_passes())
     else:
         passes = list(pipeline)
-    ctx = PassContext(target=tgt, calib=dict(calib) if calib is not None else None, seed=seed,
-                      encrypt_data=dict(encrypt_data) if encrypt_data is not None else None)
+    ctx = PassContext(target=tgt, calib=calib, seed=seed, encrypt_data=encrypt_data)
     PassManager(passes, [*instruments, Progress(total=len(passes))]).run(module, ctx)
     spec = pipeline_spec(passes)
     artifact = key = None
@@ -103,7 +117,20 @@ def compile(
         from cimc.runtime.key import key_path
         from cimc.targets.emit import emit_artifact
 
-        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports)
+        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports,
+                                 pruning=ctx.pruning.to_dict() if ctx.pruning else None)
         if any(op.attrs.get("flip") for op in module.main.walk()):
             key = key_path(artifact)
-    return CompileResult(module, artifact, spec, ctx.reports, key)
+    return CompileResult(module, artifact, spec, ctx.reports, ctx.pruning, key)
+
+
+def _encryption_data(data: Mapping[str, np.ndarray] | str | Path, input_names: Sequence[str]
+                     ) -> dict[str, np.ndarray]:
+    """The encrypt pass's samples: the model's inputs by name, and ``labels`` when given."""
+    source = str(data) if isinstance(data, (str, Path)) else "encryption data"
+    if isinstance(data, (str, Path)):
+        data = load_npz(data, "encryption data")
+    out = dict(input_arrays(data, input_names, source))
+    if any(k in data for k in LABEL_KEYS):
+        out["labels"] = label_array(data, source)
+    return out

@@ -36,3 +36,12 @@ class ArtifactError(CimcError):
 
 class RuntimeInputError(CimcError):
     """Inputs given to a chip instance that do not match the artifact's inputs."""
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """A seed as an int: a non-negative integer (numpy's seeding rule), never truncated."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise CimcError(f"{what} must be an integer >= 0, got {seed!r}")
+    return int(seed)

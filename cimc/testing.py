@@ -162,13 +162,18 @@ def check_pass(
     rtol: float = 1e-5,
     atol: float = 1e-6,
     inline_limit: int = 1 << 30,
+    lossy: float | None = None,
     ctx: Any = None,
 ) -> str:
     """Text-in/text-out pass test: parse ``source``, run the pipeline ``spec`` (with the pass
-    context ``ctx``, when given), compare the printed result with ``expected`` (when given;
+    context ``ctx``, if given), compare the printed result with ``expected`` (when given;
     leading/trailing whitespace of the whole text ignored), and check the interpreter gives the
-    same outputs before and after on seeded random inputs.
-    Returns the printed result (constants inline, so tests are self-contained)."""
+    same outputs before and after on seeded random inputs. Returns the printed result (constants
+    inline, so tests are self-contained).
+
+    Lossy passes (pruning, quantisation) change the outputs on purpose: with ``lossy = e`` the
+    check is a bound instead, ``max|after - before| <= e * max|before|`` for every output (same
+    shapes), on the same random inputs."""
     from cimc.ir.interpreter import run
     from cimc.ir.parser import parse_module
     from cimc.ir.printer import to_text
@@ -187,7 +192,14 @@ def check_pass(
     got = run(after, args)
     assert list(got) == list(want)
     for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=atol, err_msg=name)
+        if lossy is None:
+            np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=atol, err_msg=name)
+            continue
+        assert got[name].shape == want[name].shape, name
+        err = float(np.max(np.abs(got[name].astype(np.float64) - want[name]), initial=0.0))
+        scale = float(np.max(np.abs(want[name]), initial=0.0))
+        assert err <= lossy * scale, (
+            f"output {name}: max error {err:.3g} exceeds {lossy} x max|output| ({scale:.3g})")
     # and the output text parses back to itself
     assert to_text(parse_module(text), inline_limit=inline_limit) == text
     return text

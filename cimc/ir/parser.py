@@ -90,6 +90,15 @@ class _Builder:
             raise self.error(tok, str(e)) from None
 
     # --- attributes
+    def string(self, tok: lark.Token) -> str:
+        try:
+            return json.loads(tok)
+        except json.JSONDecodeError as e:
+            raise self.error(
+                tok, f"malformed string {str(tok)[:40]!r}: {e.msg} (at character {e.pos}); "
+                "write control characters as escapes such as \\n or \\u0007"
+            ) from None
+
     def attr(self, node: Any) -> Any:
         if isinstance(node, lark.Token):
             if node.type == "INT":
@@ -103,7 +112,7 @@ class _Builder:
         if kind == "float_attr":
             return float(node.children[0])
         if kind == "str_attr":
-            return json.loads(node.children[0])
+            return self.string(node.children[0])
         if kind == "true_attr":
             return True
         if kind == "false_attr":
@@ -116,12 +125,10 @@ class _Builder:
             flat = [self.attr(v) for v in vals]
             if len(flat) != t.numel:
                 raise self.error(node, f"dense constant has {len(flat)} values but {t} needs {t.numel}")
-            with np.errstate(over="ignore", invalid="ignore"):
-                arr = np.array(flat, dtype=np.float64 if t.dtype.startswith("f") else None)
-                return arr.astype(t.np_dtype).reshape(t.shape)
+            return self.dense(node, flat, t)
         if kind == "resource_attr":
             stok, ttok = node.children
-            key = json.loads(stok)
+            key = self.string(stok)
             t = self.type_(ttok)
             if key not in self.resources:
                 raise self.error(
@@ -132,6 +139,23 @@ class _Builder:
                 raise self.error(stok, f"resource {key!r} is {TensorType.of(arr)} but the text says {t}")
             return arr
         raise self.error(node, f"unexpected attribute {kind}")
+
+    def dense(self, node: lark.Tree, flat: list[Any], t: TensorType) -> np.ndarray:
+        """The array of a ``dense<[...]>`` constant; every value must fit the element type."""
+        dt = t.np_dtype
+        if dt.kind == "f":
+            try:
+                with np.errstate(over="ignore"):
+                    return np.array(flat, np.float64).astype(dt).reshape(t.shape)
+            except OverflowError:
+                bad = max((v for v in flat if isinstance(v, int)), key=abs)
+                raise self.error(node, f"dense value {bad} is too large for {t.dtype}") from None
+        lo, hi = (0, 1) if dt.kind == "b" else (np.iinfo(dt).min, np.iinfo(dt).max)
+        for v in flat:
+            if not isinstance(v, int) or not lo <= v <= hi:
+                raise self.error(node, f"dense value {v!r} does not fit {t.dtype} ({lo}..{hi})")
+        return np.array(flat, dtype=np.int64 if dt.kind != "u" else np.uint64).astype(dt).reshape(
+            t.shape)
 
     def attr_dict(self, node: lark.Tree | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -235,10 +259,28 @@ class _Builder:
         return Module(funcs, self.attr_dict(attr_nodes[0] if attr_nodes else None))
 
 
+def decode_text(data: bytes, filename: str = "<string>") -> str:
+    """IR file contents as text: UTF-8, or a ParseError naming the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - data.rfind(b"\n", 0, e.start)
+        raise ParseError(
+            f"{filename}:{line}:{col}: byte 0x{data[e.start]:02x} is not UTF-8 text; IR files are "
+            "UTF-8"
+        ) from None
+
+
 def parse_module(
-    text: str, resources: Mapping[str, np.ndarray] | None = None, filename: str = "<string>"
+    text: str | bytes,
+    resources: Mapping[str, np.ndarray] | None = None,
+    filename: str = "<string>",
 ) -> Module:
-    """Parse IR text. ``resources`` resolves ``dense_resource<"key" : ...>`` constants."""
+    """Parse IR text (or UTF-8 bytes). ``resources`` resolves ``dense_resource<"key" : ...>``
+    constants."""
+    if isinstance(text, bytes):
+        text = decode_text(text, filename)
     try:
         tree = _lark().parse(text)
     except lark.exceptions.UnexpectedCharacters as e:
@@ -266,7 +308,7 @@ def read_module(path: str | Path) -> Module:
     path = Path(path)
     if not path.is_file():
         raise ParseError(f"{path}: no such IR file")
-    text = path.read_text()
+    text = decode_text(path.read_bytes(), str(path))
     side = sidecar_path(path)
     res: dict[str, np.ndarray] = {}
     if side.is_file():

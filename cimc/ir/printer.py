@@ -154,19 +154,52 @@ def to_text(module: Module, *, inline_limit: int = INLINE_LIMIT) -> str:
     return print_module(module, inline_limit=inline_limit).text
 
 
-def write_module(module: Module, path, *, inline_limit: int = INLINE_LIMIT) -> None:
-    """Write ``path`` (.cir) and, when there are large constants, its sidecar ``.npz``."""
+def is_ir_file(path) -> bool:
+    """``path`` holds textual IR as cimc writes it (it starts with ``module``)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(64).lstrip().startswith(b"module")
+    except OSError:
+        return False
+
+
+def is_sidecar(path) -> bool:
+    """``path`` is a constants sidecar as write_module writes it: an .npz of r0, r1, ..."""
+    import re
+
+    from cimc.data import npz_names
+
+    names = npz_names(path)
+    return names is not None and all(re.fullmatch(r"r\d+", n) for n in names)
+
+
+def check_ir_output(path, *, force: bool = False, inputs=(), option: str = "-o") -> None:
+    """The output rule (cimc.atomic.check_output) for an IR file and its sidecar."""
+    from cimc.atomic import check_output
+    from cimc.ir.parser import sidecar_path
+
+    check_output(path, "an IR file", ours=is_ir_file, force=force, inputs=inputs, option=option)
+    check_output(sidecar_path(path), "the constants sidecar of an IR file", ours=is_sidecar,
+                 force=force, inputs=inputs, option=f"{option} {path}: its sidecar")
+
+
+def write_module(
+    module: Module, path, *, inline_limit: int = INLINE_LIMIT, force: bool = False
+) -> None:
+    """Write ``path`` (.cir) and, when there are large constants, its sidecar ``.npz``. An
+    existing file there that cimc did not write is refused unless ``force``."""
     from pathlib import Path
 
     from cimc.atomic import atomic_path, write_text
     from cimc.ir.parser import sidecar_path
 
     path = Path(path)
+    check_ir_output(path, force=force)
     printed = print_module(module, inline_limit=inline_limit)
     side = sidecar_path(path)
     if printed.resources:
         with atomic_path(side) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **printed.resources)
-    else:
-        side.unlink(missing_ok=True)
+    elif side.is_file() and is_sidecar(side):
+        side.unlink()
     write_text(path, printed.text)

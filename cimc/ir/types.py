@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ DTYPES: dict[str, np.dtype] = {
     "i1": np.dtype(np.bool_),
 }
 _BY_NUMPY = {v: k for k, v in DTYPES.items()}
+
+# Sizes are int64 everywhere (numpy, ONNX): no dimension or element count may exceed this.
+MAX_ELEMENTS = 2**63 - 1
 
 TYPE_RE = re.compile(r"tensor<((?:\d+x)*)([a-z]+\d+)>")
 
@@ -45,6 +49,10 @@ class TensorType:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         if any(d < 0 for d in self.shape):
             raise CimcError(f"negative dimension in shape {self.shape}")
+        if max(self.shape, default=0) > MAX_ELEMENTS or math.prod(self.shape) > MAX_ELEMENTS:
+            raise CimcError(
+                f"shape {list(self.shape)} is too large: a tensor holds at most 2^63 - 1 elements"
+            )
 
     @property
     def rank(self) -> int:
@@ -52,7 +60,7 @@ class TensorType:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def np_dtype(self) -> np.dtype:

@@ -5,9 +5,41 @@ Errors name the op's location (``file:line:col`` for parsed IR, the ONNX node fo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
 from cimc.errors import CimcError, VerifyError
-from cimc.ops import registry
 from cimc.ir.core import Block, Func, Module, Op, Value
+from cimc.ops import registry
+
+
+def _is_count(x: Any, least: int) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= least
+
+
+def _is_names(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(n, str) for n in x)
+
+
+Kind = tuple[Callable[[Any], bool], str]
+_STRING: Kind = (lambda x: isinstance(x, str), "a string")
+_INDEX: Kind = (lambda x: _is_count(x, 0), "an integer >= 0")
+_COUNT: Kind = (lambda x: _is_count(x, 1), "an integer >= 1")
+_NAMES: Kind = (_is_names, "a list of strings")
+
+# Attributes the IR gives a meaning beyond any one op, and what each must hold (the passes and
+# the emitter read them as such).
+OP_ATTR_KINDS: dict[str, Kind] = {"layer": _STRING, "chip": _INDEX, "core": _INDEX}
+FUNC_ATTR_KINDS: dict[str, Kind] = {"input_names": _NAMES, "output_names": _NAMES}
+MODULE_ATTR_KINDS: dict[str, Kind] = {"stage": _STRING, "chips": _COUNT, "cores_per_chip": _COUNT}
+
+
+def _check_kinds(attrs: Mapping[str, Any], kinds: Mapping[str, Kind], where: str) -> None:
+    for key, (ok, what) in kinds.items():
+        if key in attrs and not ok(attrs[key]):
+            raise VerifyError(f"{where}attribute '{key}' must be {what}, got {attrs[key]!r:.60}")
 
 
 def _where(op: Op) -> str:
@@ -36,6 +68,7 @@ def _check_op(op: Op, stage: str | None, defined: set[Value]) -> None:
             f"{_where(op)}{op.name} has unknown attribute(s) {', '.join(unknown)}; "
             f"it takes {', '.join(sorted(known)) or 'none'}"
         )
+    _check_kinds(op.attrs, OP_ATTR_KINDS, f"{_where(op)}{op.name}: ")
     if len(op.regions) != opdef.regions:
         raise VerifyError(f"{_where(op)}{op.name} needs {opdef.regions} region(s), has {len(op.regions)}")
     if stage is not None and stage not in opdef.stages:
@@ -46,7 +79,8 @@ def _check_op(op: Op, stage: str | None, defined: set[Value]) -> None:
     try:
         want = registry.infer_types(op.name, [v.type for v in op.operands], op.attrs)
     except CimcError as e:
-        raise VerifyError(f"{_where(op)}{op.name}: {e}") from None
+        msg = str(e) if str(e).startswith(op.name) else f"{op.name}: {e}"
+        raise VerifyError(f"{_where(op)}{msg}") from None
     got = [r.type for r in op.results]
     if got != want:
         raise VerifyError(
@@ -72,6 +106,7 @@ def _check_block(block: Block, stage: str | None, defined: set[Value], terminato
 
 
 def verify_func(func: Func, stage: str | None = None) -> None:
+    _check_kinds(func.attrs, FUNC_ATTR_KINDS, f"@{func.name}: ")
     _check_block(func.body, stage, set(), "return")
     names = func.attrs.get("input_names")
     if names is not None and len(names) != len(func.args):
@@ -83,6 +118,7 @@ def verify_func(func: Func, stage: str | None = None) -> None:
 
 def verify(module: Module) -> None:
     """Verify ``module`` at the stage named by its ``stage`` attribute (no stage: any op)."""
+    _check_kinds(module.attrs, MODULE_ATTR_KINDS, "module: ")
     stage = module.attrs.get("stage")
     if stage is not None and stage not in registry.STAGES:
         raise VerifyError(f"unknown stage {stage!r}; expected one of {', '.join(registry.STAGES)}")

@@ -1,9 +1,10 @@
 """The cim dialect: crossbar-level ops produced by ``lower-to-mvm`` (legal at stage "cim" only).
 
-``cim.im2col(x) {kernel_shape, strides, pads, dilations}``
+``cim.im2col(x) {kernel_shape, strides, pads, dilations, groups = 1}``
     ``x [N, C, *S]`` -> ``[N, *O, C * prod(kernel_shape)]``: every output position's receptive
-    field as one patch vector, ordered channel-major (channel ``c``, then the kernel positions in
-    row-major order), so the patch of channel group ``g`` is a contiguous slice. ``pads`` is
+    field as one patch vector, ordered group-major, then by kernel position (row-major), then by
+    channel within the group: entry ``(g*K + k)*Cg + c`` (``Cg = C/groups``), so the patch of
+    group ``g`` is a contiguous slice (:func:`cimc.ops.linalg.patches`). ``pads`` is
     ``[begin..., end...]`` (zero padding), ``O_i = (S_i + pb_i + pe_i - d_i*(k_i-1) - 1) // s_i + 1``.
 
 ``cim.mvm(x, w)``
@@ -22,8 +23,7 @@ import numpy as np
 
 from cimc.errors import VerifyError
 from cimc.ir.types import TensorType
-from cimc.ops.linalg import im2col as im2col_columns
-from cimc.ops.linalg import pad_spatial
+from cimc.ops.linalg import patches
 from cimc.ops.registry import define
 
 
@@ -63,6 +63,10 @@ def im2col_geometry(
                 f"the dilated kernel extent {span}"
             )
         out.append((padded - span) // strides[i] + 1)
+    groups = attrs.get("groups", 1)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or x_shape[1] % groups:
+        raise VerifyError(f"{op}: 'groups' must be a positive divisor of the {x_shape[1]} input "
+                          f"channels, got {groups!r}")
     return kernel, strides, pads, dil, out
 
 
@@ -76,17 +80,13 @@ def _im2col_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
     "cim.im2col",
     operands=1,
     attrs=("kernel_shape", "strides", "pads", "dilations"),
+    optional={"groups": 1},
     infer=_im2col_type,
-    summary="Patches of x [N, C, *S] as vectors: [N, *O, C*prod(k)], channel-major.",
+    summary="Patches of x [N, C, *S] as vectors: [N, *O, C*prod(k)], group/position-major.",
 )
 def im2col(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    kernel, strides, pads, dil, out = im2col_geometry(attrs, x.shape)
-    d = len(kernel)
-    n = x.shape[0]
-    cols = im2col_columns(pad_spatial(x, pads), kernel, strides, dil, out)  # [N, C, K, *O]
-    # [N, C, K, *O] -> [N, *O, C, K] -> [N, *O, C*K]
-    perm = (0, *range(3, 3 + d), 1, 2)
-    return np.ascontiguousarray(cols.transpose(perm)).reshape(n, *out, -1)
+    kernel, strides, pads, dil, _ = im2col_geometry(attrs, x.shape)
+    return patches(x, kernel, strides, pads, dil, attrs["groups"])
 
 
 def _mvm_type(attrs: dict[str, Any], x: TensorType, w: TensorType) -> TensorType:

@@ -1,9 +1,12 @@
 """Elementwise arithmetic and activations (numpy broadcasting semantics, as ONNX).
 
-Every op's result keeps the dtype of its first operand exactly (``nn.cast`` excepted): float
-activations are computed in float64 and rounded once to the operand's dtype, so a float32 model
-stays float32. Binary arithmetic (``nn.add nn.sub nn.mul nn.div``) needs both operands of the
-same dtype; integer ``nn.div`` truncates toward zero, as ONNX Div does.
+Every op's result keeps the dtype of its first operand exactly (``nn.cast``, the comparisons and
+``nn.where``'s condition aside): float activations are computed in float64 and rounded once to the
+operand's dtype, so a float32 model stays float32. Binary arithmetic (``nn.add nn.sub nn.mul
+nn.div nn.max nn.min``) needs both operands of the same dtype; integer ``nn.div`` truncates toward
+zero, as ONNX Div does. Comparisons (``nn.equal nn.less nn.less_equal nn.greater
+nn.greater_equal``) take two operands of one dtype and give booleans (``i1``); the logical ops
+(``nn.not nn.and nn.or nn.xor``) take and give booleans.
 """
 
 from __future__ import annotations
@@ -36,6 +39,36 @@ def _binary_type(name: str) -> Callable[..., TensorType]:
         return TensorType(broadcast_shapes(x.shape, y.shape), x.dtype)
 
     return infer
+
+
+def _compare_type(name: str) -> Callable[..., TensorType]:
+    """Broadcast shape of both operands (of one dtype); the result is boolean."""
+    binary = _binary_type(name)
+
+    def infer(attrs: Attrs, x: TensorType, y: TensorType) -> TensorType:
+        return binary(attrs, x, y).with_dtype("i1")
+
+    return infer
+
+
+def _logical_type(name: str) -> Callable[..., TensorType]:
+    """Boolean operands, broadcast; a boolean result."""
+
+    def infer(attrs: Attrs, *xs: TensorType) -> TensorType:
+        for t in xs:
+            if t.dtype != "i1":
+                raise VerifyError(f"{name} takes boolean (i1) operands, got {t}")
+        return TensorType(broadcast_shapes(*(t.shape for t in xs)), "i1")
+
+    return infer
+
+
+def _where_type(attrs: Attrs, cond: TensorType, x: TensorType, y: TensorType) -> TensorType:
+    if cond.dtype != "i1":
+        raise VerifyError(f"nn.where: the condition must be boolean (i1), got {cond}")
+    if x.dtype != y.dtype:
+        raise VerifyError(f"nn.where: the two branches have different dtypes ({x} and {y})")
+    return TensorType(broadcast_shapes(cond.shape, x.shape, y.shape), x.dtype)
 
 
 def _float_type(name: str) -> Callable[..., TensorType]:
@@ -206,6 +239,68 @@ def pow_(attrs, x, y):
         return _round_to(np.power(_f64(x), _f64(y)), x.dtype)
 
 
+@define(
+    "nn.max",
+    operands=2,
+    infer=_binary_type("nn.max"),
+    summary="elementwise maximum with broadcasting (NaN wins, as numpy.maximum)",
+)
+def max_(attrs, x, y):
+    return np.maximum(x, y).astype(x.dtype, copy=False)
+
+
+@define(
+    "nn.min",
+    operands=2,
+    infer=_binary_type("nn.min"),
+    summary="elementwise minimum with broadcasting (NaN wins, as numpy.minimum)",
+)
+def min_(attrs, x, y):
+    return np.minimum(x, y).astype(x.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------- comparisons, logic
+
+@define("nn.not", infer=_logical_type("nn.not"), summary="logical not of a boolean tensor")
+def not_(attrs, x):
+    return np.logical_not(x)
+
+
+# Binary ops with a boolean (i1) result: name -> (numpy function, type rule, summary).
+_BOOLEAN_RESULTS = {
+    "nn.equal": (np.equal, _compare_type, "x == y"),
+    "nn.less": (np.less, _compare_type, "x < y"),
+    "nn.less_equal": (np.less_equal, _compare_type, "x <= y"),
+    "nn.greater": (np.greater, _compare_type, "x > y"),
+    "nn.greater_equal": (np.greater_equal, _compare_type, "x >= y"),
+    "nn.and": (np.logical_and, _logical_type, "x and y of booleans"),
+    "nn.or": (np.logical_or, _logical_type, "x or y of booleans"),
+    "nn.xor": (np.logical_xor, _logical_type, "x xor y of booleans"),
+}
+
+
+def _define_boolean(name: str, fn: np.ufunc, infer: Callable, text: str) -> None:
+    def evaluate(attrs, x, y):
+        return np.asarray(fn(x, y), dtype=np.bool_)
+
+    define(name, operands=2, infer=infer(name),
+           summary=f"{text} with broadcasting; a boolean (i1) result")(evaluate)
+
+
+for _name, (_fn, _infer, _text) in _BOOLEAN_RESULTS.items():
+    _define_boolean(_name, _fn, _infer, _text)
+
+
+@define(
+    "nn.where",
+    operands=3,
+    infer=_where_type,
+    summary="x where cond else y, all three broadcast; cond is boolean (i1)",
+)
+def where(attrs, cond, x, y):
+    return np.where(cond, x, y).astype(x.dtype, copy=False)
+
+
 # ----------------------------------------------------------------------------- activations
 
 
@@ -307,6 +402,12 @@ def gelu(attrs, x):
 def sqrt(attrs, x):
     with np.errstate(invalid="ignore"):
         return np.sqrt(x).astype(x.dtype, copy=False)
+
+
+@define("nn.reciprocal", infer=_float_type("nn.reciprocal"), summary="1 / x")
+def reciprocal(attrs, x):
+    with np.errstate(divide="ignore", over="ignore"):
+        return _round_to(1.0 / _f64(x), x.dtype)
 
 
 @define("nn.exp", infer=_float_type("nn.exp"), summary="exp(x)")

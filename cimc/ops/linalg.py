@@ -5,15 +5,16 @@ conv_transpose weights are ``[C, M/group, *kernel]``. ``pads`` lists every spati
 every spatial end. Products accumulate in float32 for f16/f32 operands (f64 stays f64), as
 onnxruntime does, and the result is cast back to the operand dtype.
 
-Convolution is im2col: the padded input is copied, one strided slice per kernel tap, into a
-``[N, group, C/group*prod(kernel), prod(out)]`` column matrix, then one batched matmul does every
-group. The spatial helpers here (``check_spatial``, ``window_out_size``, ``pad_spatial``,
+Convolution is im2col: :func:`patches` (the ``cim.im2col`` op) copies every receptive field
+into one row, then one batched matmul per group multiplies them by the reordered weights
+(:func:`conv_weight_matrix`). The spatial helpers here (``check_spatial``, ``window_out_size``, ``pad_spatial``,
 ``kernel_taps``) are shared with the pooling ops.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -169,22 +170,117 @@ def kernel_taps(
     return taps
 
 
-def im2col(
-    xp: np.ndarray,
+# Memory layouts of patches (see :func:`patches`): one row per patch (C-contiguous), or a
+# patch-major block ``[rows, N, *O]`` ("rows") or ``[N, rows, *O]`` ("samples").
+VECTORS, ROWS, SAMPLES = "vectors", "rows", "samples"
+
+
+def patches(
+    x: np.ndarray,
     kernel: Sequence[int],
     strides: Sequence[int],
+    pads: Sequence[int],
     dilations: Sequence[int],
-    out: Sequence[int],
+    groups: int = 1,
+    *,
+    layout: str = VECTORS,
+    out: np.ndarray | None = None,
+    scratch: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Columns ``[N, C, prod(kernel), *out]`` of the padded input ``xp``: one strided copy per
-    kernel tap (much faster than copying a ``sliding_window_view``, which walks the window
-    axes innermost)."""
-    n, c = xp.shape[:2]
-    taps = kernel_taps(kernel, strides, dilations, out)
-    cols = np.empty((n, c, len(taps), *out), xp.dtype)
-    for i, tap in enumerate(taps):
-        cols[:, :, i] = xp[(slice(None), slice(None), *tap)]
-    return cols
+    """The patches of ``x [N, C, *S]``: ``[N, *O, C*prod(kernel)]``, every output position's
+    receptive field as one vector. Entry ``(g*K + k)*Cg + c`` of a patch is channel ``c`` of
+    group ``g`` (``Cg = C/groups`` channels each) at kernel position ``k`` (row-major,
+    ``K = prod(kernel)``): group-major, then position-major, so a group's patch is a
+    contiguous slice. ``pads`` is ``[begin..., end...]`` (zeros).
+
+    This is ``cim.im2col``, the one im2col of the op library and the runtime. ``layout`` says
+    how the result is laid out in memory; the values are the same:
+
+    - ``VECTORS``: C-contiguous ``[N, *O, rows]``, copied from a channels-last (padded) copy
+      of ``x`` (``scratch``, when given and big enough, holds it), in runs of ``kernel[-1]*Cg``
+      elements;
+    - ``ROWS`` / ``SAMPLES`` (only for ``Cg == 1``, where the order is channel-major): a view
+      of a patch-major block ``[rows, N, *O]`` / ``[N, rows, *O]``, which a product reads as
+      ``[rows, vectors]`` without a copy.
+
+    ``out`` (any array of the right size and dtype) receives the copy.
+    """
+    d = len(kernel)
+    n, c = x.shape[:2]
+    cg = c // groups
+    osz = [window_out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], pads[i],
+                           pads[d + i]) for i in range(d)]
+    rows = c * int(np.prod(kernel))
+    if layout != VECTORS:
+        if cg != 1:
+            raise ValueError(f"patch-major layouts need one channel per group, got {cg}")
+        xp = pad_spatial(x, pads)
+        st = xp.strides
+        win = _window_view(  # [N, C, *K, *O]: every tap of every patch
+            xp, (n, c, *kernel, *osz),
+            (st[0], st[1], *(st[2 + i] * dilations[i] for i in range(d)),
+             *(st[2 + i] * strides[i] for i in range(d))))
+        shape = (n, c, *kernel, *osz) if layout == SAMPLES else (c, *kernel, n, *osz)
+        block = _buffer(out, shape, x.dtype)
+        dst = block if layout == SAMPLES else block.transpose(
+            d + 1, *range(d + 1), *range(d + 2, 2 * d + 2))
+        np.copyto(dst, win)
+        if layout == SAMPLES:
+            return block.reshape(n, rows, *osz).transpose(0, *range(2, d + 2), 1)
+        return block.reshape(rows, n, *osz).transpose(*range(1, d + 2), 0)
+    xl = x.transpose(0, *range(2, d + 2), 1)  # [N, *S, C]
+    if any(pads) or not xl.flags.c_contiguous:
+        shape = (n, *(x.shape[2 + i] + pads[i] + pads[d + i] for i in range(d)), c)
+        buf = _buffer(scratch, shape, x.dtype)
+        if any(pads):
+            buf.fill(0)
+        inner = (slice(None), *(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(d)))
+        np.copyto(buf[inner], xl)
+        xl = buf
+    st = xl.strides
+    win = _window_view(  # [N, *O, G, *K, Cg]: every tap of every patch
+        xl, (n, *osz, groups, *kernel, cg),
+        (st[0], *(st[1 + i] * strides[i] for i in range(d)), cg * st[-1],
+         *(st[1 + i] * dilations[i] for i in range(d)), st[-1]))
+    dst = _buffer(out, (n, *osz, groups, *kernel, cg), x.dtype)
+    np.copyto(dst, win)
+    return dst.reshape(n, *osz, rows)
+
+
+def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``buf`` viewed as ``shape`` when it holds exactly that many ``dtype`` elements (the
+    caller's reusable storage), else a new array."""
+    size = int(np.prod(shape))
+    if buf is not None and buf.dtype == dtype and buf.size == size and buf.flags.c_contiguous:
+        return buf.reshape(shape)
+    return np.empty(shape, dtype)
+
+
+def _window_view(x: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """A read-only strided view of ``x`` (every window of an im2col), staying inside ``x``;
+    made straight from the buffer of a C-contiguous ``x`` (much cheaper than as_strided)."""
+    if x.flags.c_contiguous:
+        view = np.ndarray(shape, x.dtype, x, 0, strides)
+        view.flags.writeable = False
+        return view
+    return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=False)
+
+
+def conv_weight_matrix(w: np.ndarray, groups: int) -> np.ndarray:
+    """A conv weight ``[M, C/groups, *kernel]`` as the matrix that multiplies :func:`patches`:
+    ``[K*Cg, M]`` (rows ordered like a patch) for ``groups == 1``, else ``[G, K*Cg, M/G]``."""
+    m, cg = w.shape[:2]
+    d = w.ndim - 2
+    wg = w.reshape(groups, m // groups, cg, *w.shape[2:])  # [G, Mg, Cg, *K]
+    wm = wg.transpose(0, *range(3, 3 + d), 2, 1).reshape(groups, -1, m // groups)
+    return wm[0] if groups == 1 else wm
+
+
+def _conv_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+               results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: every output element sums C/group * prod(kernel) products."""
+    w = operands[1]
+    return math.prod(results[0]) * math.prod(w[1:])
 
 
 @define(
@@ -192,6 +288,7 @@ def im2col(
     operands=(2, 3),
     attrs=("strides", "pads", "dilations", "group"),
     infer=_conv_infer,
+    work=_conv_work,
     summary="N-d grouped convolution (ONNX Conv): x [N,C,*S], w [M,C/group,*k], optional bias [M].",
 )
 def conv(
@@ -205,16 +302,13 @@ def conv(
         window_out_size(x.shape[2 + i], kernel[i], s[i], d[i], pads[i], pads[i + r])
         for i in range(r)
     ]
-    n, c = x.shape[:2]
+    n = x.shape[0]
     g = attrs["group"]
     m = w.shape[0]
-    if all(k == 1 for k in kernel) and all(v == 1 for v in s) and not any(pads):
-        cols = x.astype(ct, copy=False).reshape(n, g, c // g, -1)  # 1x1 conv: no copy needed
-    else:
-        xp = pad_spatial(x.astype(ct, copy=False), pads)
-        cols = im2col(xp, kernel, s, d, out).reshape(n, g, (c // g) * int(np.prod(kernel)), -1)
-    wm = w.astype(ct, copy=False).reshape(g, m // g, -1)
-    y = np.matmul(wm, cols).reshape(n, m, *out)
+    cols = patches(x.astype(ct, copy=False), kernel, s, pads, d, g)  # [N, *O, G*K*Cg]
+    wm = conv_weight_matrix(w.astype(ct, copy=False), g).reshape(g, -1, m // g)
+    y = np.matmul(cols.reshape(-1, g, wm.shape[1]).transpose(1, 0, 2), wm)  # [G, N*P, Mg]
+    y = np.ascontiguousarray(y.reshape(g, n, -1, m // g).transpose(1, 0, 3, 2)).reshape(n, m, *out)
     if b is not None:
         y += b.astype(ct, copy=False).reshape(m, *([1] * r))
     return y.astype(x.dtype, copy=False)
@@ -262,11 +356,18 @@ def _conv_transpose_infer(
     return TensorType((n, m, *out), x.dtype)
 
 
+def _conv_transpose_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+                         results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: every input element scatters M/group * prod(kernel) products."""
+    return math.prod(operands[0]) * math.prod(operands[1][1:])
+
+
 @define(
     "nn.conv_transpose",
     operands=(2, 3),
     attrs=("strides", "pads", "dilations", "group", "output_padding"),
     infer=_conv_transpose_infer,
+    work=_conv_transpose_work,
     summary="N-d grouped transposed convolution (ONNX ConvTranspose): w [C,M/group,*k].",
 )
 def conv_transpose(
@@ -326,11 +427,19 @@ def _gemm_infer(
     return TensorType((m, n), a.dtype)
 
 
+def _gemm_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+               results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: M * N * K."""
+    a = operands[0]
+    return math.prod(results[0]) * (a[0] if attrs["trans_a"] else a[1])
+
+
 @define(
     "nn.gemm",
     operands=(2, 3),
     attrs=("alpha", "beta", "trans_a", "trans_b"),
     infer=_gemm_infer,
+    work=_gemm_work,
     summary="alpha * op(A) @ op(B) + beta * C (ONNX Gemm); C optional, broadcast to [M, N].",
 )
 def gemm(
@@ -374,10 +483,17 @@ def _matmul_infer(attrs: dict[str, Any], a: TensorType, b: TensorType) -> Tensor
     return TensorType(matmul_shape(a.shape, b.shape), a.dtype)
 
 
+def _matmul_work(attrs: dict[str, Any], operands: list[tuple[int, ...]],
+                 results: list[tuple[int, ...]]) -> int:
+    """Multiply-accumulates: every output element sums K products."""
+    return math.prod(results[0]) * operands[0][-1]
+
+
 @define(
     "nn.matmul",
     operands=2,
     infer=_matmul_infer,
+    work=_matmul_work,
     summary="numpy.matmul (ONNX MatMul): batched, broadcasting.",
 )
 def matmul(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,15 +1,16 @@
-"""Reductions: nn.reduce_mean and nn.reduce_sum over explicit axes.
+"""Reductions: nn.reduce_mean, nn.reduce_sum, nn.reduce_max and nn.reduce_min over explicit axes.
 
 ``axes`` is resolved by the frontend (non-negative, sorted, no duplicates); an empty list
 reduces over nothing, i.e. the op is the identity (ONNX's noop_with_empty_axes). Sums are
-accumulated in float64 (integers in int64) and cast back to the input's dtype.
+accumulated in float64 (integers in int64) and cast back to the input's dtype. The maximum and
+minimum of an empty axis are refused (ONNX leaves them undefined).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cimc.errors import VerifyError
+from cimc.errors import CimcError, VerifyError
 from cimc.ir.types import TensorType
 from cimc.ops.registry import define, normalize_axis
 
@@ -78,3 +79,34 @@ def reduce_mean(attrs, x):
         return np.asarray(total / count if count else total * np.nan).astype(x.dtype)
     # integer mean: onnxruntime divides the integer sum (truncating towards zero)
     return np.asarray(np.trunc(np.asarray(total, np.float64) / max(count, 1))).astype(x.dtype)
+
+
+def _extremum(attrs, x, fn, op: str, what: str):
+    axes = _axes(attrs, x.ndim, op)
+    if any(x.shape[a] == 0 for a in axes):
+        raise CimcError(f"{op}: an axis of size 0 in {x.shape} has no {what}")
+    if not axes:
+        return x.copy()
+    return np.asarray(fn(x, axis=axes, keepdims=bool(attrs["keepdims"]))).astype(x.dtype)
+
+
+@define(
+    "nn.reduce_max",
+    attrs=("axes",),
+    optional={"keepdims": True},
+    infer=_reduce_infer("nn.reduce_max"),
+    summary="Maximum over axes (empty axes: identity; NaN wins).",
+)
+def reduce_max(attrs, x):
+    return _extremum(attrs, x, np.max, "nn.reduce_max", "maximum")
+
+
+@define(
+    "nn.reduce_min",
+    attrs=("axes",),
+    optional={"keepdims": True},
+    infer=_reduce_infer("nn.reduce_min"),
+    summary="Minimum over axes (empty axes: identity; NaN wins).",
+)
+def reduce_min(attrs, x):
+    return _extremum(attrs, x, np.min, "nn.reduce_min", "minimum")

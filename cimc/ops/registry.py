@@ -2,7 +2,10 @@
 (``infer``) and numpy semantics (``evaluate``).
 
 ``infer(attrs, *operand_types)`` returns a TensorType or a list of them;
-``evaluate(attrs, *arrays)`` returns an array or a list of them. Ops with regions get a
+``evaluate(attrs, *arrays)`` returns an array or a list of them; the optional
+``work(attrs, operand_shapes, result_shapes)`` counts the elements of digital work one execution
+costs (the runtime's report charges it): the multiply-accumulates of products such as
+``nn.matmul``; without it, the result elements. Ops with regions get a
 keyword argument ``regions``: one callable per region, taking and returning lists of arrays.
 ``attrs`` passed to both has every optional attribute filled in with its default.
 
@@ -11,11 +14,12 @@ Op families live in ``cimc/ops/``; importing ``cimc.ops`` registers them all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cimc.errors import VerifyError
+from cimc.errors import CimcError, VerifyError
 from cimc.ir.types import TensorType
 
 # Stages, in pipeline order. "nn": after import and canonicalisation; "cim": crossbar-level work
@@ -38,6 +42,14 @@ class OpDef:
     stages: frozenset[str] = frozenset(STAGES)
     regions: int = 0
     summary: str = ""
+    work: Callable[..., int] | None = None
+
+    def work_of(self, attrs: dict[str, Any], operands: list[tuple[int, ...]],
+                results: list[tuple[int, ...]]) -> int:
+        """Elements of digital work of one execution (see the module docstring)."""
+        if self.work is not None:
+            return int(self.work(attrs, operands, results))
+        return sum(math.prod(s) for s in results)
 
     def with_defaults(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not self.optional:
@@ -67,6 +79,7 @@ def define(
     regions: int = 0,
     infer: Callable[..., Any],
     summary: str,
+    work: Callable[..., int] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator form: ``@define("nn.relu", infer=same_type, summary=...)`` on the evaluate fn."""
 
@@ -84,6 +97,7 @@ def define(
                 stages=frozenset(stages or default_stages),
                 regions=regions,
                 summary=summary,
+                work=work,
             )
         )
         return evaluate
@@ -115,8 +129,19 @@ def all_ops() -> dict[str, OpDef]:
 
 
 def infer_types(name: str, types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    """The result types of op ``name`` on operands of ``types``. Attributes come from files and
+    models: an infer function that trips over one it did not expect (a number where it wants a
+    list, ...) makes a VerifyError here, for every op, rather than a traceback."""
     opdef = lookup(name)
-    out = opdef.infer(opdef.with_defaults(attrs), *types)
+    try:
+        out = opdef.infer(opdef.with_defaults(attrs), *types)
+    except CimcError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError, ZeroDivisionError) as e:
+        raise VerifyError(
+            f"{name}: its attributes or operand types are not valid for it "
+            f"({type(e).__name__}: {e})"
+        ) from None
     return [out] if isinstance(out, TensorType) else list(out)
 
 

@@ -1,4 +1,5 @@
-"""Shape manipulation: shape, reshape, transpose, concat, split, slice, pad, gather, resize.
+"""Shape manipulation: shape, reshape, expand, tile, transpose, concat, split, slice, pad, gather,
+resize.
 
 Semantics are ONNX's (see onnx/reference/ops and the operator spec); attributes are fully
 resolved by the frontend (no 0/-1 in reshape shapes, explicit axes, full-rank pads, resize
@@ -14,7 +15,7 @@ import numpy as np
 
 from cimc.errors import CimcError, VerifyError
 from cimc.ir.types import TensorType
-from cimc.ops.registry import define, normalize_axis
+from cimc.ops.registry import broadcast_shapes, define, normalize_axis
 
 INT64_MAX = 2**63 - 1
 
@@ -113,6 +114,53 @@ def _reshape_infer(attrs, x: TensorType) -> TensorType:
 )
 def reshape(attrs, x):
     return np.reshape(x, tuple(int(d) for d in attrs["shape"]))
+
+
+# ----------------------------------------------------------------------------- nn.expand
+
+
+def _expand_infer(attrs, x: TensorType) -> TensorType:
+    dims = _ints(attrs, "shape", "nn.expand")
+    try:
+        ok = broadcast_shapes(x.shape, tuple(dims)) == tuple(dims)
+    except VerifyError:
+        ok = False
+    if not ok:
+        raise VerifyError(
+            f"nn.expand: {x} does not broadcast to the shape {dims} (the frontend resolves "
+            "ONNX Expand's shape to the full result shape)"
+        )
+    return x.with_shape(tuple(dims))
+
+
+@define(
+    "nn.expand",
+    attrs=("shape",),
+    infer=_expand_infer,
+    summary="Broadcast x to a fully resolved shape (numpy broadcasting; ONNX Expand).",
+)
+def expand(attrs, x):
+    return np.array(np.broadcast_to(x, tuple(int(d) for d in attrs["shape"])))
+
+
+# ----------------------------------------------------------------------------- nn.tile
+
+
+def _tile_infer(attrs, x: TensorType) -> TensorType:
+    reps = _ints(attrs, "repeats", "nn.tile")
+    if len(reps) != x.rank or any(r < 1 for r in reps):
+        raise VerifyError(f"nn.tile: repeats {reps} must hold one positive count per axis of {x}")
+    return x.with_shape(tuple(d * r for d, r in zip(x.shape, reps)))
+
+
+@define(
+    "nn.tile",
+    attrs=("repeats",),
+    infer=_tile_infer,
+    summary="Repeat x along each axis (numpy.tile; ONNX Tile).",
+)
+def tile(attrs, x):
+    return np.tile(x, tuple(int(r) for r in attrs["repeats"]))
 
 
 # ----------------------------------------------------------------------------- nn.transpose

@@ -3,17 +3,17 @@
 ``cim.xbar_mvm(x) {levels, scale, dac_bits, dac_range, adc_bits, adc_range, tile}``
     One crossbar tile. ``levels`` is the tile's weight matrix ``[rows, cols]`` as signed conductance
     levels (integers after ``quantize``; float32 weights before it and on targets with continuous
-    levels), ``scale`` the per-column float32 factor (weight = level * scale). Semantics, exactly::
+    levels), ``scale`` the per-column float32 factor (weight = level * scale). Semantics, exactly
+    those of the runtime's ``mvm`` instruction on exact devices (docs/isa.md)::
 
-        xq = Q(x, dac_bits, dac_range, dac_signed)  # DAC
-        y  = xq @ (levels * scale)                # the array, float32
-        out = Q(y, adc_bits, adc_range)           # ADC
+        codes, a = dac_codes(x, dac_bits, dac_range, dac_signed)   # DAC: integer codes, step a
+        z = codes @ (levels * scale)                              # the array, float32
+        out = adc(z, a, adc_bits, adc_range)                      # ADC
 
-    where ``Q(v, b, r)`` is :func:`quantize_converter`: with ``b == 0`` the identity, else
-    ``clip(rint(v / step), -q, q) * step`` with ``q = 2**(b-1) - 1`` and ``step = r / q``
-    (float32, round half to even), i.e. clip to ``±r`` and quantise to ``b`` signed bits; with
-    ``dac_signed = false`` (inputs known to be >= 0) the DAC uses all ``2**b - 1`` steps over
-    ``[0, r]`` instead.
+    i.e. the DAC clips to ``±dac_range`` (``[0, dac_range]`` with ``dac_signed = false``,
+    inputs known to be >= 0) and quantises to ``dac_bits``, the ADC clips to ``±adc_range``
+    and quantises to ``adc_bits`` (signed; 0 bits: exact); see :func:`dac_codes`,
+    :func:`adc`.
     Optional attributes record where the tile came from (``weight_shape`` of its layer,
     ``utilisation`` = used cells / crossbar cells, ``groups`` packed block-diagonally, bit
     ``slices``) and, after ``place``, which crossbar of its core holds it (``xbar``).
@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -36,24 +37,47 @@ from cimc.ir.types import TensorType
 from cimc.ops.registry import define
 
 
-def quantize_converter(v: np.ndarray, bits: int, rng: float, signed: bool = True) -> np.ndarray:
-    """What a DAC or ADC does to ``v``: clip to its range and quantise to ``bits`` (float32).
+@functools.lru_cache(maxsize=1024)
+def converter_steps(bits: int, rng: float, signed: bool = True) -> tuple[float, float]:
+    """(largest code ``n``, step) of a DAC or ADC with ``bits`` over ``rng``: signed symmetric,
+    ``n = 2**(bits-1) - 1`` codes each side of zero, or unsigned over ``[0, rng]``,
+    ``n = 2**bits - 1``; ``step = rng / n``."""
+    n = float(2 ** (bits - 1) - 1 if signed else 2**bits - 1)
+    return n, rng / n
 
-    ``bits == 0`` means no quantisation. Signed: ``q = 2**(bits-1) - 1`` levels each side of
-    zero, ``step = rng / q`` (computed in float32), result ``clip(rint(v / step), -q, q) * step``.
-    Unsigned (``signed=False``, for inputs known to be >= 0): ``q = 2**bits - 1`` levels over
-    ``[0, rng]``, ``clip(rint(v / step), 0, q) * step``.
-    """
-    v = np.asarray(v, dtype=np.float32)
+
+def dac_codes(x: np.ndarray, bits: int, rng: float, signed: bool = True,
+              out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The DAC: integer-valued float32 codes ``clip(rint(x / step), -n or 0, n)`` (round half
+    to even; in ``out`` when given) and their step. ``bits == 0``: ``x`` itself (float32) and
+    step 1."""
     if bits <= 0:
-        return v
-    q = float(2 ** (bits - 1) - 1) if signed else float(2**bits - 1)
-    step = np.float32(rng) / np.float32(q)
-    out = np.divide(v, step, dtype=np.float32)  # one buffer, every step in place
-    np.rint(out, out=out)
-    np.clip(out, -q if signed else 0.0, q, out=out)
-    out *= step
-    return out
+        return np.asarray(x, dtype=np.float32), 1.0
+    n, step = converter_steps(bits, rng, signed)
+    q = np.divide(x, np.float32(step), dtype=np.float32, out=out)
+    np.rint(q, out=q)
+    np.clip(q, -n if signed else 0.0, n, out=q)
+    return q, step
+
+
+def adc(z: np.ndarray, in_step: float, bits: int, rng: float, gain: float = 1.0) -> np.ndarray:
+    """The ADC, in place on the float32 column sums ``z`` of DAC codes (each code worth
+    ``in_step``): ``bits == 0``: ``z * (in_step * gain)``; else the codes
+    ``q = clip(rint(z * (in_step / step)), -n, n)`` of the output, times ``step * gain``
+    (every factor computed in float64 and rounded to float32 once). ``gain`` is the global
+    drift compensation's."""
+    if bits <= 0:
+        f = in_step * gain
+    else:
+        n, step = converter_steps(bits, rng)
+        if in_step != step:
+            z *= np.float32(in_step / step)
+        np.rint(z, out=z)
+        np.clip(z, -n, n, out=z)
+        f = step * gain
+    if f != 1.0:
+        z *= np.float32(f)
+    return z
 
 
 def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
@@ -114,12 +138,12 @@ def _check_flip(flip: Any, rows: int, cols: int) -> None:
     summary="One crossbar tile: ADC(DAC(x) @ (levels * scale)).",
 )
 def xbar_mvm(attrs, x):
-    xq = quantize_converter(x, attrs["dac_bits"], attrs["dac_range"], attrs["dac_signed"])
+    codes, step = dac_codes(x, attrs["dac_bits"], attrs["dac_range"], attrs["dac_signed"])
     w = attrs["levels"].astype(np.float32) * attrs["scale"][None, :]
     rows, cols = w.shape
     # one 2-D matrix product over every leading position (numpy's batched matmul is far slower)
-    y = np.matmul(xq.reshape(-1, rows), w).reshape(*x.shape[:-1], cols).astype(np.float32)
-    return quantize_converter(y, attrs["adc_bits"], attrs["adc_range"])
+    z = np.matmul(np.ascontiguousarray(codes).reshape(-1, rows), w)
+    return adc(z, step, attrs["adc_bits"], attrs["adc_range"]).reshape(*x.shape[:-1], cols)
 
 
 def _transfer_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
@@ -143,4 +167,4 @@ def transfer(attrs, x):
     return x
 
 
-__all__ = ["quantize_converter"]
+__all__ = ["adc", "converter_steps", "dac_codes"]

@@ -10,17 +10,21 @@ Pass specs: ``"canonicalize,tile{rows=128,cols=128},dce"``.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from cimc.errors import CimcError, PassError
 from cimc.ir.core import Module
-from cimc.ir.printer import to_text, write_module
+from cimc.ir.printer import is_ir_file, is_sidecar, to_text, write_module
 from cimc.ir.verify import verify
+
+if TYPE_CHECKING:
+    from cimc.passes.prune_similar import PruneSummary
 
 
 @dataclass
@@ -35,6 +39,7 @@ class PassContext:
     seed: int = 0
     reports: dict[str, Any] = field(default_factory=dict)
     progress: Any = None
+    pruning: PruneSummary | None = None  # what prune-similar removed (for the manifest)
 
 
 @dataclass
@@ -187,9 +192,25 @@ class DumpDir(Instrument):
 
     directory: Path = Path("dumps")
     written: list[Path] = field(default_factory=list)
+    force: bool = False  # write over files of the dump's names that cimc did not write
+
+    FILE: ClassVar[re.Pattern[str]] = re.compile(r"\d{3}_[\w.-]+\.(cir|npz)")
+
+    @classmethod
+    def is_dump(cls, directory: Path) -> bool:
+        """``directory`` holds only the files of an earlier dump (which a new dump replaces)."""
+        return Path(directory).is_dir() and all(
+            cls.FILE.fullmatch(p.name) for p in Path(directory).iterdir())
 
     def before_pipeline(self, module: Module) -> None:
+        from cimc.atomic import check_output
+
+        check_output(self.directory, "a dump of the IR", ours=self.is_dump, force=self.force,
+                     option="--dump-dir")
         Path(self.directory).mkdir(parents=True, exist_ok=True)
+        for old in Path(self.directory).iterdir():  # an earlier dump's files, and only those
+            if self.FILE.fullmatch(old.name) and (is_ir_file(old) or is_sidecar(old)):
+                old.unlink()
         self._write("000_input.cir", module)
 
     def after_pass(self, index: int, p: Pass, module: Module, seconds: float) -> None:
@@ -197,7 +218,7 @@ class DumpDir(Instrument):
 
     def _write(self, fname: str, module: Module) -> None:
         path = Path(self.directory) / fname
-        write_module(module, path)
+        write_module(module, path, force=self.force)
         self.written.append(path)
 
 

@@ -21,7 +21,7 @@ Rewrites (each one keeps the interpreter's outputs, up to float rounding):
 - ``nn.identity`` (ONNX Identity and inference Dropout) is removed.
 - ``reshape(reshape(x))`` -> ``reshape(x)``; a reshape to the operand's own shape is removed;
   ``transpose(transpose(x, p), q)`` -> ``transpose(x, p[q])``; an identity permutation is removed;
-  ``nn.cast`` to the operand's own dtype is removed.
+  ``nn.cast`` to the operand's own dtype and ``nn.expand`` to its own shape are removed.
 - Dead ops are removed (``dce``) after every sweep.
 
 Stage: any -> same. Test: tests/passes/test_canonicalize.py.
@@ -202,8 +202,9 @@ def simplify_transpose(sw: _Sweep, op: Op) -> bool:
     return False
 
 
-def remove_noop_cast(sw: _Sweep, op: Op) -> bool:
-    if op.name != "nn.cast" or op.operands[0].type != op.result.type:
+def remove_noop_cast_or_expand(sw: _Sweep, op: Op) -> bool:
+    """A cast to the operand's own dtype, or an expand to its own shape."""
+    if op.name not in ("nn.cast", "nn.expand") or op.operands[0].type != op.result.type:
         return False
     sw.replace(op.result, op.operands[0])
     return True
@@ -358,7 +359,7 @@ RULES: list[Rule] = [
     fold_channel_affine,
     simplify_reshape,
     simplify_transpose,
-    remove_noop_cast,
+    remove_noop_cast_or_expand,
 ]
 
 

@@ -81,7 +81,7 @@ def encryption_data(func: Func, data: Mapping[str, np.ndarray] | None,
                         "labels, it uses the calibration inputs --calib)")
     source = data if data is not None else calib
     assert source is not None
-    cal = calibration_inputs(func, source, samples, seed=0)
+    cal = calibration_inputs(func, source, samples, seed=0, who="encrypt")
     labels = None
     if data is not None and LABELS in data:
         labels = np.asarray(data[LABELS])
@@ -100,9 +100,13 @@ def encryption_data(func: Func, data: Mapping[str, np.ndarray] | None,
 def candidate_genes(tiles: list[Op], per_layer: int,
                     activity: Mapping[Op, np.ndarray] | None = None) -> list[TileGenes]:
     """Each layer's ``per_layer`` nonzero weights of largest ``|w|`` (times the mean |input| of
-    their row, ``activity[tile]``, when given), as genes in tile order."""
-    by_layer: dict[str, list[Op]] = {}
+    their row, ``activity[tile]``, when given), as genes in tile order. Tiles on one crossbar
+    (the steps of an unrolled recurrent layer) share its genes."""
+    first: dict[tuple[Any, Any], Op] = {}
     for op in tiles:
+        first.setdefault((op.attrs.get("core"), op.attrs.get("xbar")), op)
+    by_layer: dict[str, list[Op]] = {}
+    for op in first.values():
         by_layer.setdefault(str(op.attrs.get("layer", "")), []).append(op)
     chosen: dict[Op, np.ndarray] = {}
     for ops in by_layer.values():
@@ -115,13 +119,20 @@ def candidate_genes(tiles: list[Op], per_layer: int,
         order = order[allm[order] > 0][:per_layer]
         for i, op in enumerate(ops):
             chosen[op] = np.sort(flat[order[tile_of[order] == i]])
-    genes, start = [], 0
+    genes: list[TileGenes] = []
+    made: dict[Op, TileGenes] = {}
+    start = 0
     for op in tiles:
-        idx = chosen.get(op)
-        if idx is None or not idx.size:
+        owner = first[(op.attrs.get("core"), op.attrs.get("xbar"))]
+        if owner in made:
+            genes.append(TileGenes(op, made[owner].rows, made[owner].cols, made[owner].start))
+            continue
+        idx = chosen[owner]
+        if not idx.size:
             continue
         rows, cols = np.unravel_index(idx, op.attrs["levels"].shape)
-        genes.append(TileGenes(op, rows, cols, start))
+        made[owner] = TileGenes(op, rows, cols, start)
+        genes.append(made[owner])
         start += idx.size
     return genes
 
@@ -135,7 +146,7 @@ def _threads() -> int:
 
 @dataclass
 class Encrypt(Pass):
-    """Flip the fewest weight sign bits (chosen by a genetic algorithm) that make the model useless without the key.
+    """Flip the fewest weight signs (picked by a GA) that make the model useless without its key.
 
     Options: ``epsilon`` (the bit budget), ``target_acc`` (-1: chance + 5 points), ``generations``,
     ``population``, ``samples`` (scored per genome), ``layers`` (``+``-separated names; empty:
@@ -178,23 +189,24 @@ class Encrypt(Pass):
         with threadpool_limits(limits=1, user_api="blas"):
             probe = FlipEvaluator(func, [], data.inputs, data.labels)
             genes = candidate_genes(tiles, per_layer, {op: probe.row_activity(op) for op in tiles})
-            n_genes = sum(len(t.rows) for t in genes)
+            n_genes = max((t.stop for t in genes), default=0)
             with FlipEvaluator(func, genes, data.inputs, data.labels, _threads()) as ev:
                 before = ev.baseline_accuracy()
                 result = evolve(n_genes, ev.accuracy, cfg)
                 genome, after = drop_spare_flips(result.genome, ev.accuracy, result.accuracy)
-        per_layer: dict[str, int] = {}
+        bits_per_layer: dict[str, int] = {}
         for t in genes:
             on = genome[t.start:t.stop]
             if on.any():
                 t.op.attrs["flip"] = sorted([int(r), int(c)] for r, c in
                                             zip(t.rows[on], t.cols[on]))
+        for t in {t.start: t for t in genes}.values():  # a shared crossbar once
             layer = str(t.op.attrs.get("layer", ""))
-            per_layer[layer] = per_layer.get(layer, 0) + int(on.sum())
+            bits_per_layer[layer] = bits_per_layer.get(layer, 0) + int(genome[t.start:t.stop].sum())
         report: dict[str, Any] = {
             "bits": int(genome.sum()), "candidates": n_genes, "data": data.description,
             "accuracy_before": before, "accuracy_after": after, "target_acc": target,
-            "chance": chance, "reached": after <= target, "bits_per_layer": per_layer,
+            "chance": chance, "reached": after <= target, "bits_per_layer": bits_per_layer,
             "evaluations": result.evaluations, "seed": seed,
             "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
         }

@@ -3,9 +3,9 @@
 A *genome* is a boolean vector over candidate weights (genes), True where the weight's sign is
 flipped. :class:`FlipEvaluator` scores a population of genomes on a fixed set of samples with the
 op library's numpy semantics (the interpreter's): ``cim.xbar_mvm`` is DAC -> ``levels * scale``
-with the genome's signs flipped -> ADC. Only the order of the float32 sums in a tile's product
-differs from a plain run of the flipped module (see below), which can move an output across an
-ADC step on rare ties.
+with the genome's signs flipped -> ADC (``cimc.ops.xbar``). Only the order of the float32 sums
+in a tile's product differs from a plain run of the flipped module (see below), which can move
+an output across an ADC step on rare ties.
 
 It recomputes as little as it can:
 
@@ -18,9 +18,11 @@ It recomputes as little as it can:
   The population is sorted so that such genomes share chunks.
 - A value's distinct settings are stacked along the batch axis, so every digital op runs once
   over all of them: vectorised over the population.
-- A tile computes ``y0 = DAC(x) @ W`` once per distinct input, and each setting of its own genes
-  as ``y0 + DAC(x)[:, R] @ D``, where ``R`` are the rows holding genes and ``D`` has ``-2 w``
-  at each flipped weight: one matrix product for all settings that share the input.
+- A tile computes ``z0 = codes @ W`` (``codes``: its DAC's output) once per distinct input, and
+  each setting of its own genes as ``z0 + codes[:, R] @ D``, where ``R`` are the rows holding
+  genes and ``D`` has ``-2 w`` at each flipped weight: one matrix product for all settings that
+  share the input. A tile reading an im2col gets its DAC codes made before the im2col (the DAC
+  is element-wise and maps 0 to 0; the patches are several times larger).
 
 It needs a function whose dimension 0 is a batch axis (``cimc.targets.batching``), which is how it
 stacks several settings' samples in one batch.
@@ -37,7 +39,7 @@ import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Op, Value
-from cimc.ops.xbar import quantize_converter
+from cimc.ops.xbar import adc, converter_steps, dac_codes
 from cimc.passes.quantize import BatchMismatch, evaluate_at_batch
 from cimc.targets.batching import analyze_batch
 
@@ -136,9 +138,8 @@ class FlipEvaluator:
                                 "choose layers after it (the 'layers' option)")
             for r in op.results:
                 deps[r] = d
-        empty = np.zeros(0, dtype=np.intp)
-        return {v: np.concatenate([empty] + [np.arange(t.start, t.stop) for t in
-                                             sorted(d, key=lambda t: t.start)])
+        empty = np.zeros(0, dtype=np.intp)  # (tiles sharing a crossbar share their genes)
+        return {v: np.unique(np.concatenate([empty] + [np.arange(t.start, t.stop) for t in d]))
                 for v, d in deps.items()}
 
     def _last_uses(self) -> dict[int, list[Value]]:
@@ -203,7 +204,7 @@ class FlipEvaluator:
 
     def _eval(self, op: Op, inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
         if op.results and op.results[0] in self._predac:
-            inputs = [quantize_converter(inputs[0], *self._predac[op.results[0]])]
+            inputs = [dac_codes(inputs[0], *self._predac[op.results[0]])[0]]
         try:
             return evaluate_at_batch(op, inputs, {}, batch, self.compiled)
         except BatchMismatch:
@@ -214,7 +215,8 @@ class FlipEvaluator:
     def row_activity(self, op: Op) -> np.ndarray:
         """Mean |input| of each row of the top-level tile ``op`` over the samples (unencrypted)."""
         x = self.base[op.operands[0]]
-        return np.abs(x).reshape(-1, x.shape[-1]).mean(axis=0)
+        act = np.abs(x).reshape(-1, x.shape[-1]).mean(axis=0)
+        return act * self._dac_step(op) if op.operands[0] in self._predac else act
 
     # ---- scoring
     def predictions(self, output: np.ndarray) -> np.ndarray:
@@ -328,16 +330,24 @@ class FlipEvaluator:
             d[row_of_gene[k], g, t.cols[k]] = np.float32(-2) * w[t.rows[k], t.cols[k]]
             delta = inp.xr @ d.reshape(len(gene_rows), -1)
             pre[which] = inp.y0[None] + delta.reshape(-1, len(which), cols).transpose(1, 0, 2)
-        out = quantize_converter(pre, a["adc_bits"], a["adc_range"])
+        out = adc(pre, self._dac_step(op), a["adc_bits"], a["adc_range"])
         return out.reshape(-1, *lead, cols)
 
     def _dac(self, op: Op, x: np.ndarray) -> np.ndarray:
-        """The tile's DAC on its input, flattened to ``[M, rows]`` (done already when the input
-        is an im2col's patches: see :meth:`_dac_first`)."""
+        """The tile's DAC codes of its input, flattened to ``[M, rows]`` (made already when the
+        input is an im2col's patches: see :meth:`_dac_first`)."""
         if op.operands[0] not in self._predac:
             a = op.attrs
-            x = quantize_converter(x, a["dac_bits"], a["dac_range"], a.get("dac_signed", True))
+            x = dac_codes(x, a["dac_bits"], a["dac_range"], a.get("dac_signed", True))[0]
         return x.reshape(-1, x.shape[-1])
+
+    @staticmethod
+    def _dac_step(op: Op) -> float:
+        """What one DAC code of the tile is worth (1 without a DAC)."""
+        a = op.attrs
+        if a["dac_bits"] <= 0:
+            return 1.0
+        return converter_steps(a["dac_bits"], a["dac_range"], a.get("dac_signed", True))[1]
 
     def _products(self, op: Op, x: np.ndarray) -> _TileInput:
         xq = self._dac(op, x)

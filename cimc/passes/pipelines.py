@@ -3,6 +3,9 @@ spec string that ``cimc opt -p`` replays."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from cimc.passes.base import Pass, parse_pipeline
 from cimc.passes.registry import available_passes
 
@@ -14,14 +17,27 @@ LOWERING = "canonicalize,lower-to-mvm,canonicalize"
 MAPPING = "tile,place,quantize,schedule"
 
 
-def compile_pipeline(*, chips: int = 0, encrypt: str | None = None) -> list[Pass]:
-    """The full pipeline of ``cimc compile``: lowering, then mapping onto the target.
-    ``encrypt`` (the 'encrypt' pass's options, e.g. ``"epsilon=64"``; None: no encryption)
-    adds that pass after 'quantize'."""
-    mapping = MAPPING
+def configured_pass(name: str, options: str | Mapping[str, Any]) -> Pass:
+    """Pass ``name`` with ``options``: ``"ratio=0.3"`` or ``{"ratio": 0.3}``."""
+    if not isinstance(options, str):
+        options = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                           for k, v in options.items())
+    spec = name + (f"{{{options}}}" if options.strip() else "")
+    return parse_pipeline(spec, available_passes())[0]
+
+
+def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None,
+                     encrypt: str | Mapping[str, Any] | None = None) -> list[Pass]:
+    """The full pipeline of ``cimc compile``: lowering, then mapping onto the target. With
+    ``prune`` (prune-similar's options), prune-similar runs after the first canonicalize, on
+    nn-stage IR with the batch norms folded, before lower-to-mvm. With ``encrypt`` (the encrypt
+    pass's options, e.g. ``"epsilon=64"``), encrypt runs after quantize."""
+    passes = parse_pipeline(LOWERING + "," + MAPPING, available_passes())
+    if prune is not None:
+        passes.insert(1, configured_pass("prune-similar", prune))
     if encrypt is not None:
-        mapping = mapping.replace("quantize,", f"quantize,encrypt{{{encrypt}}},")
-    passes = parse_pipeline(LOWERING + "," + mapping, available_passes())
+        at = next(i for i, p in enumerate(passes) if p.name == "quantize") + 1
+        passes.insert(at, configured_pass("encrypt", encrypt))
     for p in passes:
         if p.name == "place":
             p.chips = chips  # type: ignore[attr-defined]

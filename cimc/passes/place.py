@@ -7,6 +7,9 @@ and ``crossbars_per_core`` override it). With ``chips=0`` (the default, ``--chip
 is spread over as many chips as it needs; with ``chips=N`` a model that needs more than ``N``
 chips is refused with a message that says how many crossbars and chips it needs.
 
+Tiles of one layer with the same tile index and weights (the steps of an unrolled recurrent
+layer, see ``tile``) share one crossbar.
+
 Core ids are global over chips: core ``k`` of chip ``c`` has id ``c * cores + k``. Every placed op
 gets ``chip`` and ``core`` attributes; tiles also get ``xbar`` (the crossbar index in their core).
 A digital op runs on the core that holds its first operand (the "home" of the value: partial sums
@@ -26,6 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
@@ -54,6 +59,28 @@ def chip_shape(target: Any, cores: int = 0, crossbars_per_core: int = 0) -> Chip
     base_xpc = int(target.chip.crossbars_per_core) if target is not None else 0
     name = f"'{target.name}'" if target is not None else "the chip"
     return ChipShape(cores or base_cores, crossbars_per_core or base_xpc, name)
+
+
+def _crossbar_slots(tiles: list[Op]) -> dict[Op, int]:
+    """Each tile's crossbar, numbered in program order; a tile with the layer, tile index,
+    levels and scale of an earlier one shares its crossbar."""
+    seen: dict[tuple[str, tuple[int, ...]], list[Op]] = {}
+    slot: dict[Op, int] = {}
+    crossbars = 0
+    for op in tiles:
+        key = (str(op.attrs.get("layer", "")), tuple(op.attrs["tile"]))
+        same = next((o for o in seen.get(key, ()) if _same_weights(o, op)), None)
+        if same is None:
+            seen.setdefault(key, []).append(op)
+            slot[op] = crossbars
+            crossbars += 1
+        else:
+            slot[op] = slot[same]
+    return slot
+
+
+def _same_weights(a: Op, b: Op) -> bool:
+    return all(np.array_equal(a.attrs[k], b.attrs[k]) for k in ("levels", "scale"))
 
 
 def _is_const(v: Value) -> bool:
@@ -181,12 +208,13 @@ class Place(Pass):
             for key in ("chip", "core", "xbar"):
                 op.attrs.pop(key, None)
         tiles = [op for op in func.body.ops if op.name == "cim.xbar_mvm"]
-        needed = max(math.ceil(len(tiles) / shape.crossbars), 1)
-        self._check_capacity(len(tiles), needed, shape)
+        slot = _crossbar_slots(tiles)
+        n_xbars = len(set(slot.values()))
+        needed = max(math.ceil(n_xbars / shape.crossbars), 1)
+        self._check_capacity(n_xbars, needed, shape)
         tile_core: dict[Op, int] = {}
-        for k, op in enumerate(tiles):
-            op.attrs["core"] = k // shape.crossbars_per_core
-            op.attrs["xbar"] = k % shape.crossbars_per_core
+        for op in tiles:
+            op.attrs["core"], op.attrs["xbar"] = divmod(slot[op], shape.crossbars_per_core)
             tile_core[op] = op.attrs["core"]
         first = tile_core[tiles[0]] if tiles else 0
         func.attrs["input_cores"] = _input_cores(func, tile_core, first)
@@ -202,13 +230,13 @@ class Place(Pass):
         module.attrs["chips"] = chips_used
         module.attrs["cores_per_chip"] = shape.cores
         ctx.reports["place"] = {
-            "crossbars": len(tiles),
+            "crossbars": n_xbars,
             "analytic_min": self._analytic_min(tiles, ctx),
             "chips": chips_used,
             "cores_used": len(used_cores),
             "cores_with_crossbars": len(set(tile_core.values())),
             "crossbars_per_chip": shape.crossbars,
-            "utilisation": _mean_utilisation(tiles),
+            "utilisation": _mean_utilisation(list({slot[op]: op for op in tiles}.values())),
         }
 
     def _check_capacity(self, n_tiles: int, needed: int, shape: ChipShape) -> None:

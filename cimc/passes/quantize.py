@@ -119,14 +119,18 @@ def level_dtype(max_level: int) -> np.dtype:
 
 # ----------------------------------------------------------------------------- input signs
 
-# Ops whose results are >= 0 whatever their inputs.
-_NONNEG_OPS = {"nn.relu", "nn.sigmoid", "nn.softmax", "nn.hard_sigmoid", "nn.exp", "nn.sqrt"}
+# Ops whose results are >= 0 whatever their inputs (booleans count as 0 and 1).
+_NONNEG_OPS = {"nn.relu", "nn.sigmoid", "nn.softmax", "nn.hard_sigmoid", "nn.exp", "nn.sqrt",
+               "nn.equal", "nn.less", "nn.less_equal", "nn.greater", "nn.greater_equal",
+               "nn.not", "nn.and", "nn.or", "nn.xor"}
 # Ops whose results are >= 0 when all their (non-constant) inputs are: they only move, pick,
 # average or take maxima of values (zero padding adds zeros).
 _SIGN_KEEPING_OPS = {
     "nn.slice", "cim.im2col", "cim.transfer", "nn.reshape", "nn.transpose", "nn.max_pool",
     "nn.avg_pool", "nn.global_avg_pool", "nn.global_max_pool", "nn.concat", "nn.split",
     "nn.identity", "nn.gather", "nn.reduce_mean", "nn.reduce_sum", "nn.add", "nn.mul",
+    "nn.expand", "nn.tile", "nn.reduce_max", "nn.reduce_min", "nn.max", "nn.min", "nn.reciprocal",
+    "nn.where",
 }
 
 
@@ -288,10 +292,11 @@ class Calibration:
 
 
 def calibration_inputs(
-    func: Func, calib: Mapping[str, np.ndarray] | None, max_samples: int, seed: int
+    func: Func, calib: Mapping[str, np.ndarray] | None, max_samples: int, seed: int,
+    who: str = "quantize",
 ) -> Calibration:
     """The calibration inputs for ``func``: ``calib`` checked against the arguments, or the
-    documented default (one seeded standard-normal batch)."""
+    documented default (one seeded standard-normal batch). Errors name the pass ``who``."""
     names, types = func.input_names, [a.type for a in func.args]
     batch = types[0].shape[0] if types and types[0].rank else 1
     if calib is None:
@@ -309,7 +314,7 @@ def calibration_inputs(
     missing = [n for n in names if n not in calib]
     if missing:
         raise CimcError(
-            f"quantize: calibration data lacks input(s) {', '.join(missing)}; it has "
+            f"{who}: calibration data lacks input(s) {', '.join(missing)}; it has "
             f"{', '.join(sorted(calib)) or 'nothing'}. Give one array per model input "
             f"({', '.join(names)}), batch first"
         )
@@ -319,12 +324,12 @@ def calibration_inputs(
         a = np.asarray(calib[name])
         if t.rank == 0 or a.ndim != t.rank or tuple(a.shape[1:]) != t.shape[1:]:
             raise CimcError(
-                f"quantize: calibration array {name!r} has shape {list(a.shape)}; expected "
+                f"{who}: calibration array {name!r} has shape {list(a.shape)}; expected "
                 f"[N, {', '.join(map(str, t.shape[1:]))}] (any N, the model takes {list(t.shape)})"
             )
         if t.shape[0] != batch or a.shape[0] < batch:
             raise CimcError(
-                f"quantize: calibration array {name!r} has {a.shape[0]} sample(s); the model's "
+                f"{who}: calibration array {name!r} has {a.shape[0]} sample(s); the model's "
                 f"batch is {t.shape[0]}, so give at least that many"
             )
         counts.append(a.shape[0] // batch)

@@ -11,6 +11,7 @@ from cimc.passes.dce import DCE
 from cimc.passes.encrypt import Encrypt
 from cimc.passes.lower_to_mvm import LowerToMvm
 from cimc.passes.place import Place
+from cimc.passes.prune_similar import PruneSimilar
 from cimc.passes.quantize import Quantize
 from cimc.passes.schedule import Schedule
 from cimc.passes.tile import Tile
@@ -18,6 +19,7 @@ from cimc.passes.tile import Tile
 PASSES: list[type[Pass]] = [
     Canonicalize,
     DCE,
+    PruneSimilar,
     LowerToMvm,
     Tile,
     Quantize,

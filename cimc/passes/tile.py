@@ -17,6 +17,11 @@ groups go block-diagonally into one crossbar as long as they fit (``floor(R/Kg)`
 ``floor(C/Mg)`` groups), so a depthwise convolution takes ``ceil(G / groups_per_xbar)`` crossbars,
 not one per channel. A group larger than a crossbar is tiled on its own like a dense matrix.
 
+Several ``cim.mvm`` ops with one weight constant and one ``layer`` name (the steps of an unrolled
+recurrent layer) are one layer: their tiles get the same layer name and tile indices, which
+``place`` puts on the same crossbars, and the layer is reported once. (Without a shared name,
+two uses of one constant are two layers.)
+
 Each tile records ``utilisation`` (used weight cells / crossbar weight cells), the layer's
 ``weight_shape`` and how many ``groups`` it packs; ``ctx.reports["tile"]`` holds per-layer stats
 (tiles, crossbars, the analytic minimum ``ceil(K/R)*ceil(M/C)`` for dense layers and
@@ -136,6 +141,17 @@ def analytic_minimum(shape: tuple[int, ...], geo: Geometry) -> int:
     return max(math.ceil(g * kg / geo.rows), math.ceil(g * mg / geo.cols))
 
 
+def tile_count(shape: tuple[int, ...], geo: Geometry) -> int:
+    """How many crossbar tiles the tile pass makes for a weight of ``shape`` (``[K, M]`` or
+    grouped ``[G, Kg, Mg]``): the same packing and blocking as :class:`Tile`, without weights."""
+    if len(shape) == 2:
+        return len(_blocks(shape[0], geo.rows)) * len(_blocks(shape[1], geo.cols))
+    g, kg, mg = shape
+    per = max(min(geo.rows // kg, geo.cols // mg) if kg <= geo.rows and mg <= geo.cols else 1, 1)
+    return sum(len(_blocks(n * kg, geo.rows)) * len(_blocks(n * mg, geo.cols))
+               for n in (min(per, g - g0) for g0 in range(0, g, per)))
+
+
 def _weight(op: Op) -> np.ndarray:
     w_val = op.operands[1]
     if w_val.op is None or w_val.op.name != "nn.constant":
@@ -167,7 +183,9 @@ class _Tiler:
         self.names.add(name)
         return name
 
-    def tile(self, func: Func, op: Op) -> None:
+    def tile(self, func: Func, op: Op, shared: str | None = None) -> str:
+        """Tile ``op``; ``shared`` names the layer of an op tiled before with the same weight
+        constant (its tiles are the same crossbars). Returns the layer name."""
         x = op.operands[0]
         if x.type.dtype != "f32":
             raise CimcError(
@@ -175,7 +193,7 @@ class _Tiler:
                 "take f32 activations (cast the input to f32 first)"
             )
         w = _weight(op)
-        layer = self.layer_name(op)
+        layer = shared or self.layer_name(op)
         b = Builder.before(op)
         last = x.type.rank - 1
         geo = self.geo
@@ -227,7 +245,9 @@ class _Tiler:
             y = b.create("nn.concat", col_outputs, {"axis": last, "layer": layer}).result
         func.replace_all_uses(op.result, y)
         op.parent.remove(op)
-        self.layers.append(self._layer_report(layer, w, tiles, row_blocks_max, j))
+        if shared is None:
+            self.layers.append(self._layer_report(layer, w, tiles, row_blocks_max, j))
+        return layer
 
     def _layer_report(
         self, layer: str, w: np.ndarray, tiles: list[dict[str, Any]], row_blocks: int,
@@ -271,8 +291,14 @@ class Tile(Pass):
         for f in module.funcs:
             mvms = [op for op in f.walk() if op.name == "cim.mvm"]
             weights = {op.operands[1].op for op in mvms}
+            shared: dict[tuple[Op | None, str], str] = {}  # (weight, layer attr) -> tiled as
             for op in mvms:
-                tiler.tile(f, op)
+                name = op.attrs.get("layer")
+                if not isinstance(name, str) or not name:
+                    tiler.tile(f, op)
+                    continue
+                key = (op.operands[1].op, name)
+                shared[key] = tiler.tile(f, op, shared.get(key))
             _drop_unused(f, weights)
         ctx.reports["tile"] = _summary(tiler.layers, geo)
 

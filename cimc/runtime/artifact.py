@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import ArtifactError, TargetError
-from cimc.runtime.isa import Program, parse_program
+from cimc.runtime.program import Program, parse_program
 from cimc.targets.schema import Target
 
 FORMAT = "cimc-artifact"
@@ -97,15 +97,30 @@ def content_hash(files: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def is_artifact(path: str | Path) -> bool:
+    """``path`` is an artifact directory and holds nothing else (what ``cimc compile -o`` may
+    replace without ``--force``): a cimc manifest and only the files it lists."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        listed = set(manifest["files"]) | {MANIFEST}
+        return manifest["format"] == FORMAT and {p.name for p in path.iterdir()} <= listed
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 # ------------------------------------------------------------------------------ file access
 
 
 class _Files:
     """Raw bytes of the artifact's files, from a directory or a zip."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, data: bytes | None = None) -> None:
         self.path = path
         self._zip: dict[str, bytes] | None = None
+        if data is not None:  # a zip held in memory
+            self._zip = self._read_zip(io.BytesIO(data), path)
+            return
         if path.is_dir():
             return
         if not path.exists():
@@ -113,12 +128,12 @@ class _Files:
                                 "NAME.cimc.zip file written by 'cimc compile')")
         if not zipfile.is_zipfile(path):
             raise ArtifactError(f"{path}: not an artifact (neither a directory nor a zip file)")
-        self._zip = self._read_zip(path)
+        self._zip = self._read_zip(path, path)
 
     @staticmethod
-    def _read_zip(path: Path) -> dict[str, bytes]:
+    def _read_zip(source: Path | io.BytesIO, path: Path) -> dict[str, bytes]:
         try:
-            with zipfile.ZipFile(path) as z:
+            with zipfile.ZipFile(source) as z:
                 names = [n for n in z.namelist() if not n.endswith("/")]
                 manifests = [n for n in names if PurePosixPath(n).name == MANIFEST
                              and len(PurePosixPath(n).parts) <= 2]
@@ -262,10 +277,15 @@ def _weights(name: str, data: bytes, path: Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ entry point
 
 
-def read_artifact(path: str | Path) -> Artifact:
-    """Read and check an artifact; see the module docstring."""
-    path = Path(path)
-    files = _Files(path)
+def read_artifact(path: str | Path | bytes) -> Artifact:
+    """Read and check an artifact; see the module docstring. ``bytes`` are the contents of a
+    ``.cimc.zip`` held in memory (an artifact sent to another machine); its errors name it
+    ``<bytes>``."""
+    if isinstance(path, bytes):
+        files = _Files(Path("<bytes>"), path)
+    else:
+        files = _Files(Path(path))
+    path = files.path
     raw = files.read(MANIFEST)
     try:
         manifest = json.loads(raw.decode("utf-8"))

@@ -6,12 +6,12 @@ comes from a passed :class:`numpy.random.Generator`, so the same seed gives the 
 
 The pieces, in the order a weight meets them:
 
-1. Weight to levels: ``quantize_weights`` scales a tile (or each column) so max|W| maps to the
-   largest level and rounds, ``w ~ q * step``; ``slice_levels`` splits ``q`` into base-``levels``
-   digits for bit-sliced targets.
+1. Weight to levels (the compiler's ``quantize`` pass): ``quantize_weights`` scales a tile (or
+   each column) so max|W| maps to the largest level and rounds, ``w ~ q * step``;
+   ``slice_levels`` splits ``q`` into balanced base-``2*levels - 1`` digits for bit-sliced
+   targets (the emitter writes them; the runtime programs each digit on its own device pair).
 2. Levels to conductance: ``levels_to_conductance`` puts the positive part on G+ and the negative
-   part on G-, ``|q|/max_level * g_max`` per polarity (``weights_to_conductance`` does the same for
-   unquantised weights).
+   part on G-, ``|q|/max_level * g_max`` per polarity.
 3. Programming (once per chip instance, :meth:`DeviceModel.program`): each polarity's target is
    split equally over its units (``devices_per_weight/2/fit_devices``); each unit gets programming
    noise ``max(G_T + sigma(g) xi, 0)`` and, for drifting devices, a drift exponent
@@ -20,24 +20,20 @@ The pieces, in the order a weight meets them:
    variance of the read noise of every cell. The device clock follows IBM aihwkit's convention:
    t = 0 is the first read after programming, taken t0 seconds after programming (the drift
    reference), so drift and 1/f noise use the elapsed time ``t + t0``.
-5. At every read (:meth:`ArrayState.mvm`): read noise, 1/f (relative to the drifted conductance)
-   and additive, redrawn each time.
-6. Converters: ``dac`` quantises inputs over a calibrated range, ``adc`` clips and quantises the
-   column outputs.
-7. Global drift compensation: ``gdc_reference`` after programming, ``gdc_factor`` at time t.
+5. At every read: read noise, 1/f (relative to the drifted conductance) and additive, redrawn
+   for every vector: the column sum of an input ``x`` gets ``N(0, (x*x) @ var)``, with standard
+   normals from :func:`normal_f32`.
+6. Global drift compensation: ``gdc_reference`` after programming, ``gdc_factor`` at time t.
 
-Read noise is zero-mean Gaussian and independent per device. ``ArrayState.mvm`` has two modes:
-
-- ``per_vector=False`` (default, fast): one draw of every cell's read noise per call, shared by
-  all vectors of that call (one ``mvm`` instruction), as aihwkit perturbs weights once per
-  forward pass. Cost: R*C normals per call, whatever the batch.
-- ``per_vector=True`` (exact in distribution for every vector): for one input x the column
-  noise is exactly Gaussian with variance ``(x*x) @ var``, drawn per vector. Cost: one extra
-  matrix product and batch*C normals per call (for convolutions, batch*positions*C).
+The converters (DAC, ADC) are ``cimc.ops.xbar.dac_codes`` and ``cimc.ops.xbar.adc``, shared with
+the compiler's interpreter.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -114,27 +110,28 @@ def quantize_weights(w: np.ndarray, max_level: int,
     return q.astype(np.int32), step
 
 
-def slice_levels(q: np.ndarray, levels: int, slices: int) -> np.ndarray:
-    """Signed base-``levels`` digits of ``q``, least significant first: ``[slices, *q.shape]``.
-
-    Each digit lies in [-(levels-1), levels-1] and has the sign of ``q``;
-    ``combine_slices`` inverts this. ``|q|`` must be below ``levels**slices``.
-    """
+def slice_levels(q: np.ndarray, base: int, slices: int) -> np.ndarray:
+    """Balanced base-``base`` digits of ``q``, least significant first: ``[slices, *q.shape]``,
+    each in ``[-(base-1)/2, (base-1)/2]`` (``base`` odd: a device pair stores negative and
+    positive digits alike, so every digit uses the pair's whole range). ``combine_slices``
+    inverts this. ``|q|`` must be at most ``(base**slices - 1) / 2``."""
     q = np.asarray(q, dtype=np.int64)
-    mag, sign = np.abs(q), np.sign(q)
-    if mag.size and int(mag.max()) >= levels ** slices:
-        raise ValueError(f"|q| up to {int(mag.max())} needs more than {slices} slices "
-                         f"of base {levels}")
+    half = (base - 1) // 2
+    if q.size and int(np.abs(q).max()) > (base**slices - 1) // 2:
+        raise ValueError(f"|q| up to {int(np.abs(q).max())} needs more than {slices} balanced "
+                         f"base-{base} digits")
     digits = np.empty((slices, *q.shape), dtype=np.int32)
+    rest = q
     for s in range(slices):
-        digits[s] = sign * (mag % levels)
-        mag = mag // levels
+        d = (rest + half) % base - half
+        digits[s] = d
+        rest = (rest - d) // base
     return digits
 
 
-def combine_slices(digits: np.ndarray, levels: int) -> np.ndarray:
-    """Inverse of ``slice_levels``: ``sum_s digits[s] * levels**s``."""
-    weights = levels ** np.arange(digits.shape[0], dtype=np.int64)
+def combine_slices(digits: np.ndarray, base: int) -> np.ndarray:
+    """Inverse of ``slice_levels``: ``sum_s digits[s] * base**s``."""
+    weights = base ** np.arange(digits.shape[0], dtype=np.int64)
     return np.tensordot(weights, np.asarray(digits, dtype=np.int64), axes=1)
 
 
@@ -147,16 +144,6 @@ def levels_to_conductance(q: np.ndarray, max_level: int,
     g_plus = np.maximum(q, 0).astype(np.float32) * unit
     g_minus = np.maximum(-q, 0).astype(np.float32) * unit
     return g_plus, g_minus
-
-
-def weights_to_conductance(w: np.ndarray, g_max: float, per_column: bool = False
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unquantised mapping: ``(G+, G-, scale)`` with max|W| -> g_max and
-    ``w ~ (G+ - G-) * scale``."""
-    scale = weight_max_abs(w, per_column) / g_max
-    g = np.asarray(w, dtype=np.float64) / scale
-    return (np.maximum(g, 0).astype(np.float32), np.maximum(-g, 0).astype(np.float32),
-            scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,57 +234,39 @@ def read_noise_variance(g_prog: np.ndarray, g_now: np.ndarray, g_max: float, ela
 
 
 # --------------------------------------------------------------------------------------------
-# DAC and ADC
+# Standard normals of the read noise
 # --------------------------------------------------------------------------------------------
 
-
-def _float(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
+# Each read-noise normal comes from 16 random bits through a table of quantiles.
+NORMAL_TABLE_BITS = 16
 
 
-def quantize_signed(x: np.ndarray, bits: int, max_abs: float | np.ndarray) -> np.ndarray:
-    """Clip to [-max_abs, max_abs] and round to ``2^(bits-1) - 1`` steps per side (0 exact)."""
-    x = _float(x)
-    n = 2 ** (bits - 1) - 1 if bits > 1 else 1
-    max_abs = np.asarray(max_abs, dtype=x.dtype)
-    step = np.where(max_abs > 0, max_abs / n, 1).astype(x.dtype)
-    y = np.divide(x, step)
-    np.rint(y, out=y)
-    np.clip(y, -n, n, out=y)
-    y *= step
-    return y
+@functools.cache
+def normal_table() -> np.ndarray:
+    """float32 ``[2^16]``: the standard normal's quantiles at the cell midpoints
+    ``(i + 1/2) / 2^16`` (made exactly symmetric), scaled so that the table's variance is
+    exactly 1. The largest entry, 4.325, is the tail cut-off."""
+    n = 1 << NORMAL_TABLE_BITS
+    nd = statistics.NormalDist()
+    upper = np.array([nd.inv_cdf((i + 0.5) / n) for i in range(n // 2, n)])
+    q = np.concatenate([-upper[::-1], upper])
+    q /= math.sqrt(float(np.mean(q * q)))
+    return q.astype(np.float32)
 
 
-def quantize_unsigned(x: np.ndarray, bits: int, max_val: float | np.ndarray) -> np.ndarray:
-    """Clip to [0, max_val] and round to ``2^bits - 1`` steps."""
-    x = _float(x)
-    n = 2 ** bits - 1
-    max_val = np.asarray(max_val, dtype=x.dtype)
-    step = np.where(max_val > 0, max_val / n, 1).astype(x.dtype)
-    y = np.divide(x, step)
-    np.rint(y, out=y)
-    np.clip(y, 0, n, out=y)
-    y *= step
-    return y
-
-
-def dac(x: np.ndarray, bits: int, lo: float, hi: float) -> np.ndarray:
-    """Inputs as the DAC applies them: exact when ``bits == 0``; unsigned over [0, hi] when the
-    calibrated range has ``lo >= 0``; otherwise signed over [-m, m], m = max(|lo|, |hi|)."""
-    if bits == 0:
-        return _float(x)
-    if lo >= 0:
-        return quantize_unsigned(x, bits, hi)
-    return quantize_signed(x, bits, max(abs(lo), abs(hi)))
-
-
-def adc(y: np.ndarray, bits: int, max_abs: float | np.ndarray) -> np.ndarray:
-    """Column outputs as the ADC reports them: clipped to ±max_abs (a scalar or one value per
-    column) and quantised to ``bits`` (signed); exact when ``bits == 0``."""
-    if bits == 0:
-        return _float(y)
-    return quantize_signed(y, bits, max_abs)
+def normal_f32(rng: np.random.Generator, n: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``n`` standard normal float32 samples (in ``out`` when given), by inversion through
+    :func:`normal_table`: each takes 16 bits of the generator's raw output (one 64-bit draw gives
+    four) and looks its quantile up. A discrete distribution of 2^16 equally likely values that
+    matches the normal's distribution function at every multiple of 2^-16, with mean 0 and
+    variance exactly 1 and no samples beyond ±4.325 (the normal puts 1.5e-5 of its mass there).
+    Draws made one after another use the random stream as one draw of their total would, when
+    every draw but the last takes a multiple of 4 samples."""
+    raw = rng.bit_generator.random_raw((n + 3) // 4)
+    out = np.empty(n, np.float32) if out is None else out
+    # mode="wrap" skips the bounds check; every uint16 index is in range
+    np.take(normal_table(), raw.view(np.uint16)[:n], out=out, mode="wrap")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,26 +396,3 @@ class ArrayState:
 
     g_eff: np.ndarray
     read_var: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        std = None if self.read_var is None else np.sqrt(self.read_var)
-        object.__setattr__(self, "_read_std", std)
-
-    def mvm(self, x: np.ndarray, rng: np.random.Generator | None = None,
-            per_vector: bool = False) -> np.ndarray:
-        """``x @ G`` for a batch ``x [..., R]`` (µS times input units), with read noise drawn
-        once per call and shared by the batch, or independently for every vector
-        (``per_vector``; see the module docstring for the cost of each)."""
-        x = _float(x)
-        if self.read_var is None:
-            return x @ self.g_eff.astype(x.dtype, copy=False)
-        if rng is None:
-            raise ValueError("an array with read noise needs a random Generator")
-        if not per_vector:
-            xi = rng.standard_normal(self.g_eff.shape, dtype=np.float32)
-            return x @ (self.g_eff + self._read_std * xi).astype(x.dtype, copy=False)
-        y = x @ self.g_eff.astype(x.dtype, copy=False)
-        std = np.sqrt(np.square(x) @ self.read_var.astype(x.dtype, copy=False))
-        std *= rng.standard_normal(std.shape, dtype=std.dtype)
-        y += std
-        return y

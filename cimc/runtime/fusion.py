@@ -1,10 +1,10 @@
-"""Fusing each mvm with the digital instructions that only transform its result (at load).
+"""Fusing each mvm with the digital instructions that only transform its result.
 
 A core program typically follows an ``mvm`` with digital instructions that read nothing but its
 result: the partial-sum and bias adds, the transpose back to the model's layout, a ReLU, a
-max-pool, a reshape. :func:`plan_core` turns each such run of adjacent instructions into one
-:class:`FusedMvm` step. The numbers are the same as executing the instructions one by one (the
-tests run both ways), but
+max-pool, a reshape. The planner (:mod:`cimc.runtime.plan`) turns each such run of adjacent
+instructions into one :class:`FusedMvm` step. The numbers are those of the instructions one by
+one (the tests compare both bit for bit), but
 
 - the element-wise instructions work in place on the mvm's fresh output (no new arrays), and
 - a ``max_pool`` moves in front of the monotone element-wise maps that precede it in the run:
@@ -18,12 +18,6 @@ tests run both ways), but
 - an ``im2col`` right before the mvm whose patches only that mvm reads joins the step as its
   prologue: the two run over blocks of samples (:data:`BLOCK_ELEMENTS`), so the patches, the
   product and its read noise stay in the cache, and a moved pool runs block by block too.
-
-An instruction joins the run when it is the next one of the core program, reads the run's
-current value exactly once, is one of the ops below, and that value is read by no later
-instruction (it is not sent, output or kept). The per-instruction steps stay in
-:attr:`CoreCode.steps` (traced runs and the report use them); the fused program is
-``CoreCode.plan``.
 """
 
 from __future__ import annotations
@@ -35,25 +29,16 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
+from cimc.ops.linalg import SAMPLES
 from cimc.ops.pool import max_pool_plan
-from cimc.runtime.machine import (
-    SAMPLES,
-    AdcArgs,
-    CoreCode,
-    DopStep,
-    ExecError,
-    Im2colStep,
-    MvmStep,
-    RunContext,
-    Step,
-    _mvm_consumers,
-    mvm_operand,
-)
+from cimc.runtime.fastpath import AdcArgs, FastRun, PlannedIm2col, PlannedMvm, mvm_operand
+from cimc.runtime.instructions import Dop
+from cimc.runtime.isa import Core, ExecError, Instr
 
-_IN_PLACE: dict[str, Callable[..., Any]] = {
+IN_PLACE: dict[str, Callable[..., Any]] = {
     "nn.add": np.add, "nn.sub": np.subtract, "nn.mul": np.multiply,
 }
-_FUSABLE = {*_IN_PLACE, "nn.relu", "nn.transpose", "nn.reshape", "nn.max_pool"}
+FUSABLE = {*IN_PLACE, "nn.relu", "nn.transpose", "nn.reshape", "nn.max_pool"}
 
 # An im2col whose patches only the next mvm reads is fused in front of it, and the two run over
 # blocks of samples whose patches hold about this many elements (the patches, the product and
@@ -65,86 +50,43 @@ BLOCK_ELEMENTS = 1 << 18
 THREADED_BLOCK_ELEMENTS = 1 << 20
 
 
-class _Op:
-    """One fused instruction: its step, where the run's value sits among its operands, and
+class FusedOp:
+    """One fused ``dop``: its instruction, where the run's value sits among its operands, and
     the other operand's buffer (binary ops)."""
 
-    def __init__(self, step: DopStep, pos: int, other: str | None) -> None:
-        self.step, self.pos, self.other = step, pos, other
-        self.op = step.op
+    def __init__(self, ins: Instr, pos: int, other: str | None) -> None:
+        self.ins, self.pos, self.other = ins, pos, other
+        self.op: str = ins.args.op
+        self.attrs: dict[str, Any] = ins.args.attrs
+        self.where, self.text = ins.where, ins.text
 
     def operands(self, v: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The binary op's operands in program order, with the run's value ``v``."""
         return (v, other) if self.pos == 0 else (other, v)
 
+    def call(self, xs: list[np.ndarray], run: FastRun) -> np.ndarray:
+        try:
+            return Dop.call(self.ins, xs, run.batch)[0]
+        except ExecError as e:
+            raise ExecError(e.args[0], self) from None
 
-def _absorb(st: Step, cur: str) -> _Op | None:
-    """``st`` as a fused op on the run's value ``cur``, or None when it cannot join."""
-    if not isinstance(st, DopStep) or st.op not in _FUSABLE or len(st.ins.dsts) != 1:
+
+def absorb(ins: Instr, cur: str) -> FusedOp | None:
+    """``ins`` as a fused op on the run's value ``cur``, or None when it cannot join."""
+    if ins.mnemonic != "dop" or ins.args.op not in FUSABLE or len(ins.dsts) != 1:
         return None
-    srcs = st.ins.srcs
+    srcs = ins.srcs
     if srcs.count(cur) != 1:
         return None
-    if st.op in _IN_PLACE:
+    if ins.args.op in IN_PLACE:
         if len(srcs) != 2:
             return None
         pos = srcs.index(cur)
-        return _Op(st, pos, srcs[1 - pos])
-    return _Op(st, 0, None) if len(srcs) == 1 else None
+        return FusedOp(ins, pos, srcs[1 - pos])
+    return FusedOp(ins, 0, None) if len(srcs) == 1 else None
 
 
-def _read_later(steps: list[Step], j: int, buf: str) -> bool:
-    """Whether a step after ``j`` reads ``buf`` before one writes it."""
-    for st in steps[j + 1:]:
-        if buf in st.ins.srcs:
-            return True
-        if buf in st.ins.dsts:
-            return False
-    return False
-
-
-def _prologue(steps: list[Step], i: int) -> Im2colStep | None:
-    """``steps[i]`` when it is an im2col whose patches only the mvm right after it reads."""
-    st = steps[i]
-    if not isinstance(st, Im2colStep) or i + 1 >= len(steps):
-        return None
-    nxt = steps[i + 1]
-    readers = _mvm_consumers(steps, i, st.dst)
-    if not isinstance(nxt, MvmStep) or nxt.src != st.dst or not readers or len(readers) != 1:
-        return None
-    return st if readers[0][0] is nxt else None
-
-
-def plan_core(code: CoreCode) -> list[Step]:
-    """The core's steps with every mvm fused with the instructions that only transform its
-    result, and with the im2col in front of it when only it reads the patches (see the module
-    docstring)."""
-    steps = code.steps
-    plan: list[Step] = []
-    i = 0
-    while i < len(steps):
-        pro = _prologue(steps, i)
-        j = i + 1 if pro is not None else i
-        st = steps[j]
-        ops: list[_Op] = []
-        if isinstance(st, MvmStep):
-            cur, j = st.dst, j + 1
-            while j < len(steps):
-                op = _absorb(steps[j], cur)
-                if op is None or (cur not in steps[j].ins.dsts and _read_later(steps, j, cur)):
-                    break
-                ops.append(op)
-                cur, j = steps[j].dst, j + 1
-        if ops or pro is not None:
-            plan.append(FusedMvm(st, ops, code.consts, pro))
-            i = j
-        else:
-            plan.append(st)
-            i += 1
-    return plan
-
-
-def _monotone_const(op: _Op, consts: Mapping[str, np.ndarray]) -> bool:
+def _monotone_const(op: FusedOp, consts: Mapping[str, np.ndarray]) -> bool:
     """Whether ``op`` maps each element by a non-decreasing function given by a finite
     float32 constant (which the pool can be moved past when it is constant over windows)."""
     c = consts.get(op.other or "")
@@ -159,44 +101,42 @@ def _monotone_const(op: _Op, consts: Mapping[str, np.ndarray]) -> bool:
     return True
 
 
-class FusedMvm(Step):
+class FusedMvm:
     """An mvm and the instructions that only transform its result, run as one step."""
 
-    kind = "fused"
-
-    def __init__(self, mvm: MvmStep, ops: list[_Op], consts: Mapping[str, np.ndarray],
-                 prologue: Im2colStep | None = None) -> None:
-        super().__init__(mvm.core, mvm.ins, "")
-        self.where = mvm.where  # errors of the mvm name it; those of an op name the op
+    def __init__(self, mvm: PlannedMvm, ops: list[FusedOp], consts: Mapping[str, np.ndarray],
+                 prologue: PlannedIm2col | None = None) -> None:
+        self.where, self.text = mvm.where, mvm.text  # errors of an op name the op
         self.mvm, self.ops, self.prologue = mvm, ops, prologue
         if prologue is not None:
             prologue.blocked = True  # its patches never exist for the whole chunk
-        self.dst = ops[-1].step.dst if ops else mvm.dst
+        self.dst = ops[-1].ins.dst if ops else mvm.ins.dst
         self.consts = consts
         # index of the max_pool that moves in front of the monotone ops before it, or None
         self.pool_at: int | None = None
         for k, op in enumerate(ops):
             if op.op == "nn.max_pool":
                 if all(p.op in ("nn.relu", "nn.transpose")
-                       or (p.op in _IN_PLACE and _monotone_const(p, consts)) for p in ops[:k]):
+                       or (p.op in IN_PLACE and _monotone_const(p, consts)) for p in ops[:k]):
                     self.pool_at = k
                 break
         self._hoisted: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]] | None] = {}
         self._pool_plans: dict[tuple[int, ...], Callable[..., np.ndarray]] = {}
 
-    def run(self, env: dict[str, Any], ctx: RunContext) -> None:
+    def execute(self, core: Core, run: FastRun) -> None:
         k = self.pool_at
+        env = core.env
         if self.prologue is None:
-            v, adc = self.mvm.compute(env, ctx, defer_adc=k is not None)
+            v, adc = self.mvm.compute(env[self.mvm.ins.src], run, defer_adc=k is not None)
             hoisted = None if k is None else self._hoist(v.shape)
             if hoisted is not None:
                 v = self._pool(v, hoisted[0])
         else:
-            v, adc, hoisted = self._blocked(env, ctx)
+            v, adc, hoisted = self._blocked(core, run)
         if adc is not None:  # on the pooled result when the pool moved ahead of it
             self.mvm.finish_adc(v, *adc)
         if hoisted is None:
-            env[self.dst] = self._apply(self.ops, v, env)
+            env[self.dst] = self._apply(self.ops, v, env, run)
             return
         # v is the pooled result: now the monotone maps before the pool, then the rest
         it = iter(hoisted[1])
@@ -205,8 +145,8 @@ class FusedMvm(Step):
                 np.maximum(v, 0, out=v)
             elif op.op != "nn.transpose":
                 c = next(it)
-                _IN_PLACE[op.op](*op.operands(v, c), out=v)
-        env[self.dst] = self._apply(self.ops[k + 1:], v, env)
+                IN_PLACE[op.op](*op.operands(v, c), out=v)
+        env[self.dst] = self._apply(self.ops[k + 1:], v, env, run)
 
     def _pool(self, v: np.ndarray, perm: list[int], out: np.ndarray | None = None
               ) -> np.ndarray:
@@ -215,49 +155,49 @@ class FusedMvm(Step):
         v = v.transpose(perm)
         plan = self._pool_plans.get(v.shape[1:])
         if plan is None:
-            step = self.ops[self.pool_at].step
+            op = self.ops[self.pool_at]
             try:
-                plan = max_pool_plan(step.attrs, v.shape, v.dtype)
+                plan = max_pool_plan(op.attrs, v.shape, v.dtype)
             except CimcError as e:
-                raise ExecError(f"{step.op} failed: {e}", step) from None
+                raise ExecError(f"{op.op} failed: {e}", op) from None
             self._pool_plans[v.shape[1:]] = plan
         return plan(v, out)
 
-    def _blocked(self, env: dict[str, Any], ctx: RunContext
+    def _blocked(self, core: Core, run: FastRun
                  ) -> tuple[np.ndarray, AdcArgs | None, tuple[list[int], list[np.ndarray]] | None]:
         """The im2col and the mvm over blocks of samples (and the moved max_pool, block by
-        block): the result for the whole buffer, the deferred ADC (see MvmStep.compute)
+        block): the result for the whole buffer, the deferred ADC (see PlannedMvm.compute)
         and the hoisting (None: the result is the mvm's, not pooled)."""
         im, mvm, k = self.prologue, self.mvm, self.pool_at
-        x = im.input(env)
+        x = im.input(core)
         n = x.shape[0]
-        nb = min(n, self._block(x, ctx.threaded))
+        cols = mvm.args.cols
         y = pooled = hoisted = how = None
         adc, per, full = None, 0, (0,)
-        for b0 in range(0, n, nb):
-            b1 = min(b0 + nb, n)
-            p = im.patches(x[b0:b1], ctx)
+        blocks = _blocks(n, self._block(x, run.threaded))
+        for b0, b1 in blocks:
+            p = im.patches(x[b0:b1], run)
             if b0 == 0:
-                hoisted = None if k is None else self._hoist((n, *p.shape[1:-1], mvm.cols))
-                _, how = mvm_operand(p, mvm.rows)
+                hoisted = None if k is None else self._hoist((n, *p.shape[1:-1], cols))
+                _, how = mvm_operand(p, mvm.args.rows)
                 per = p[0, ..., 0].size  # positions per sample
-                full = (n, mvm.cols, per) if how == SAMPLES else (n * per, mvm.cols)
-                if hoisted is None and nb < n:
+                full = (n, cols, per) if how == SAMPLES else (n * per, cols)
+                if hoisted is None and len(blocks) > 1:
                     y = np.empty(full, np.float32)
             rows = slice(b0, b1) if how == SAMPLES else slice(b0 * per, b1 * per)
             if hoisted is None:
-                yb, _, adc = mvm.product(p, ctx, False, None if y is None else y[rows], how)
+                yb, _, adc = mvm.product(p, run, False, None if y is None else y[rows], how)
                 if y is None:  # one block
                     return mvm.result_view(p.shape, yb, how), adc, None
                 continue
-            buf = ctx.ws.get(("fused.y", id(self)), (rows.stop - rows.start, *full[1:]))
-            yb, _, adc = mvm.product(p, ctx, True, buf, how)
+            buf = run.ws.get(("fused.y", id(self)), (rows.stop - rows.start, *full[1:]))
+            yb, _, adc = mvm.product(p, run, True, buf, how)
             view = mvm.result_view(p.shape, yb, how)
             if pooled is not None:
                 self._pool(view, hoisted[0], pooled[b0:b1])
                 continue
             pb = self._pool(view, hoisted[0])
-            if nb >= n:  # one block
+            if len(blocks) == 1:
                 return pb, adc, hoisted
             pooled = np.empty((n, *pb.shape[1:]), pb.dtype)
             pooled[b0:b1] = pb
@@ -269,13 +209,13 @@ class FusedMvm(Step):
         """Samples per block: about BLOCK_ELEMENTS (or THREADED_BLOCK_ELEMENTS) patch elements,
         rounded down to a multiple of the samples whose outputs count a multiple of 4, and at
         least 2. Each block draws its normals in turn, four per 64 random bits
-        (fast_normal_f32): so blocks use the random stream exactly as one draw for the whole
+        (device.normal_f32): so blocks use the random stream exactly as one draw for the whole
         chunk would, whatever the block size. The first block's patches decide the product's
         layout for all (mvm_operand), and one sample's patches fit more than one layout."""
         positions = self.prologue.positions(x.shape)
         elements = THREADED_BLOCK_ELEMENTS if threaded else BLOCK_ELEMENTS
-        step = 4 // math.gcd(4, self.mvm.cols * positions)
-        return max(step, 2, elements // (self.mvm.rows * positions) // step * step)
+        step = 4 // math.gcd(4, self.mvm.args.cols * positions)
+        return max(step, 2, elements // (self.mvm.args.rows * positions) // step * step)
 
     def _hoist(self, shape: tuple[int, ...]) -> tuple[list[int], list[np.ndarray]] | None:
         """For the mvm's result of ``shape``: the permutation of the transposes before the
@@ -292,7 +232,7 @@ class FusedMvm(Step):
         consts: list[np.ndarray] = []
         for op in self.ops[: self.pool_at]:
             if op.op == "nn.transpose":
-                p = [int(a) for a in op.step.attrs["perm"]]
+                p = [int(a) for a in op.attrs["perm"]]
                 if sorted(p) != list(range(rank)):
                     return None
                 perm = [perm[a] for a in p]
@@ -311,28 +251,35 @@ class FusedMvm(Step):
                 return None
         return perm, [np.ascontiguousarray(c) for c in consts]
 
-    def _apply(self, ops: list[_Op], v: np.ndarray, env: dict[str, Any]) -> np.ndarray:
+    def _apply(self, ops: list[FusedOp], v: np.ndarray, env: dict[str, Any], run: FastRun
+               ) -> np.ndarray:
         """The ops in program order on the run's value ``v`` (in place where possible)."""
         for op in ops:
             if op.other is not None:
-                v = _binary(op, v, env[op.other])
+                v = _binary(op, v, env[op.other], run)
             elif op.op == "nn.relu" and v.dtype.kind == "f":
                 np.maximum(v, 0, out=v)
             else:
-                v = op.step.call([v])[0]
+                v = op.call([v], run)
         return v
 
 
-def _binary(op: _Op, v: np.ndarray, other: np.ndarray) -> np.ndarray:
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    """``[0, n)`` in blocks of ``size`` samples; a last block of one sample joins the one
+    before (a product over one vector may sum in another order than over several)."""
+    bounds = [(a, min(a + size, n)) for a in range(0, n, size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def _binary(op: FusedOp, v: np.ndarray, other: np.ndarray, run: FastRun) -> np.ndarray:
     """``op`` with the run's value ``v`` at its position: in place on ``v`` when the result has
     ``v``'s shape and both are float32 (what the kernel computes then), else the kernel."""
     a, b = op.operands(v, other)
     if (isinstance(other, np.ndarray) and v.dtype == np.float32 and other.dtype == np.float32
             and other.ndim <= v.ndim
             and all(o in (1, s) for o, s in zip(other.shape[::-1], v.shape[::-1]))):
-        _IN_PLACE[op.op](a, b, out=v)
+        IN_PLACE[op.op](a, b, out=v)
         return v
-    return op.step.call([a, b])[0]
-
-
-__all__ = ["FusedMvm", "plan_core"]
+    return op.call([a, b], run)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,16 @@ def key_path(artifact: str | Path) -> Path:
     """Where the compiler writes the key of ``artifact``: ``NAME.cimc.key`` beside it."""
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + ".key")
+
+
+def is_key(path: str | Path) -> bool:
+    """``path`` is a key file cimc wrote (an .npz with an artifact hash and a digest)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {n.removesuffix(".npy") for n in z.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return {HASH, DIGEST} <= names
 
 
 def mask_name(core: int, xbar: int) -> str:

@@ -1,30 +1,23 @@
-"""Latency, energy and area of an artifact, from the same instruction stream the machine runs.
+"""Latency, energy and area of an artifact, from the same instructions the machine runs.
 
-Costs come from the target's ``costs`` section (docs/isa.md, "Instructions"):
-
-- ``mvm``: ``mvm_ns`` and ``mvm_nj`` per input vector (one crossbar MVM each);
-- ``dop``, ``slice``, ``im2col``: ``digital_ns_per_element`` / ``digital_pj_per_element`` per
-  output element;
-- ``send``: the sender's link is busy ``bytes / link_bytes_per_ns``; the message arrives
-  ``link_latency_ns`` after that (the ``chip_link_*`` numbers when the cores are on different
-  chips); ``link_pj_per_byte`` per byte. A send to the same core is free;
-- ``input`` / ``output``: bytes over the chip's I/O link (the ``chip_link_*`` numbers);
-- ``recv``: free, but the receiver's clock moves to the message's arrival when that is later.
-
-Each core keeps a clock advanced by its instructions in execution order; the latency is the
-latest clock. Work scales linearly with the batch, so a trace taken at one batch size gives the
-report for any other.
+Every instruction's cost is its definition's (``charge`` in :mod:`cimc.runtime.instructions`,
+the "cost" column of docs/isa.md), charged to a :class:`~cimc.runtime.isa.Timeline` as the
+reference machine executes: each core keeps a clock, and the latency is the latest clock. Work
+scales linearly with the batch, so the trace of one noiseless run at batch 1 replayed with its
+work scaled gives the report for any batch (:func:`cimc.runtime.reference.replay`).
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cimc.runtime.isa import Timeline
 from cimc.runtime.key import Encryption
-from cimc.runtime.machine import Machine, Trace
-from cimc.targets.schema import Target
+
+if TYPE_CHECKING:
+    from cimc.runtime.machine import Machine
 
 
 @dataclass(frozen=True)
@@ -63,6 +56,7 @@ class Report:
     area_mm2: float  # the cores the artifact uses
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
+    pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
     encryption: Encryption | None = None  # None: the weights are not encrypted
 
     @property
@@ -92,111 +86,47 @@ class Report:
         return format_report(self)
 
 
-# ------------------------------------------------------------------------------ cost model
+# ------------------------------------------------------------------------------ building
 
 
-@dataclass
-class _Clock:
-    time: dict[int, float]
-    busy: dict[int, float]
-    energy: dict[str, float]
-    work: Counter
-    layer_vectors: Counter
-    layer_ns: Counter
-
-
-def _send_cost(target: Target, same_chip: bool, nbytes: float) -> tuple[float, float, float]:
-    """(sender busy ns, extra latency ns, energy nJ) of one transfer."""
-    c = target.costs
-    if same_chip:
-        return nbytes / c.link_bytes_per_ns, c.link_latency_ns, nbytes * c.link_pj_per_byte * 1e-3
-    return (nbytes / c.chip_link_bytes_per_ns, c.chip_link_latency_ns,
-            nbytes * c.chip_link_pj_per_byte * 1e-3)
-
-
-def estimate(machine: Machine, trace: Trace, batch: int) -> _Clock:
-    """Replay the trace with the target's costs for a batch of ``batch`` inputs."""
-    target = machine.art.target
-    c = target.costs
-    ratio = batch / trace.batch
-    chips = {core: code.chip for core, code in machine.codes.items()}
-    clk = _Clock(dict.fromkeys(machine.codes, 0.0), dict.fromkeys(machine.codes, 0.0),
-                 dict.fromkeys(("mvm", "digital", "link", "io"), 0.0), Counter(), Counter(),
-                 Counter())
-    inflight: dict[tuple[int, int], deque] = {}
-    for core, pc, size in trace.events:
-        st = machine.codes[core].steps[pc]
-        amount = size * ratio
-        dt = 0.0
-        kind = st.kind
-        clk.work[kind] += amount
-        if kind == "mvm":
-            dt = amount * c.mvm_ns
-            clk.energy["mvm"] += amount * c.mvm_nj
-            layer = machine.tiles[st.key].layer or f"core{core}/xbar{st.key[1]}"
-            clk.layer_vectors[layer] += amount
-            clk.layer_ns[layer] += dt
-        elif kind in ("dop", "slice", "im2col"):
-            dt = amount * c.digital_ns_per_element
-            clk.energy["digital"] += amount * c.digital_pj_per_element * 1e-3
-        elif kind in ("input", "output"):
-            dt = c.chip_link_latency_ns + amount / c.chip_link_bytes_per_ns
-            clk.energy["io"] += amount * c.chip_link_pj_per_byte * 1e-3
-        elif kind == "send":
-            q = inflight.setdefault((core, st.peer), deque())
-            if st.peer == core:
-                q.append(clk.time[core])
-            else:
-                busy, lat, nj = _send_cost(target, chips[core] == chips[st.peer], amount)
-                dt = busy
-                clk.energy["link"] += nj
-                q.append(clk.time[core] + busy + lat)
-        elif kind == "recv":
-            arrival = inflight[(st.peer, core)].popleft()
-            clk.time[core] = max(clk.time[core], arrival)
-        clk.time[core] += dt
-        clk.busy[core] += dt
-    return clk
-
-
-def build_report(machine: Machine, trace: Trace, batch: int,
+def build_report(machine: Machine, timeline: Timeline, batch: int,
                  encryption: Encryption | None = None) -> Report:
+    """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``."""
     art, target = machine.art, machine.art.target
-    clk = estimate(machine, trace, batch)
-    instructions = Counter(st.kind for code in machine.codes.values() for st in code.steps)
-    chips = max(art.chips, len({code.chip for code in machine.codes.values()}))
+    instructions = Counter(ins.mnemonic for p in machine.programs.values() for ins in p.instrs)
+    chips = max(art.chips, len(set(machine.chips.values())))
     return Report(
         artifact=art.name,
         target=target.name,
         batch=batch,
         chips=chips,
-        cores=len(machine.codes),
-        crossbars=len(machine.tiles),
+        cores=len(machine.programs),
+        crossbars=len(machine.crossbars),
         crossbars_available=chips * target.crossbars_per_chip,
-        layers=_layers(machine, clk),
+        layers=_layers(machine, timeline),
         instructions=dict(sorted(instructions.items())),
-        executed={k: round(v) for k, v in sorted(clk.work.items())},
-        latency_ns=max(clk.time.values(), default=0.0),
-        energy_nj=dict(clk.energy),
-        core_busy_ns=dict(clk.busy),
-        area_mm2=len(machine.codes) * target.chip.core_area_mm2,
+        executed={k: round(v) for k, v in sorted(timeline.work.items())},
+        latency_ns=timeline.latency_ns,
+        energy_nj=dict(timeline.energy),
+        core_busy_ns=dict(timeline.busy),
+        area_mm2=len(machine.programs) * target.chip.core_area_mm2,
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
+        pruning=art.manifest.get("pruning"),
         encryption=encryption,
     )
 
 
-def _layers(machine: Machine, clk: _Clock) -> list[LayerUse]:
+def _layers(machine: Machine, timeline: Timeline) -> list[LayerUse]:
     target = machine.art.target
     cap = target.crossbar.rows * target.weight_cols
     per: dict[str, list[int]] = {}
-    for tile in machine.tiles.values():
-        name = tile.layer or f"core{tile.core}/xbar{tile.index}"
-        entry = per.setdefault(name, [0, 0])
+    for xb in machine.crossbars.values():
+        entry = per.setdefault(xb.layer, [0, 0])
         entry[0] += 1
-        entry[1] += tile.rows * tile.cols
-    return [LayerUse(name, n, used, n * cap, round(clk.layer_vectors[name]),
-                     float(clk.layer_ns[name]))
+        entry[1] += xb.rows * xb.cols
+    return [LayerUse(name, n, used, n * cap, round(timeline.layer_vectors[name]),
+                     float(timeline.layer_ns[name]))
             for name, (n, used) in per.items()]
 
 
@@ -254,4 +184,31 @@ def format_report(r: Report) -> str:
     lines.append("")
     rows = [[k, str(n), str(r.executed.get(k, 0))] for k, n in r.instructions.items()]
     lines += _table(["instruction", "count", "work (vectors/elements/bytes)"], rows)
+    if r.pruning:
+        lines += ["", *format_pruning(r.pruning)]
     return "\n".join(lines)
+
+
+def format_pruning(p: dict[str, Any]) -> list[str]:
+    """The manifest's ``pruning`` summary (prune-similar) as text lines."""
+    def arrow(a: Any, b: Any) -> str:
+        return "-" if a is None else f"{a} -> {b}"
+
+    saved = p.get("crossbars_saved")
+    lines = [
+        f"pruning: {p['spec']} ({p['mode']}; compensation: {p['compensation']})",
+        f"  MACs {p['macs_before']} -> {p['macs_after']} ({p['macs_removed_fraction']:.1%} "
+        f"removed), crossbars {arrow(p.get('crossbars_before'), p.get('crossbars_after'))}"
+        + ("" if saved is None else f" ({saved} saved)"),
+        "",
+    ]
+    rows = [[lay["name"], lay["kind"], arrow(lay["filters_before"], lay["filters_after"]),
+             arrow(lay["macs_before"], lay["macs_after"]),
+             arrow(lay.get("crossbars_before"), lay.get("crossbars_after"))]
+            for lay in p["layers"]]
+    lines += _table(["layer", "kind", "filters", "MACs", "crossbars"], rows)
+    for g in p.get("groups") or []:
+        via = f" via {', '.join(g['via'])}" if g["via"] else ""
+        lines.append(f"  channels of {', '.join(g['layers'])}{via}: {g['pruned']} of "
+                     f"{g['channels']} pruned, {g['status']}")
+    return lines

@@ -1,10 +1,10 @@
 """Worker processes that run chunks of a batch beside the calling process (Linux).
 
 Numpy releases the GIL inside each call, but two threads of one process still hand the GIL to
-each other at every call, and the runtime makes hundreds of calls per chunk: measured on two
-cores, two threads ran a chunk 13% slower than one thread alone, while two processes ran it at
-the same speed as one (docs/architecture.md). A :class:`ForkPool` therefore forks workers that
-inherit the programmed chip (nothing is sent or rebuilt), and a run hands them chunks:
+each other at every call, and the runtime makes hundreds of calls per chunk, so chunks on
+threads run slower than the same chunks in separate processes. A :class:`ForkPool` therefore
+forks workers that inherit the programmed chip (nothing is sent or rebuilt), and a run hands
+them chunks:
 
 - the inputs of every chunk go through an anonymous shared memory map per worker (one copy,
   no pipe traffic), the request is a JSON header over a pipe;
@@ -14,8 +14,10 @@ inherit the programmed chip (nothing is sent or rebuilt), and a run hands them c
   traceback; a worker that dies is reported with its exit code and the pool is closed (the next
   run forks a new one).
 
-Workers ignore SIGINT (the caller handles it and closes the pool), exit when their pipe closes,
-and are daemons, so they never outlive the process that forked them.
+Workers ignore SIGINT (the caller handles it and closes the pool), exit when the pool tells them
+to stop, when their pipe closes or when the process that forked them ends, and are daemons.
+Nothing is registered at import: a pool is an object its owner (an execution strategy,
+:mod:`cimc.runtime.execution`) starts and closes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import sys
 import threading
 import traceback
 import warnings
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
@@ -69,23 +70,6 @@ def _layout(arrays: Mapping[str, np.ndarray], start: int) -> list[list[Any]]:
     return entries
 
 
-# Every pool with workers in this process (forked workers close their copies of its pipes).
-_open: weakref.WeakSet[ForkPool] = weakref.WeakSet()
-
-
-def _close_inherited() -> None:
-    """In any forked child: close its copies of every pool's pipe ends, so that a worker sees
-    its pipe close when its pool closes, whatever else was forked meanwhile."""
-    for pool in list(_open):
-        for conn in pool._conns:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited)
-
-
 def _error_key(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -112,7 +96,6 @@ class ForkPool:
         self._conns: list[Connection] = []
         self._mems: list[mmap.mmap] = []
         ctx = multiprocessing.get_context("fork")
-        _open.add(self)  # every child forked from now on closes its copies of our pipes
         try:
             for _ in range(workers):
                 # anonymous and shared with the child
@@ -241,16 +224,18 @@ class ForkPool:
                            f"{proc.exitcode}); the next run starts a new one")
 
     def close(self, kill: bool = False) -> None:
-        """Stop the workers and free the buffers: closing their pipes ends them once they are
-        idle; ``kill`` ends them at once (they may be running a chunk nobody waits for)."""
+        """Stop the workers and free the buffers: each idle worker is told to stop (another
+        process forked meanwhile may hold a copy of its pipe, so the pipe's end is no
+        signal); ``kill`` ends them at once (they may be running a chunk nobody waits for)."""
         procs, self._procs = self._procs, []
-        _open.discard(self)
-        if self.pid != os.getpid():  # a forked copy (its pipes closed at the fork)
+        if self.pid != os.getpid():  # a forked copy of the owner: the workers are not ours
             return
-        if kill:
-            for proc in procs:
+        for proc, conn in zip(procs, self._conns):
+            if kill:
                 proc.terminate()
-        for conn in self._conns:
+            else:
+                with contextlib.suppress(OSError):
+                    conn.send_bytes(_STOP)
             conn.close()
         for proc in procs:
             proc.join(2.0)
@@ -263,14 +248,25 @@ class ForkPool:
         self._conns, self._mems = [], []
 
 
+_STOP = b'{"stop": true}'
+
+
 def _serve(conn: Connection, mem: mmap.mmap, fn: ChunkFn) -> None:
-    """A worker's loop: read a request, run ``fn``, reply; exit when the pipe closes."""
+    """A worker's loop: read a request, run ``fn``, reply; exit when told to stop, when the
+    pipe closes, or when the process that forked it is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles ^C and closes the pool
+    owner = os.getppid()
     while True:
         try:
-            head = json.loads(conn.recv_bytes())
+            while not conn.poll(1.0):
+                if os.getppid() != owner:
+                    return
+            raw = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        if raw == _STOP:
+            return
+        head = json.loads(raw)
         try:
             inputs = {name: np.ndarray(shape, np.dtype(dtype), mem, off)
                       for name, dtype, shape, off in head["inputs"]}

@@ -211,6 +211,25 @@ def _gather(op: Op, batched: Sequence[bool], n: int) -> bool | str:
     return f"nn.gather along axis {axis} mixes the samples"
 
 
+def _expand(op: Op, batched: Sequence[bool], n: int) -> bool | str:
+    """The batch comes from the input: same rank, so dimension 0 is the input's (the runtime
+    puts the run's batch size into the shape attribute)."""
+    x, out = _t(op.operands[0]), _t(op.results[0])
+    if x.rank != out.rank:
+        return f"nn.expand {x} -> {out} adds axes before the batch"
+    return True
+
+
+def _tile(op: Op, batched: Sequence[bool], n: int) -> bool | str:
+    if int(op.attrs["repeats"][0]) != 1:
+        return "nn.tile repeats the batch axis"
+    return True
+
+
+def _sequence_first(op: Op, batched: Sequence[bool], n: int) -> bool | str:
+    return f"{op.name} runs over axis 0 of its input (sequence first; the batch is axis 1)"
+
+
 def _transpose(op: Op, batched: Sequence[bool], n: int) -> bool | str:
     perm = op.attrs["perm"]
     if not perm or int(perm[0]) != 0:
@@ -248,6 +267,8 @@ ELEMENTWISE = (
     "nn.add", "nn.sub", "nn.mul", "nn.div", "nn.pow", "nn.prelu", "nn.relu", "nn.leaky_relu",
     "nn.sigmoid", "nn.tanh", "nn.hard_sigmoid", "nn.hard_swish", "nn.clip", "nn.erf",
     "nn.gelu", "nn.sqrt", "nn.exp", "nn.neg", "nn.cast", "nn.identity", "cim.transfer",
+    "nn.max", "nn.min", "nn.reciprocal", "nn.where", "nn.equal", "nn.less", "nn.less_equal",
+    "nn.greater", "nn.greater_equal", "nn.not", "nn.and", "nn.or", "nn.xor",
 )
 PER_SAMPLE = (
     "nn.conv", "nn.conv_transpose", "nn.max_pool", "nn.avg_pool", "nn.global_avg_pool",
@@ -265,6 +286,12 @@ RULES: dict[str, Rule] = {
     "nn.layer_norm": _layer_norm,
     "nn.reduce_sum": _reduce,
     "nn.reduce_mean": _reduce,
+    "nn.reduce_max": _reduce,
+    "nn.reduce_min": _reduce,
+    "nn.expand": _expand,
+    "nn.tile": _tile,
+    "nn.lstm": _sequence_first,
+    "nn.gru": _sequence_first,
     "nn.concat": _concat,
     "nn.split": _split,
     "nn.slice": _slice,

@@ -3,9 +3,9 @@
 ``emit_artifact(module, target, path)`` writes, atomically (a temporary directory renamed into
 place; nothing half-written on error):
 
-- ``core_NNN.s``: one program per core that has work, rendered from the jinja2 templates in
-  ``cimc/targets/templates`` (``core.s.j2`` lays out a program, ``instructions.j2`` has one macro
-  per instruction). The ops of ``@main`` are visited in body order; each becomes instructions on
+- ``core_NNN.s``: one program per core that has work: ``core.s.j2`` (in
+  ``cimc/targets/templates``) lays the program out, and every instruction is printed by its
+  definition (``cimc.runtime.program.format_instr``, docs/isa.md). The ops of ``@main`` are visited in body order; each becomes instructions on
   its core: ``cim.xbar_mvm`` -> ``mvm`` (and a ``.xbar`` directive), ``cim.im2col`` -> ``im2col``,
   a last-axis unit-step ``nn.slice`` -> ``slice``, ``cim.transfer`` -> ``send`` on its source
   core and ``recv`` on its destination, every other ``nn.*`` op -> ``dop`` with its attributes,
@@ -43,7 +43,9 @@ from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.ops.registry import COMMON_ATTRS
 from cimc.runtime.artifact import content_hash
-from cimc.runtime.key import key_path, mask_name, write_key
+from cimc.runtime.device import slice_levels
+from cimc.runtime.key import is_key, key_path, mask_name, write_key
+from cimc.runtime.program import format_instr
 from cimc.targets.batching import analyze_batch
 
 FORMAT = "cimc-artifact"
@@ -64,6 +66,13 @@ class _Core:
     buffers: dict[Value, str] = field(default_factory=dict)
     const_buffers: dict[str, str] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+
+    def add(self, mnemonic: str, dsts: list[str], srcs: list[str], comment: str = "",
+            args: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        """Append one instruction (keyword arguments ``args`` and ``kwargs``), printed by its
+        definition (docs/isa.md)."""
+        text = format_instr(mnemonic, dsts, srcs, {**(args or {}), **kwargs})
+        self.instrs.append({"text": text, "comment": comment})
 
     def new(self, prefix: str) -> str:
         n = self.counters.get(prefix, 0)
@@ -89,8 +98,9 @@ def _json_attr(op: Op, key: str, value: Any) -> Any:
 
 
 class _Emitter:
-    def __init__(self, func: Func, cores_per_chip: int) -> None:
+    def __init__(self, func: Func, cores_per_chip: int, slice_base: int) -> None:
         self.func = func
+        self.slice_base = slice_base
         self.batch = analyze_batch(func)
         self.cores_per_chip = cores_per_chip
         self.cores: dict[int, _Core] = {}
@@ -119,7 +129,7 @@ class _Emitter:
             if name is None:
                 name = f"c{len(self.const_names)}"
                 self.const_names[v.op] = name
-                self.weights[f"const/{name}"] = np.ascontiguousarray(v.op.attrs["value"])
+                self.weights[f"const/{name}"] = np.asarray(v.op.attrs["value"], order="C")
             if name not in core.const_buffers:
                 buf = core.new("c")
                 core.const_buffers[name] = buf
@@ -150,7 +160,7 @@ class _Emitter:
             raise EmitError("@main has no input_cores; run the 'place' pass before emitting")
         for name, arg, core_id in zip(f.input_names, f.args, input_cores):
             core = self.core(core_id)
-            core.instrs.append({"kind": "input", "dst": self.define(core, arg), "name": name})
+            core.add("input", [self.define(core, arg)], [], name=name)
         for op in f.body.ops:
             if op.regions:
                 raise EmitError(f"{op.name}{_where(op)} has regions; the emitter cannot lower "
@@ -169,8 +179,7 @@ class _Emitter:
                 core = self.op_core(op)
                 start, stop = self.simple_slice(op)  # type: ignore[misc]
                 src = self.read(core, op.operands[0], op)
-                core.instrs.append({"kind": "slice", "dst": self.define(core, op.result),
-                                    "src": src, "start": start, "stop": stop})
+                core.add("slice", [self.define(core, op.result)], [src], start=start, stop=stop)
             elif op.name.startswith("nn."):
                 self.dop(op)
             else:
@@ -185,7 +194,7 @@ class _Emitter:
                 core = self.core(self.func.attrs["input_cores"][v.index])
             else:
                 core = self.op_core(v.op)
-            core.instrs.append({"kind": "output", "src": self.read(core, v, op), "name": name})
+            core.add("output", [], [self.read(core, v, op)], name=name)
 
     def transfer(self, op: Op) -> None:
         src_core = self.core(op.attrs["from"])
@@ -193,9 +202,8 @@ class _Emitter:
         if dst_core.id != op.attrs["to"]:
             raise EmitError(f"cim.transfer{_where(op)}: core {dst_core.id} != to {op.attrs['to']}")
         buf = self.read(src_core, op.operands[0], op)
-        src_core.instrs.append({"kind": "send", "src": buf, "to": dst_core.id})
-        dst_core.instrs.append({"kind": "recv", "dst": self.define(dst_core, op.result),
-                                "from_": src_core.id})
+        src_core.add("send", [], [buf], to=dst_core.id)
+        dst_core.add("recv", [self.define(dst_core, op.result)], [], **{"from": src_core.id})
 
     def mvm(self, op: Op) -> None:
         core = self.op_core(op)
@@ -203,36 +211,43 @@ class _Emitter:
         x = a.get("xbar", -1)
         if not isinstance(x, int) or x < 0:
             raise EmitError(f"cim.xbar_mvm{_where(op)} has no crossbar; run 'place' first")
-        if any(d["index"] == x for d in core.xbars):
-            raise EmitError(f"core {core.id}: crossbar {x} holds two tiles")
         levels, scale = a["levels"], a["scale"]
         rows, cols = levels.shape
         layer = str(a.get("layer", ""))
-        core.xbars.append({"index": x, "rows": rows, "cols": cols, "layer": layer,
-                           "tile": list(a["tile"])})
+        slices = int(a.get("slices", 1))
+        decl = {"index": x, "rows": rows, "cols": cols, "layer": layer, "tile": list(a["tile"]),
+                "slices": slices}
         if a.get("flip"):  # encrypted: store these signs flipped, the mask goes to the key
-            mask = np.zeros(levels.shape, dtype=bool)
+            mask = np.zeros((rows, cols), dtype=bool)
             mask[tuple(np.array(a["flip"]).T)] = True
             levels = np.where(mask, -levels, levels)
             self.flips[mask_name(core.id, x)] = mask
-        self.weights[f"xbar/{core.id}/{x}/levels"] = _level_array(levels)
-        self.weights[f"xbar/{core.id}/{x}/scale"] = np.asarray(scale, dtype=np.float32)
+        if slices > 1:  # one digit per device pair, least significant first
+            levels = slice_levels(levels, self.slice_base, slices)
+        key = f"xbar/{core.id}/{x}"
+        if any(d["index"] == x for d in core.xbars):  # a shared tile (place): the same weights
+            if decl not in core.xbars or not (
+                    np.array_equal(self.weights[f"{key}/levels"], _level_array(levels))
+                    and np.array_equal(self.weights[f"{key}/scale"], scale)):
+                raise EmitError(f"core {core.id}: crossbar {x} holds two tiles")
+        else:
+            core.xbars.append(decl)
+            self.weights[f"{key}/levels"] = _level_array(levels)
+            self.weights[f"{key}/scale"] = np.asarray(scale, dtype=np.float32)
         src = self.read(core, op.operands[0], op)
-        core.instrs.append({
-            "kind": "mvm", "dst": self.define(core, op.result, "p"), "src": src, "xbar": x,
-            "dac_bits": a["dac_bits"], "dac_range": float(a["dac_range"]),
-            "dac_signed": a.get("dac_signed", True),
-            "adc_bits": a["adc_bits"], "adc_range": float(a["adc_range"]),
-            "comment": f"{layer} tile {a['tile']}" if layer else "",
-        })
+        core.add("mvm", [self.define(core, op.result, "p")], [src], xbar=x,
+                 dac_bits=a["dac_bits"], dac_range=float(a["dac_range"]),
+                 dac_signed=None if a.get("dac_signed", True) else False,
+                 adc_bits=a["adc_bits"], adc_range=float(a["adc_range"]),
+                 comment=f"{layer} tile {a['tile']}" if layer else "")
 
     def im2col(self, op: Op) -> None:
         core = self.op_core(op)
         src = self.read(core, op.operands[0], op)
-        rec = {"kind": "im2col", "dst": self.define(core, op.result), "src": src}
-        for key in ("kernel_shape", "strides", "pads", "dilations"):
-            rec[key] = list(op.attrs[key])
-        core.instrs.append(rec)
+        kw = {key: list(op.attrs[key]) for key in ("kernel_shape", "strides", "pads", "dilations")}
+        groups = op.attrs.get("groups", 1)
+        core.add("im2col", [self.define(core, op.result)], [src], **kw,
+                 groups=groups if groups != 1 else None)
 
     @staticmethod
     def simple_slice(op: Op) -> tuple[int, int] | None:
@@ -261,8 +276,8 @@ class _Emitter:
             raise EmitError(f"{op.name}{_where(op)}: attribute(s) {sorted(reserved)} clash with "
                             "the dop instruction's own keywords")
         dsts = [self.define(core, r) for r in op.results]
-        core.instrs.append({"kind": "dop", "dsts": dsts, "srcs": srcs, "op": op.name,
-                            "attrs": attrs, "comment": str(op.attrs.get("layer", ""))})
+        core.add("dop", dsts, srcs, str(op.attrs.get("layer", "")),
+                 {"op": op.name, **dict(attrs)})
 
 
 def _level_array(levels: np.ndarray) -> np.ndarray:
@@ -309,12 +324,14 @@ def _layers(func: Func, target: Any) -> list[dict[str, Any]]:
     from cimc.passes.tile import analytic_minimum, target_geometry
 
     geo = target_geometry(target)
-    by_layer: dict[str, list[Op]] = {}
+    by_layer: dict[str, dict[tuple[int, int], Op]] = {}  # one entry per crossbar
     for op in func.body.ops:
         if op.name == "cim.xbar_mvm":
-            by_layer.setdefault(str(op.attrs.get("layer", "")), []).append(op)
+            crossbar = (int(op.attrs["core"]), int(op.attrs["xbar"]))
+            by_layer.setdefault(str(op.attrs.get("layer", "")), {}).setdefault(crossbar, op)
     out = []
-    for name, tiles in by_layer.items():
+    for name, crossbars in by_layer.items():
+        tiles = list(crossbars.values())
         shape = [int(d) for d in tiles[0].attrs.get("weight_shape") or []]
         utils = [float(t.attrs.get("utilisation", 0.0)) for t in tiles]
         entry: dict[str, Any] = {
@@ -366,16 +383,22 @@ def emit_artifact(
     *,
     pipeline: str = "",
     reports: Mapping[str, Any] | None = None,
+    pruning: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
-    ``target``) at ``path``, atomically. Returns ``path``."""
+    ``target``) at ``path``, atomically. Returns ``path``. ``pruning``: prune-similar's summary
+    (``PruneSummary.to_dict()``), written as the manifest's ``pruning``."""
     if target is None or not hasattr(target, "to_dict"):
         raise EmitError("emit_artifact needs the Target the module was compiled for")
     path = Path(path)
     func = module.main
     cores_per_chip = int(module.attrs.get("cores_per_chip") or target.chip.cores)
-    em = _Emitter(func, cores_per_chip)
+    em = _Emitter(func, cores_per_chip, target.slice_base)
     em.emit()
+    key = key_path(path)
+    if em.flips and key.exists() and not is_key(key):
+        raise EmitError(f"{key} exists and is not a cimc key; move it away (the key of "
+                        f"{path.name} goes there)")
     cores = [em.cores[c] for c in sorted(em.cores)]
     for core in cores:
         core.xbars.sort(key=lambda d: d["index"])
@@ -407,6 +430,7 @@ def emit_artifact(
             "cores": core_list,
             "layers": _layers(func, target),
             "mapping": _mapping_summary(reports),
+            "pruning": dict(pruning) if pruning else None,
             "weights": "weights.npz",
             "key": None if not em.flips else {
                 "required": True, "artifact_hash": content_hash(files),
@@ -416,8 +440,8 @@ def emit_artifact(
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         if em.flips:  # outside the artifact; written first, so no artifact lacks its key
-            with atomic_path(key_path(path)) as key_tmp:
+            with atomic_path(key) as key_tmp:
                 write_key(key_tmp, em.flips, content_hash(files))
-    if not em.flips:
-        key_path(path).unlink(missing_ok=True)  # the key of the artifact this one replaced
+    if not em.flips and is_key(key):
+        key.unlink()  # the key of the encrypted artifact this one replaced
     return path

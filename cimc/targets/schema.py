@@ -2,9 +2,10 @@
 
 A target is one TOML file (``cimc/targets/specs/NAME.toml`` for the bundled profiles, or any path
 for a user's chip). Loading checks every key and type against the dataclasses below: an unknown
-key, a missing required key, a wrong type or an out-of-range number is a
-:class:`cimc.errors.TargetError` whose message names the file and the dotted key, e.g.
-``pcm40.toml: crossbar.rows: expected an integer, got 'abc'``.
+key, a missing required key, a wrong type or a number outside its physical range (every number
+has one) is reported in a :class:`cimc.errors.TargetError` that names the file and the dotted
+key, e.g. ``pcm40.toml: crossbar.rows: expected an integer, got 'abc'``; a file's every error at
+once, one per line.
 
 Passes and the runtime read numbers from a :class:`Target`; no code branches on a target's name.
 ``Target.to_dict()`` gives a plain JSON-able dict (the artifact manifest embeds it) and
@@ -59,6 +60,11 @@ def _doc(
 # The schema
 # --------------------------------------------------------------------------------------------
 
+# Every number has a physical range (a test checks each field has both bounds); an array's
+# bounds hold for each of its elements. The coefficients of a curve of g (drift exponents,
+# noise amplitudes) are dimensionless numbers of order 0.01 to 10 in the published fits.
+_COEFFICIENT: dict[str, float] = {"minimum": -1e3, "maximum": 1e3}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Piece:
@@ -68,13 +74,15 @@ class Piece:
     """
 
     from_g: float = field(default=0.0, metadata=_doc(
-        "Start of this piece's g interval (the first piece starts at 0).", minimum=0.0))
+        "Start of this piece's g interval (the first piece starts at 0).", minimum=0.0,
+        maximum=1.0))
     poly: tuple[float, ...] = field(default=(), metadata=_doc(
-        "Polynomial coefficients c0, c1, ...: sum c_i g^i."))
-    log_linear: tuple[float, ...] = field(default=(), metadata=_doc("[a, b]: a ln(g) + b."))
-    power: tuple[float, ...] = field(default=(), metadata=_doc("[c, p]: c g^p."))
+        "Polynomial coefficients c0, c1, ...: sum c_i g^i.", **_COEFFICIENT))
+    log_linear: tuple[float, ...] = field(default=(), metadata=_doc(
+        "[a, b]: a ln(g) + b.", **_COEFFICIENT))
+    power: tuple[float, ...] = field(default=(), metadata=_doc("[c, p]: c g^p.", **_COEFFICIENT))
     clip: tuple[float, ...] = field(default=(), metadata=_doc(
-        "[lo, hi]: clip the piece's value to this range."))
+        "[lo, hi]: clip the piece's value to this range.", **_COEFFICIENT))
 
 
 Curve = tuple[Piece, ...]
@@ -85,23 +93,24 @@ class Crossbar:
     """Geometry of one crossbar array and how a signed weight is stored in it."""
 
     rows: int = field(metadata=_doc(
-        "Rows (word lines) of one array: the input length of one MVM.", minimum=1))
+        "Rows (word lines) of one array: the input length of one MVM.", minimum=1,
+        maximum=65536))
     cols: int = field(metadata=_doc(
-        "Columns (bit lines) of one array, in array columns.", minimum=1))
+        "Columns (bit lines) of one array, in array columns.", minimum=1, maximum=65536))
     cols_per_weight: int = field(default=1, metadata=_doc(
         "Array columns one signed weight occupies (2 when G+ and G- sit on adjacent columns; 1 "
-        "when a unit cell holds all of a weight's devices).", minimum=1))
+        "when a unit cell holds all of a weight's devices).", minimum=1, maximum=16))
     devices_per_weight: int = field(metadata=_doc(
         "Devices storing one signed weight: 1 = ideal signed cell, 2 = differential pair "
-        "(G+, G-), 4 = two devices per polarity.", minimum=1))
+        "(G+, G-), 4 = two devices per polarity.", minimum=1, maximum=64))
     levels: int = field(metadata=_doc(
         "Programmable conductance levels per polarity, zero included (a differential pair then "
         "stores the integers -(levels-1)..levels-1); 0 = continuous (analog program-and-verify).",
-        minimum=0))
+        minimum=0, maximum=65536))
     weight_bits: int = field(metadata=_doc(
         "Signed weight precision (sign included) the target represents; 0 = float weights. With "
         "a level-limited device and no bit slicing the grid is min(levels-1, 2^(bits-1)-1).",
-        minimum=0))
+        minimum=0, maximum=16))
     bit_slicing: bool = field(default=False, metadata=_doc(
         "Slice weights needing more levels than a device has over several device pairs (base "
         "`levels` digits, least significant first), recombined digitally."))
@@ -111,14 +120,16 @@ class Crossbar:
 class Chip:
     """How many crossbars a chip has, how they are grouped into cores, area and clock."""
 
-    cores: int = field(metadata=_doc("Cores per chip.", minimum=1))
-    crossbars_per_core: int = field(metadata=_doc("Crossbar arrays per core.", minimum=1))
-    core_area_mm2: float = field(metadata=_doc("Area of one core.", unit="mm²", positive=True))
+    cores: int = field(metadata=_doc("Cores per chip.", minimum=1, maximum=65536))
+    crossbars_per_core: int = field(metadata=_doc(
+        "Crossbar arrays per core.", minimum=1, maximum=4096))
+    core_area_mm2: float = field(metadata=_doc(
+        "Area of one core.", unit="mm²", positive=True, maximum=1000.0))
     clock_mhz: float = field(metadata=_doc(
-        "Clock of the digital periphery.", unit="MHz", positive=True))
+        "Clock of the digital periphery.", unit="MHz", positive=True, maximum=100000.0))
     pipeline_stages: int = field(default=1, metadata=_doc(
         "Stages of the chip's pipeline per step (used to schedule iterative workloads).",
-        minimum=1))
+        minimum=1, maximum=1024))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,9 +137,10 @@ class Converters:
     """Input DACs and output ADCs."""
 
     dac_bits: int = field(metadata=_doc(
-        "Input precision; 0 = exact (no DAC quantisation).", minimum=0))
+        "Input precision; 0 = exact (no DAC quantisation).", minimum=0, maximum=16))
     adc_bits: int = field(metadata=_doc(
-        "Output precision; 0 = exact (no ADC clipping or quantisation).", minimum=0))
+        "Output precision; 0 = exact (no ADC clipping or quantisation).", minimum=0,
+        maximum=16))
     input_encoding: str = field(metadata=_doc(
         "How an input value is applied to a row.", choices=INPUT_ENCODINGS))
     dac_percentile: float = field(default=99.99, metadata=_doc(
@@ -146,25 +158,27 @@ class Costs:
     mvm_ns: float = field(metadata=_doc(
         "Latency of one MVM: one input vector through one crossbar, DAC to ADC (the bundled "
         "chips have one crossbar per core, so this is the papers' per-core-MVM figure).",
-        unit="ns", positive=True))
-    mvm_nj: float = field(metadata=_doc("Energy of one such MVM.", unit="nJ", minimum=0.0))
+        unit="ns", positive=True, maximum=1e9))
+    mvm_nj: float = field(metadata=_doc(
+        "Energy of one such MVM.", unit="nJ", minimum=0.0, maximum=1e9))
     digital_ns_per_element: float = field(metadata=_doc(
         "Latency of a digital vector op per element (add, scale, activation).", unit="ns",
-        minimum=0.0))
+        minimum=0.0, maximum=1e6))
     digital_pj_per_element: float = field(metadata=_doc(
-        "Energy of a digital vector op per element.", unit="pJ", minimum=0.0))
+        "Energy of a digital vector op per element.", unit="pJ", minimum=0.0, maximum=1e9))
     link_bytes_per_ns: float = field(metadata=_doc(
-        "Bandwidth of a core-to-core transfer on a chip.", unit="B/ns", positive=True))
+        "Bandwidth of a core-to-core transfer on a chip.", unit="B/ns", positive=True,
+        maximum=1e6))
     link_pj_per_byte: float = field(metadata=_doc(
-        "Energy per byte moved between cores.", unit="pJ/B", minimum=0.0))
+        "Energy per byte moved between cores.", unit="pJ/B", minimum=0.0, maximum=1e6))
     link_latency_ns: float = field(default=0.0, metadata=_doc(
-        "Fixed latency of one core-to-core transfer.", unit="ns", minimum=0.0))
+        "Fixed latency of one core-to-core transfer.", unit="ns", minimum=0.0, maximum=1e9))
     chip_link_bytes_per_ns: float = field(metadata=_doc(
-        "Bandwidth of a chip-to-chip transfer.", unit="B/ns", positive=True))
+        "Bandwidth of a chip-to-chip transfer.", unit="B/ns", positive=True, maximum=1e6))
     chip_link_pj_per_byte: float = field(metadata=_doc(
-        "Energy per byte moved between chips.", unit="pJ/B", minimum=0.0))
+        "Energy per byte moved between chips.", unit="pJ/B", minimum=0.0, maximum=1e6))
     chip_link_latency_ns: float = field(default=0.0, metadata=_doc(
-        "Fixed latency of one chip-to-chip transfer.", unit="ns", minimum=0.0))
+        "Fixed latency of one chip-to-chip transfer.", unit="ns", minimum=0.0, maximum=1e9))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,10 +186,11 @@ class ProgrammingNoise:
     """G_prog = max(G_T + sigma(g) xi, 0) with sigma(g) = sum c_i g^i (in µS at fit_g_max_us)."""
 
     coeffs_us: tuple[float, ...] = field(metadata=_doc(
-        "Polynomial sigma(g) = sum c_i g^i, g = G_T/G_max, in µS.", unit="µS"))
+        "Polynomial sigma(g) = sum c_i g^i, g = G_T/G_max, in µS.", unit="µS", minimum=-1e4,
+        maximum=1e4))
     fit_g_max_us: float = field(metadata=_doc(
         "G_max the coefficients were fitted at; sigma scales by G_max/fit_g_max_us.",
-        unit="µS", positive=True))
+        unit="µS", positive=True, maximum=1e6))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,7 +199,7 @@ class Drift:
 
     t0_s: float = field(metadata=_doc(
         "Time of the first read after programming (drift reference).", unit="s",
-        positive=True))
+        positive=True, maximum=1e9))
     nu_mean: Curve = field(metadata=_doc("Mean drift exponent as a piecewise function of g."))
     nu_std: Curve = field(metadata=_doc(
         "Spread (standard deviation) of the drift exponent, function of g."))
@@ -198,9 +213,9 @@ class ReadNoise:
         "1/f amplitude Q_s(g): relative sigma = Q_s sqrt(ln((t + t_read)/(2 t_read))) of the "
         "drifted conductance; empty = no 1/f noise."))
     t_read_s: float = field(default=250e-9, metadata=_doc(
-        "Read duration in the 1/f formula.", unit="s", positive=True))
+        "Read duration in the 1/f formula.", unit="s", positive=True, maximum=1.0))
     additive_rel: float = field(default=0.0, metadata=_doc(
-        "Additive Gaussian read noise, sigma as a fraction of G_max.", minimum=0.0))
+        "Additive Gaussian read noise, sigma as a fraction of G_max.", minimum=0.0, maximum=1.0))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,11 +225,11 @@ class Device:
     kind: str = field(metadata=_doc("Device technology.", choices=DEVICE_KINDS))
     g_max_us: float = field(metadata=_doc(
         "Maximum conductance of one polarity (all its devices together); max|W| maps here.",
-        unit="µS", positive=True))
+        unit="µS", positive=True, maximum=1e6))
     fit_devices: int = field(default=1, metadata=_doc(
         "Devices the noise fits describe as one unit (2: fitted on two devices of a polarity "
         "programmed together). Each polarity holds devices_per_weight/2/fit_devices units.",
-        minimum=1))
+        minimum=1, maximum=64))
     drift_compensation: bool = field(default=False, metadata=_doc(
         "Global drift compensation on by default in the runtime."))
     programming_noise: ProgrammingNoise | None = field(default=None, metadata=_doc(
@@ -288,6 +303,13 @@ class Target:
         return cb.levels - 1 if cb.bit_slicing else self.max_level
 
     @property
+    def slice_base(self) -> int:
+        """What one slice is worth relative to the slice below it: a device pair stores the
+        digits -(levels-1)..levels-1, so weights are written in balanced base 2*levels - 1
+        (1 when not sliced)."""
+        return 2 * self.crossbar.levels - 1 if self.crossbar.bit_slicing else 1
+
+    @property
     def reported_dict(self) -> dict[str, Scalar]:
         return dict(self.reported)
 
@@ -311,11 +333,12 @@ def _max_level(cb: Crossbar) -> int:
 
 
 def _slices(cb: Crossbar) -> int:
+    """Digits of balanced base ``2*levels - 1`` that hold every level up to max_level: n digits
+    reach ``((2*levels - 1)^n - 1) / 2``."""
     if not cb.bit_slicing:
         return 1
-    q, n, span = _max_level(cb), 1, cb.levels
-    while span - 1 < q:
-        span *= cb.levels
+    q, n, base = _max_level(cb), 1, 2 * cb.levels - 1
+    while (base**n - 1) // 2 < q:
         n += 1
     return n
 
@@ -326,14 +349,27 @@ def _slices(cb: Crossbar) -> int:
 
 
 class _Err:
-    """Builds TargetError messages that name the source file and the dotted key."""
+    """Builds TargetError messages that name the source file and the dotted key, and collects
+    them: a file's every error is reported at once."""
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.found: list[str] = []
 
     def __call__(self, path: str, msg: str) -> TargetError:
         where = f"{self.source}: {path}: " if path else f"{self.source}: "
         return TargetError(where + msg)
+
+    def add(self, path: str, msg: str) -> None:
+        self.found.append(str(self(path, msg)))
+
+    def note(self, error: TargetError) -> None:
+        if not isinstance(error, _Noted):
+            self.found.append(str(error))
+
+
+class _Noted(TargetError):
+    """A table or array with errors, each already added to the _Err that collects them."""
 
 
 def _describe(value: Any) -> str:
@@ -360,25 +396,33 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _build(cls: type, data: Any, path: str, err: _Err) -> Any:
-    """Build dataclass ``cls`` from a table, checking keys, types and ranges."""
+    """Build dataclass ``cls`` from a table, checking keys, types and ranges; every error in the
+    table is collected by ``err`` (then _Noted is raised)."""
     if not isinstance(data, dict):
         raise err(path, f"expected a table, got {_describe(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    before = len(err.found)
     for key in data:
         if key not in fields:
             near = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise err(_join(path, key), f"unknown key{hint}; expected one of: "
-                      + ", ".join(fields))
+            err.add(_join(path, key), f"unknown key{hint}; expected one of: " + ", ".join(fields))
     kwargs = {}
+    failed = False
     for name, f in fields.items():
         sub = _join(path, name)
         if name not in data:
             if f.default is MISSING:
-                raise err(sub, f"missing required key ({f.metadata['doc']})")
+                err.add(sub, f"missing required key ({f.metadata['doc']})")
             continue
-        kwargs[name] = _convert(_hints(cls)[name], data[name], sub, err)
-        _check_range(f, kwargs[name], sub, err)
+        try:
+            kwargs[name] = _convert(_hints(cls)[name], data[name], sub, err)
+            _check_range(f, kwargs[name], sub, err)
+        except TargetError as e:
+            err.note(e)
+            failed = True
+    if failed or len(err.found) > before:
+        raise _Noted()
     return cls(**kwargs)
 
 
@@ -436,83 +480,107 @@ def _convert_tuple(args: tuple, value: Any, path: str, err: _Err) -> tuple:
                      for k, v in value.items())
     if not isinstance(value, list | tuple):
         raise err(path, f"expected an array, got {_describe(value)}")
-    return tuple(_convert(args[0], v, f"{path}[{i}]", err) for i, v in enumerate(value))
+    out, failed = [], False
+    for i, v in enumerate(value):
+        try:
+            out.append(_convert(args[0], v, f"{path}[{i}]", err))
+        except TargetError as e:
+            err.note(e)
+            failed = True
+    if failed:
+        raise _Noted()
+    return tuple(out)
 
 
 def _check_range(f: dataclasses.Field, value: Any, path: str, err: _Err) -> None:
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         raise err(path, f"expected one of {', '.join(meta['choices'])}; got {value!r}")
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return
-    if meta.get("positive") and not value > 0:
-        raise err(path, f"must be > 0, got {value!r}")
-    if meta.get("min") is not None and value < meta["min"]:
-        raise err(path, f"must be >= {meta['min']:g}, got {value!r}")
-    if meta.get("max") is not None and value > meta["max"]:
-        raise err(path, f"must be <= {meta['max']:g}, got {value!r}")
+    items = [(f"{path}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, tuple) else [
+        (path, value)]
+    for where, v in items:
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        if meta.get("positive") and not v > 0:
+            err.add(where, f"must be > 0, got {v!r}")
+        elif meta.get("min") is not None and v < meta["min"]:
+            err.add(where, f"must be >= {meta['min']:g}, got {v!r}")
+        elif meta.get("max") is not None and v > meta["max"]:
+            err.add(where, f"must be <= {meta['max']:g}, got {v!r}")
 
 
-def _check_curve(curve: Curve, path: str, err: _Err) -> None:
+def _curve_error(curve: Curve, path: str) -> tuple[str, str] | None:
+    """The first thing wrong with a curve's pieces, as (dotted key, message)."""
     if not curve:
-        raise err(path, "expected at least one piece")
+        return path, "expected at least one piece"
     prev = -1.0
     for i, piece in enumerate(curve):
         where = f"{path}[{i}]"
         forms = [n for n in ("poly", "log_linear", "power") if getattr(piece, n)]
         if len(forms) != 1:
-            raise err(where, "give exactly one of poly, log_linear, power"
-                      + (f" (got {', '.join(forms)})" if forms else ""))
+            return where, "give exactly one of poly, log_linear, power" + (
+                f" (got {', '.join(forms)})" if forms else "")
         if forms[0] != "poly" and len(getattr(piece, forms[0])) != 2:
-            raise err(f"{where}.{forms[0]}", "expected two numbers")
+            return f"{where}.{forms[0]}", "expected two numbers"
         if piece.clip and (len(piece.clip) != 2 or piece.clip[0] > piece.clip[1]):
-            raise err(f"{where}.clip", "expected [lo, hi] with lo <= hi")
+            return f"{where}.clip", "expected [lo, hi] with lo <= hi"
         if i == 0 and piece.from_g != 0.0:
-            raise err(f"{where}.from_g", "the first piece must start at 0")
+            return f"{where}.from_g", "the first piece must start at 0"
         if piece.from_g <= prev:
-            raise err(f"{where}.from_g", "pieces must be in increasing order of from_g")
+            return f"{where}.from_g", "pieces must be in increasing order of from_g"
         prev = piece.from_g
+    return None
 
 
 def _check_target(t: Target, err: _Err) -> None:
     """Cross-field rules that single-field checks cannot express."""
     cb, dev = t.crossbar, t.device
     if not t.name:
-        raise err("name", "must not be empty")
+        err.add("name", "must not be empty")
     if cb.cols % cb.cols_per_weight:
-        raise err("crossbar.cols_per_weight",
-                  f"{cb.cols_per_weight} does not divide crossbar.cols = {cb.cols}")
+        err.add("crossbar.cols_per_weight",
+                f"{cb.cols_per_weight} does not divide crossbar.cols = {cb.cols}")
     if dev.kind == "ideal":
         if dev.programming_noise or dev.drift or dev.read_noise:
-            raise err("device", "an ideal device has no programming_noise, drift or read_noise; "
-                      "remove them or use kind = \"pcm\" or \"rram\"")
+            err.add("device", "an ideal device has no programming_noise, drift or read_noise; "
+                    "remove them or use kind = \"pcm\" or \"rram\"")
     elif cb.devices_per_weight % 2:
-        raise err("crossbar.devices_per_weight",
-                  f"a {dev.kind} weight needs an even number of devices (G+ and G-), got "
-                  f"{cb.devices_per_weight}")
+        err.add("crossbar.devices_per_weight",
+                f"a {dev.kind} weight needs an even number of devices (G+ and G-), got "
+                f"{cb.devices_per_weight}")
     if t.devices_per_polarity % dev.fit_devices:
-        raise err("device.fit_devices",
-                  f"{dev.fit_devices} does not divide the {t.devices_per_polarity} device(s) "
-                  "per polarity")
+        err.add("device.fit_devices",
+                f"{dev.fit_devices} does not divide the {t.devices_per_polarity} device(s) "
+                "per polarity")
     if cb.levels == 1:
-        raise err("crossbar.levels", "must be 0 (continuous) or at least 2")
+        err.add("crossbar.levels", "must be 0 (continuous) or at least 2")
     if cb.weight_bits == 1:
-        raise err("crossbar.weight_bits", "must be 0 (float) or at least 2 (sign included)")
+        err.add("crossbar.weight_bits", "must be 0 (float) or at least 2 (sign included)")
     if cb.bit_slicing and (cb.levels < 2 or cb.weight_bits < 2):
-        raise err("crossbar.bit_slicing", "needs levels >= 2 and weight_bits >= 2")
+        err.add("crossbar.bit_slicing", "needs levels >= 2 and weight_bits >= 2")
+    curves = {}
     if dev.drift is not None:
-        _check_curve(dev.drift.nu_mean, "device.drift.nu_mean", err)
-        _check_curve(dev.drift.nu_std, "device.drift.nu_std", err)
+        curves["device.drift.nu_mean"] = dev.drift.nu_mean
+        curves["device.drift.nu_std"] = dev.drift.nu_std
     if dev.read_noise is not None and dev.read_noise.q_s:
-        _check_curve(dev.read_noise.q_s, "device.read_noise.q_s", err)
+        curves["device.read_noise.q_s"] = dev.read_noise.q_s
+    for path, curve in curves.items():
+        if (problem := _curve_error(curve, path)) is not None:
+            err.add(*problem)
     if dev.programming_noise is not None and not dev.programming_noise.coeffs_us:
-        raise err("device.programming_noise.coeffs_us", "expected at least one coefficient")
+        err.add("device.programming_noise.coeffs_us", "expected at least one coefficient")
 
 
 def _build_target(data: Any, source: str) -> Target:
     err = _Err(source)
-    target = _build(Target, data, "", err)
-    _check_target(target, err)
+    try:
+        target = _build(Target, data, "", err)
+    except TargetError as e:
+        err.note(e)
+    else:
+        _check_target(target, err)
+    if err.found:
+        raise TargetError("\n".join(err.found))
     return target
 
 
@@ -728,6 +796,9 @@ def targets_markdown(targets: list[Target] | None = None) -> str:
         doc = f.metadata["doc"]
         if f.metadata.get("choices"):
             doc += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+        if f.metadata.get("max") is not None:
+            low = "> 0" if f.metadata.get("positive") else f"≥ {_fmt_num(f.metadata['min'])}"
+            doc += f" Range: {low}, ≤ {_fmt_num(f.metadata['max'])}."
         if f.default is MISSING:
             doc += " Required."
         elif f.default not in (None, (), ""):

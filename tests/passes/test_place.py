@@ -166,3 +166,34 @@ def test_resnet50_on_hermes64_is_within_ten_percent_of_the_analytic_minimum():
     layers = ctx.reports["tile"]["layers"]
     assert len(layers) == 54  # 53 convolutions and the classifier
     assert sum(lay["crossbars"] for lay in layers) == rep["crossbars"]
+
+
+def test_tiles_of_one_layer_with_the_same_weights_share_a_crossbar():
+    """Two uses of one weight under one layer name (an unrolled recurrent layer's steps) take one
+    crossbar; a tile of the same name and index but other weights takes its own."""
+    src = """module attributes {stage = "cim"} {
+  func @main(%x: tensor<1x2xf32>) -> (tensor<1x2xf32>) {
+    %w = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
+    %v = nn.constant() {value = dense<[1.0, 2.0, 3.0, 5.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
+    %a = cim.mvm(%x, %w) {layer = "rnn.recurrent"} : tensor<1x2xf32>
+    %b = cim.mvm(%a, %w) {layer = "rnn.recurrent"} : tensor<1x2xf32>
+    %c = cim.mvm(%b, %v) {layer = "rnn.recurrent"} : tensor<1x2xf32>
+    return(%c)
+  }
+}
+"""
+    module, ctx = _placed("tile{rows=4,cols=4},place{cores=4,crossbars_per_core=1}", src)
+    tiles = [op for op in module.walk() if op.name == "cim.xbar_mvm"]
+    assert [(t.attrs["layer"], t.attrs["core"]) for t in tiles] == [
+        ("rnn.recurrent", 0), ("rnn.recurrent", 0), ("rnn.recurrent#1", 1)]
+    assert ctx.reports["place"]["crossbars"] == 2
+    # the same name and tile index with other weights (hand-written IR) is not shared
+    renamed = src.replace('%c = cim.mvm(%b, %v) {layer = "rnn.recurrent"}',
+                          '%c = cim.mvm(%b, %v) {layer = "other"}')
+    module = parse_module(renamed)
+    run_pipeline(module, "tile{rows=4,cols=4}")
+    for op in module.walk():
+        if op.attrs.get("layer") == "other":
+            op.attrs["layer"] = "rnn.recurrent"
+    run_pipeline(module, "place{cores=4,crossbars_per_core=1}")
+    assert [op.attrs["core"] for op in module.walk() if op.name == "cim.xbar_mvm"] == [0, 0, 1]

@@ -11,7 +11,7 @@ from cimc.errors import CimcError, PassError
 from cimc.ir import parse_module
 from cimc.ir.core import Builder, Func, Module
 from cimc.ir.interpreter import run
-from cimc.ops.xbar import quantize_converter
+from cimc.ops.xbar import adc, dac_codes
 from cimc.ops.registry import lookup
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
@@ -81,14 +81,20 @@ def test_mse_scaling_clips_outliers_and_never_does_worse_than_max():
 def test_converter_quantisation_is_exact():
     v = np.array([-3.0, -1.0, -0.26, 0.0, 0.24, 0.26, 0.9, 1.0, 5.0], np.float32)
     # 3 signed bits: q = 3 levels per side, step 1/3 over a range of 1
-    np.testing.assert_allclose(
-        quantize_converter(v, 3, 1.0),
-        np.array([-3, -3, -1, 0, 1, 1, 3, 3, 3], np.float32) / 3, rtol=1e-6)
+    codes, step = dac_codes(v, 3, 1.0)
+    assert step == 1.0 / 3
+    np.testing.assert_array_equal(codes, [-3, -3, -1, 0, 1, 1, 3, 3, 3])
     # 2 unsigned bits: 3 steps over [0, 1]; negative inputs clip to 0
-    np.testing.assert_allclose(
-        quantize_converter(v, 2, 1.0, signed=False),
-        np.array([0, 0, 0, 0, 1, 1, 3, 3, 3], np.float32) / 3, rtol=1e-6)
-    np.testing.assert_array_equal(quantize_converter(v, 0, 0.0), v)
+    codes, step = dac_codes(v, 2, 1.0, signed=False)
+    np.testing.assert_array_equal(codes, [0, 0, 0, 0, 1, 1, 3, 3, 3])
+    codes, step = dac_codes(v, 0, 0.0)
+    np.testing.assert_array_equal(codes, v)
+    assert step == 1.0
+    # the ADC: sums of codes worth 0.5 each, 3 signed bits over 1.0, then a gain of 2
+    z = np.array([-4.0, -0.5, 0.4, 0.8, 3.0], np.float32)
+    np.testing.assert_array_equal(adc(z.copy(), 0.5, 3, 1.0, gain=2.0),
+                                  np.array([-3, -1, 1, 1, 3], np.float32) * np.float32(2 / 3))
+    np.testing.assert_array_equal(adc(z.copy(), 0.5, 0, 0.0), z * np.float32(0.5))
 
 
 def test_xbar_mvm_semantics_dac_array_adc():
@@ -224,12 +230,12 @@ def test_calibration_samples_are_capped():
 
 def test_bit_slicing_keeps_the_full_integer_and_records_the_slices():
     target = _small("pcm40", levels=4, weight_bits=8, bit_slicing=True)
-    assert target.slices == 4 and target.max_level == 127
+    assert target.slices == 3 and target.max_level == 127
     calib = {"x": np.random.default_rng(3).standard_normal((64, 20)).astype(np.float32)}
     err, module, _ = _relative_error(target, calib)
     tiles = [op for op in module.walk() if op.name == "cim.xbar_mvm"]
-    # 16 physical columns / 2 per weight / 4 slices: two weight columns per crossbar
-    assert all(op.attrs["levels"].shape[1] <= 2 and op.attrs["slices"] == 4 for op in tiles)
+    # 16 physical columns / 2 per weight / 3 slices: two weight columns per crossbar
+    assert all(op.attrs["levels"].shape[1] <= 2 and op.attrs["slices"] == 3 for op in tiles)
     assert len(tiles) == 3 * 6 + 2 * 3
     assert max(np.abs(op.attrs["levels"]).max() for op in tiles) == 127
     assert err < 0.05

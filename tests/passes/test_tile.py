@@ -13,7 +13,7 @@ from cimc.ir.core import Builder, Func, Module
 from cimc.ir.interpreter import run
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
-from cimc.passes.tile import Geometry, analytic_minimum, target_geometry
+from cimc.passes.tile import Geometry, analytic_minimum, target_geometry, tile_count
 from cimc.targets import Target, load_target
 from cimc.testing import check_pass
 
@@ -124,6 +124,17 @@ def test_many_groups_do_not_take_one_crossbar_each():
     assert ctx.reports["tile"]["crossbars"] == ctx.reports["tile"]["analytic_min"] == 3
 
 
+@pytest.mark.parametrize("shape,rows,cols", [
+    ((7, 5), 3, 2), ((8, 8), 4, 4), ((6, 2, 1), 4, 4), ((2, 5, 3), 4, 2), ((64, 9, 1), 256, 256),
+    ((5, 3, 2), 7, 5),
+])
+def test_tile_count_is_the_tilers_count_without_weights(shape, rows, cols):
+    w = np.random.default_rng(4).standard_normal(shape)
+    x_last = shape[0] * shape[1] if len(shape) == 3 else shape[0]
+    module = _tile_and_compare(_module(w, (2, x_last)), f"tile{{rows={rows},cols={cols}}}")
+    assert tile_count(shape, Geometry(rows, cols)) == len(_tiles(module))
+
+
 def _variant(base: str, **crossbar) -> Target:
     data = load_target(base).to_dict()
     data["crossbar"].update(crossbar)
@@ -134,8 +145,8 @@ def test_geometry_counts_devices_per_weight_and_bit_slices():
     assert target_geometry(load_target("hermes64")) == Geometry(256, 256, 1, 1)
     assert target_geometry(load_target("neurram48")) == Geometry(256, 128, 2, 1)
     sliced = _variant("pcm40", levels=4, weight_bits=8, bit_slicing=True)
-    assert sliced.slices == 4  # |q| <= 127 needs four base-4 digits
-    assert target_geometry(sliced) == Geometry(256, 32, 2, 4)
+    assert sliced.slices == 3  # |q| <= 127 needs three balanced base-7 digits
+    assert target_geometry(sliced) == Geometry(256, 42, 2, 3)
 
 
 @pytest.mark.parametrize("target,tiles", [("hermes64", 2), ("neurram48", 4), ("ideal", 2)])
@@ -198,3 +209,27 @@ def test_unnamed_layers_get_names_and_two_layers_stay_apart():
     run_pipeline(module, "tile{rows=4,cols=4}", ctx)
     assert [t.attrs["layer"] for t in _tiles(module)] == ["mvm0", "mvm1"]
     assert [lay["layer"] for lay in ctx.reports["tile"]["layers"]] == ["mvm0", "mvm1"]
+
+
+SHARED = """module attributes {stage = "cim"} {
+  func @main(%x: tensor<1x2xf32>) -> (tensor<1x2xf32>) {
+    %w = nn.constant() {value = dense<[1.0, 2.0, 3.0, 4.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
+    %a = cim.mvm(%x, %w) {layer = "rnn.recurrent"} : tensor<1x2xf32>
+    %b = cim.mvm(%a, %w) {layer = "rnn.recurrent"} : tensor<1x2xf32>
+    return(%b)
+  }
+}
+"""
+
+
+def test_one_constant_under_one_layer_name_is_one_layer():
+    """The steps of an unrolled recurrent layer: their tiles keep one name and tile index (place
+    puts them on one crossbar) and the layer is counted once."""
+    ctx = PassContext()
+    module = parse_module(SHARED)
+    run_pipeline(module, "tile{rows=1,cols=4}", ctx)
+    tiles = _tiles(module)
+    assert [(t.attrs["layer"], t.attrs["tile"]) for t in tiles] == [
+        ("rnn.recurrent", [0, 0]), ("rnn.recurrent", [1, 0])] * 2
+    assert [lay["layer"] for lay in ctx.reports["tile"]["layers"]] == ["rnn.recurrent"]
+    assert ctx.reports["tile"]["crossbars"] == 2

@@ -8,7 +8,8 @@ type from the op registry (that is the frontend's shape inference); verify.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ ONNX_DTYPES = {
     onnx.TensorProto.BOOL: "i1",
 }
 _ELEM_TYPES = {v: k for k, v in ONNX_DTYPES.items()}
+
+# The largest value (elements) computed at import: constants a model builds (ConstantOfShape,
+# folded shape arithmetic). A quarter of a billion: 1 GiB of float32, beyond any weight matrix.
+MAX_FOLDED_ELEMENTS = 2**28
 
 
 def onnx_elem_type(dtype: np.dtype | type) -> int:
@@ -105,6 +110,7 @@ class ConvertContext:
         op = v.op
         result = None
         if op is not None and not op.regions:
+            self.check_size(v.type.shape, f"{op.name} result")
             if op.name == "nn.shape":
                 opdef = op_registry.lookup(op.name)
                 shaped = np.broadcast_to(np.empty((), np.float32), op.operands[0].type.shape)
@@ -118,6 +124,16 @@ class ConvertContext:
                     result = np.asarray(outs[v.index]).astype(v.type.np_dtype)
         self._folded[v] = result
         return result
+
+    def check_size(self, shape: Sequence[int], what: str) -> None:
+        """Refuse to compute a value of ``shape`` at compile time when it is absurdly large (a
+        model's shape arithmetic gone wrong would otherwise exhaust the memory)."""
+        n = TensorType(tuple(shape)).numel
+        if n > MAX_FOLDED_ELEMENTS:
+            raise self.error(
+                f"{what} has shape {list(shape)} ({n} elements); cimc computes values at compile "
+                f"time only up to {MAX_FOLDED_ELEMENTS} elements"
+            )
 
     # --- building
     def emit(self, name: str, operands: Sequence[Value], attrs: Mapping[str, Any] | None = None) -> Op:
@@ -144,18 +160,24 @@ def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
     """ONNX attributes as plain Python: strings decoded, tensors as numpy arrays."""
     out: dict[str, Any] = {}
     for a in node.attribute:
-        val = helper.get_attribute_value(a)
-        if isinstance(val, bytes):
-            val = val.decode()
-        elif isinstance(val, onnx.TensorProto):
-            val = numpy_helper.to_array(val)
-        elif isinstance(val, list) and val and isinstance(val[0], bytes):
-            val = [x.decode() for x in val]
+        try:
+            val = helper.get_attribute_value(a)
+            if isinstance(val, bytes):
+                val = val.decode()
+            elif isinstance(val, onnx.TensorProto):
+                val = numpy_helper.to_array(val)
+            elif isinstance(val, list) and val and isinstance(val[0], bytes):
+                val = [x.decode() for x in val]
+        except (ValueError, TypeError, KeyError) as e:  # the onnx package cannot read it
+            raise FrontendError(
+                f"attribute '{a.name}' cannot be read ({type(e).__name__}: {e})"
+            ) from None
         out[a.name] = val
     return out
 
 
-def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str, Path | None]:
+def load_model(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str, Path | None]:
+    """A model (a path or a ModelProto) as (proto, name for messages, path or None)."""
     if isinstance(model, onnx.ModelProto):
         return model, model.graph.name or "<model>", None
     path = Path(model)
@@ -168,6 +190,31 @@ def _load(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str, Pa
     if not proto.graph.node and not proto.graph.output:
         raise FrontendError(f"{path}: not a valid ONNX model (the file has no graph)")
     return proto, str(path), path
+
+
+def _text_fields(msg: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Every string field of a protobuf message, recursively, as (dotted path, value)."""
+    for fd, value in msg.ListFields():
+        if fd.type not in (fd.TYPE_MESSAGE, fd.TYPE_STRING):
+            continue
+        single = hasattr(value, "ListFields") or isinstance(value, (str, bytes))
+        items = [(f"{where}.{fd.name}", value)] if single else [
+            (f"{where}.{fd.name}[{i}]", v) for i, v in enumerate(value)]
+        for path, v in items:
+            if fd.type == fd.TYPE_MESSAGE:
+                yield from _text_fields(v, path)
+            else:
+                yield path, v
+
+
+def _check_text(proto: onnx.ModelProto, source: str) -> None:
+    """Names, op types and other string fields must be UTF-8 text (protobuf hands over the raw
+    bytes of one that is not, and the ONNX checker then fails deep inside)."""
+    for where, value in _text_fields(proto, "model"):
+        if isinstance(value, bytes):
+            raise FrontendError(
+                f"{source}: not a valid ONNX model: {where} is not UTF-8 text ({value[:40]!r})"
+            )
 
 
 def _check(proto: onnx.ModelProto, source: str, path: Path | None) -> None:
@@ -201,6 +248,74 @@ def _scan_unsupported(proto: onnx.ModelProto, opset: int, source: str) -> None:
         )
 
 
+def _given_shape(
+    source: str, name: str, shape: Sequence[int], declared: list[int | str]
+) -> tuple[int, ...]:
+    """An explicit input shape (``--input-shape``/``input_shapes``), checked against the model."""
+    if isinstance(shape, (str, bytes)) or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise FrontendError(
+            f"{source}: the shape given for input '{name}' is {shape!r}; every dimension must be "
+            "an integer >= 0"
+        )
+    dims = tuple(int(d) for d in shape)
+    if declared and len(dims) != len(declared):
+        raise FrontendError(
+            f"{source}: --input-shape {name} has rank {len(dims)}, the model's input has rank "
+            f"{len(declared)}"
+        )
+    for given, want in zip(dims, declared):
+        if isinstance(want, int) and want > 0 and want != given:
+            raise FrontendError(
+                f"{source}: --input-shape {name}={'x'.join(map(str, dims))} contradicts the "
+                f"model's static shape {declared}"
+            )
+    return dims
+
+
+def _dims(tt: onnx.TypeProto.Tensor) -> list[int | str] | None:
+    """An input's declared dimensions: sizes, or names for dynamic ones; None without a shape."""
+    if not tt.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+
+
+def _declared_shape(source: str, name: str, dims: list[int | str] | None) -> tuple[int, ...]:
+    """The model's own shape of an input; a dynamic leading (batch) dimension becomes 1."""
+    if dims is None:
+        raise FrontendError(
+            f"{source}: input '{name}' has no shape in the model; give it with "
+            f"--input-shape {name}=DIMS, its dimensions joined by 'x' (e.g. {name}=1x3x224x224)"
+        )
+    bad = [d for d in dims if isinstance(d, int) and d <= 0]
+    if bad:
+        why = "cimc does not support empty tensors" if bad[0] == 0 else "sizes must be positive"
+        raise FrontendError(
+            f"{source}: input '{name}' has a dimension of size {bad[0]} (shape {dims}); {why}. If "
+            f"it marks an unknown size, give the shape explicitly with --input-shape {name}=..."
+        )
+    dynamic = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+    if any(i > 0 for i in dynamic):
+        shown = "[" + ", ".join(map(str, dims)) + "]"
+        fill = tuple(1 if i in dynamic else d for i, d in enumerate(dims))
+        later = ", ".join(str(dims[i]) for i in dynamic if i > 0)
+        raise FrontendError(
+            f"{source}: input '{name}' has a dynamic shape {shown}; give it explicitly, e.g. "
+            f"--input-shape {name}={'x'.join(map(str, fill))} with the sizes you will run in "
+            f"place of the 1 at {later} (API: input_shapes={{{name!r}: {fill}}})"
+        )
+    if dynamic:
+        shape = "x".join(["1", *map(str, dims[1:])])
+        warnings.warn(
+            f"input '{name}' has a dynamic batch dimension '{dims[0]}': using 1, as "
+            f"--input-shape {name}={shape} would; a compiled artifact still runs any batch size "
+            "when the model keeps the samples of a batch apart",
+            stacklevel=4,
+        )
+    return tuple(1 if isinstance(d, str) else d for d in dims)
+
+
 def _input_types(
     proto: onnx.ModelProto, source: str, input_shapes: Mapping[str, Sequence[int]]
 ) -> list[tuple[str, TensorType]]:
@@ -218,34 +333,10 @@ def _input_types(
         tt = i.type.tensor_type
         if not i.type.HasField("tensor_type") or tt.elem_type not in ONNX_DTYPES:
             raise FrontendError(f"{source}: input '{i.name}' has an unsupported type")
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
         if i.name in input_shapes:
-            shape = tuple(int(d) for d in input_shapes[i.name])
-            if len(shape) != len(dims) and tt.HasField("shape"):
-                raise FrontendError(
-                    f"{source}: --input-shape {i.name} has rank {len(shape)}, the model's input has rank {len(dims)}"
-                )
-            for given, declared in zip(shape, dims):
-                if isinstance(declared, int) and declared > 0 and declared != given:
-                    raise FrontendError(
-                        f"{source}: --input-shape {i.name}={'x'.join(map(str, shape))} contradicts the "
-                        f"model's static shape {dims}"
-                    )
+            shape = _given_shape(source, i.name, input_shapes[i.name], _dims(tt) or [])
         else:
-            if tt.HasField("shape") and 0 in dims:
-                raise FrontendError(
-                    f"{source}: input '{i.name}' has a dimension of size 0 (shape {dims}); cimc "
-                    "does not support empty tensors. If the 0 marks an unknown size, give the "
-                    f"shape explicitly with --input-shape {i.name}=..."
-                )
-            if not tt.HasField("shape") or any(not isinstance(d, int) or d <= 0 for d in dims):
-                shown = "[" + ", ".join(str(d) for d in dims) + "]" if tt.HasField("shape") else "unknown"
-                raise FrontendError(
-                    f"{source}: input '{i.name}' has a dynamic shape {shown}; give it explicitly with "
-                    f"--input-shape {i.name}=" + "x".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
-                    + " (API: input_shapes={" + repr(i.name) + ": (...)})"
-                )
-            shape = tuple(dims)
+            shape = _declared_shape(source, i.name, _dims(tt))
         out.append((i.name, TensorType(shape, ONNX_DTYPES[tt.elem_type])))
     return out
 
@@ -255,7 +346,8 @@ def import_onnx(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Module:
     """Import an ONNX model (a path or a ModelProto) into a verified IR module at stage "nn"."""
-    proto, source, path = _load(model)
+    proto, source, path = load_model(model)
+    _check_text(proto, source)
     opset = _opset(proto, source)
     _scan_unsupported(proto, opset, source)
     _check(proto, source, path)

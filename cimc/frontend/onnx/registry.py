@@ -40,6 +40,17 @@ def converter(op_type: str, since: int = 1) -> Callable[[Callable], Callable]:
     return deco
 
 
+def register_for(op_type: str, since: int, doc: str, impl: Callable, *args: object) -> None:
+    """Register ``impl(ctx, node, attrs, *args)`` for ``op_type`` from opset ``since``, with
+    ``doc`` as its docs/supported_ops.md line (one implementation serving several ops)."""
+
+    def fn(ctx, node, attrs):
+        return impl(ctx, node, attrs, *args)
+
+    fn.__doc__ = doc
+    converter(op_type, since)(fn)
+
+
 def _load() -> None:
     import cimc.frontend.onnx.ops  # noqa: F401  (registers every converter family)
 
@@ -69,23 +80,3 @@ def find(op_type: str, opset: int, domain: str = "") -> Converter | None:
         if c.since <= version:
             best = c
     return best
-
-
-def supported_ops_markdown() -> str:
-    """The text of docs/supported_ops.md (generated; a test checks the file is current)."""
-    lines = [
-        "# Supported ONNX operators",
-        "",
-        "Generated from the converter registry by `python -m cimc.frontend.onnx.docs`; do not edit.",
-        "",
-        "A converter registered *since* opset N handles every schema version from N up to the next",
-        "converter of the same op. Any op not listed here is reported, with every other unsupported",
-        "op of the model, in one error before anything is converted.",
-        "",
-        "| ONNX op | since opset | converter |",
-        "|---|---|---|",
-    ]
-    for op_type, convs in all_converters().items():
-        for c in convs:
-            lines.append(f"| {op_type} | {c.since} | {c.doc} |")
-    return "\n".join(lines) + "\n"

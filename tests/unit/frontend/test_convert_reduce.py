@@ -1,4 +1,5 @@
-"""One-node tests against onnxruntime for ReduceMean / ReduceSum (and their errors)."""
+"""One-node tests against onnxruntime for ReduceMean / ReduceSum / ReduceMax / ReduceMin (and
+their errors)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from cimc.errors import FrontendError
+from cimc.errors import CimcError, FrontendError
 from cimc.frontend.onnx import import_onnx
 from cimc.testing import compare_with_ort, one_node_model
 
 RNG = np.random.default_rng(1)
-OPS = ["ReduceMean", "ReduceSum"]
+OPS = ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"]
 # the first opset at which each op takes its axes as an input
-AXES_INPUT_OPSET = {"ReduceMean": 18, "ReduceSum": 13}
+AXES_INPUT_OPSET = {"ReduceMean": 18, "ReduceSum": 13, "ReduceMax": 18, "ReduceMin": 18}
 
 
 def rand(*shape: int) -> np.ndarray:
@@ -117,3 +118,17 @@ def test_reduce_mean_int32_truncates_like_onnxruntime():
     x = np.array([[-7, 2, 1], [5, 5, 5], [3, -1, -1]], np.int32)
     m = one_node_model("ReduceMean", {"x": x}, opset=13, axes=[1])
     compare_with_ort(m, {"x": x})
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.float64])
+def test_reduce_extremum_dtypes(op, dtype):
+    x = RNG.integers(-50, 50, (3, 4, 2)).astype(dtype)
+    compare_with_ort(one_node_model(op, {"x": x}, opset=13, axes=[0, 2], keepdims=0), {"x": x})
+
+
+def test_reduce_max_of_an_empty_axis_is_refused():
+    from cimc.ops.reduce import reduce_max
+
+    with pytest.raises(CimcError, match="no maximum"):
+        reduce_max({"axes": [1], "keepdims": True}, np.zeros((2, 0)))

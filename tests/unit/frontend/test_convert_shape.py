@@ -763,3 +763,116 @@ def test_nn_op_verify_errors(op_text, message):
     )
     with pytest.raises(CimcError, match=message):
         verify(parse_module(text, filename="<test>"))
+
+
+# ----------------------------------------------------------------------------- Expand, Range
+
+
+@pytest.mark.parametrize("x_shape,spec", [
+    ((3, 1), [2, 3, 4]),     # new leading axis, a 1 grows
+    ((2, 3, 4), [3, 4]),     # a shorter shape: the result keeps the input's
+    ((1, 4), [5, 1]),        # a 1 in the shape keeps the input's dimension
+    ((), [2, 2]),
+], ids=str)
+@pytest.mark.parametrize("opset", [8, 13])
+def test_expand(x_shape, spec, opset):
+    x = np.asarray(rand(*x_shape))
+    m = one_node_model("Expand", {"x": x}, initializers={"shape": i64(*spec)}, opset=opset)
+    got = compare_with_ort(m, {"x": x})
+    assert only_op(m, "nn.expand").attrs["shape"] == list(got["y"].shape)
+    roundtrips(m)
+
+
+def test_expand_shape_from_the_input_shape_folds():
+    x = rand(1, 3)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Mul", ["s", "k"], ["s2"]),
+             helper.make_node("Expand", ["x", "s2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(i64(2, 1), "k")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compare_with_ort(m, {"x": x})
+
+
+def test_expand_errors():
+    x = rand(2, 3)
+    m = with_output(one_node_model("Expand", {"x": x}, initializers={"shape": i64(4, 3)}),
+                    TensorProto.FLOAT, [4, 3])
+    with pytest.raises(FrontendError, match=r"cannot be expanded to \[4, 3\]"):
+        import_onnx(m)
+    m = with_output(one_node_model("Expand", {"x": x, "shape": i64(2, 3)}),
+                    TensorProto.FLOAT, [2, 3])
+    with pytest.raises(FrontendError, match=r"input #1 \(shape\) is computed at run time"):
+        import_onnx(m)
+
+
+@pytest.mark.parametrize("start,limit,delta,dtype", [
+    (0, 5, 1, np.int64), (10, 2, -3, np.int32), (5, 5, 1, np.int64), (3, 0, 1, np.int64),
+    (0.5, 4.0, 0.7, np.float32), (-1.0, 1.0, 0.1, np.float32), (1.0, -2.0, -0.3, np.float64),
+], ids=str)
+def test_range(start, limit, delta, dtype):
+    inits = {n: np.array(v, dtype) for n, v in (("s", start), ("l", limit), ("d", delta))}
+    nodes = [helper.make_node("Range", ["s", "l", "d"], ["r"]),
+             helper.make_node("Add", ["r", "x"], ["y"])]  # a graph input, so the model runs
+    x = np.zeros((1,), dtype)
+    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", elem, [1])],
+        [helper.make_tensor_value_info("y", elem, ["n"])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    got = compare_with_ort(m, {"x": x}, rtol=0, atol=0)
+    assert got["y"].dtype == dtype
+
+
+def test_range_of_the_input_length_folds():
+    """torch's ``arange(x.shape[1])``: Shape, Gather, Range."""
+    x = rand(2, 5)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "one"], ["n"], axis=0),
+             helper.make_node("Range", ["zero", "n", "one"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "rf"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in (("zero", 0), ("one", 1))])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    compare_with_ort(m, {"x": x})
+
+
+def test_range_errors():
+    def model(inputs, inits):
+        node = helper.make_node("Range", ["s", "l", "d"], ["y"])
+        graph = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info(n, TensorProto.INT64, []) for n in inputs],
+            [helper.make_tensor_value_info("y", TensorProto.INT64, ["n"])],
+            [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in inits.items()])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    with pytest.raises(FrontendError, match=r"input #1 \(limit\) is computed at run time"):
+        import_onnx(model(["l"], {"s": 0, "d": 1}))
+    with pytest.raises(FrontendError, match="delta is 0"):
+        import_onnx(model([], {"s": 0, "l": 4, "d": 0}))
+    with pytest.raises(FrontendError, match="more than cimc folds"):
+        import_onnx(model([], {"s": 0, "l": 2**40, "d": 1}))
+
+
+@pytest.mark.parametrize("x_shape,reps", [((2, 3), [1, 2]), ((2, 1, 3), [3, 2, 1]), ((4,), [1])],
+                         ids=str)
+@pytest.mark.parametrize("opset", [6, 13])
+def test_tile(x_shape, reps, opset):
+    x = rand(*x_shape)
+    m = one_node_model("Tile", {"x": x}, initializers={"r": i64(*reps)}, opset=opset)
+    compare_with_ort(m, {"x": x})
+    roundtrips(m)
+
+
+def test_tile_repeats_must_fit_the_input():
+    x = rand(2, 3)
+    m = with_output(one_node_model("Tile", {"x": x}, initializers={"r": i64(2)}),
+                    TensorProto.FLOAT, [4, 3])
+    with pytest.raises(FrontendError, match="one positive count per axis"):
+        import_onnx(m)

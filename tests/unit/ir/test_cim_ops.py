@@ -20,16 +20,23 @@ def evaluate(name: str, attrs: dict, *xs: np.ndarray) -> np.ndarray:
 
 
 def conv_weight_matrix(w: np.ndarray, group: int) -> np.ndarray:
-    """The conv weight [M, C/G, *k] as cim.mvm's [K, M] or grouped [G, Kg, Mg] matrix."""
-    m = w.shape[0]
-    k = int(np.prod(w.shape[1:]))
-    if group == 1:
-        return np.ascontiguousarray(w.reshape(m, k).T)
-    return np.ascontiguousarray(w.reshape(group, m // group, k).transpose(0, 2, 1))
+    """The conv weight [M, C/G, *k] as cim.mvm's [K, M] or grouped [G, Kg, Mg] matrix, rows in
+    the patch order (kernel position, then channel within the group), by direct loops."""
+    m, cg = w.shape[:2]
+    mg = m // group
+    kernel = w.shape[2:]
+    out = np.zeros((group, int(np.prod(kernel)) * cg, mg), w.dtype)
+    for g in range(group):
+        for j in range(mg):
+            for k, kp in enumerate(itertools.product(*(range(v) for v in kernel))):
+                for c in range(cg):
+                    out[g, k * cg + c, j] = w[(g * mg + j, c, *kp)]
+    return out[0] if group == 1 else out
 
 
-def naive_im2col(x, kernel, strides, pads, dil):
-    """Direct loops: patch vector at each output position, channel-major then kernel row-major."""
+def naive_im2col(x, kernel, strides, pads, dil, group=1):
+    """Direct loops: patch vector at each output position, group-major, then kernel position
+    (row-major), then channel within the group."""
     d = len(kernel)
     xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[d + i]) for i in range(d)])
     out = [
@@ -40,10 +47,11 @@ def naive_im2col(x, kernel, strides, pads, dil):
     for n in range(x.shape[0]):
         for o in itertools.product(*(range(v) for v in out)):
             vec = []
-            for c in range(x.shape[1]):
+            cg = x.shape[1] // group
+            for g in range(group):
                 for kp in itertools.product(*(range(k) for k in kernel)):
                     idx = tuple(o[i] * strides[i] + kp[i] * dil[i] for i in range(d))
-                    vec.append(xp[(n, c, *idx)])
+                    vec += [xp[(n, g * cg + c, *idx)] for c in range(cg)]
             cols[(n, *o)] = vec
     return cols
 
@@ -64,9 +72,10 @@ CASES = [
 def test_im2col_matches_naive_loops(xs, ws, strides, pads, dil, group):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(xs).astype(np.float32)
-    attrs = {"kernel_shape": list(ws[2:]), "strides": strides, "pads": pads, "dilations": dil}
+    attrs = {"kernel_shape": list(ws[2:]), "strides": strides, "pads": pads, "dilations": dil,
+             "groups": group}
     got = evaluate("cim.im2col", attrs, x)
-    want = naive_im2col(x, ws[2:], strides, pads, dil)
+    want = naive_im2col(x, ws[2:], strides, pads, dil, group)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     (t,) = infer_types("cim.im2col", [TensorType.of(x)], attrs)
@@ -83,7 +92,8 @@ def test_im2col_mvm_equals_conv(xs, ws, strides, pads, dil, group):
     want = evaluate("nn.conv", conv_attrs, x, w, b)
     cols = evaluate(
         "cim.im2col",
-        {"kernel_shape": list(ws[2:]), "strides": strides, "pads": pads, "dilations": dil},
+        {"kernel_shape": list(ws[2:]), "strides": strides, "pads": pads, "dilations": dil,
+         "groups": group},
         x,
     )
     y = evaluate("cim.mvm", {}, cols, conv_weight_matrix(w, group)) + b

@@ -52,11 +52,50 @@ def test_parse_errors_name_location(old, new, pattern):
         ("nn.relu(%x)", "nn.relu(%x, %x)", r"t\.cir:3:10: nn\.relu takes 1 operands, got 2"),
         ("nn.relu(%x)", "nn.relu(%x) {alpha = 1.0}", r"t\.cir:3:10: nn\.relu has unknown attribute\(s\) alpha"),
         ('stage = "nn"', 'stage = "bogus"', r"unknown stage 'bogus'"),
+        ('stage = "nn"', "stage = [1]", r"module: attribute 'stage' must be a string, got \[1\]"),
+        ('input_names = ["x"]', "input_names = 3", r"@main: attribute 'input_names' must be a list"),
+        ("nn.relu(%x)", 'nn.relu(%x) {core = "a"}', r"t\.cir:3:10: nn\.relu: attribute 'core' must be"),
+        ("nn.relu(%x)", "nn.reshape(%x) {shape = 4}", r"t\.cir:3:10: nn\.reshape: .*'shape'"),
+        ("%a = nn.relu(%x) : tensor<1x4xf32>",
+         "%a = nn.reshape(%x) {shape = [99999999999999999999, 256]} : tensor<1x4xf32>",
+         r"t\.cir:3:10: nn\.reshape: .*too large"),
     ],
 )
 def test_verify_errors_name_location(old, new, pattern):
     with pytest.raises(VerifyError, match=pattern):
         verify(_parse(GOOD.replace(old, new)))
+
+
+def test_an_infer_function_tripping_over_an_attribute_is_a_verify_error():
+    """Whichever op's type inference raises on an attribute of the wrong kind (here a number
+    where max_pool reads a list), the verifier reports it for that op."""
+    text = GOOD.replace("tensor<1x4xf32>", "tensor<1x1x4x4xf32>").replace(
+        "nn.relu(%x) : tensor<1x1x4x4xf32>",
+        "nn.max_pool(%x) {ceil_mode = false, dilations = 2, kernel_shape = [2, 2], "
+        "pads = [0, 0, 0, 0], strides = [1, 1]} : tensor<1x1x3x3xf32>").replace(
+        "-> (tensor<1x1x4x4xf32>)", "-> (tensor<1x1x3x3xf32>)")
+    with pytest.raises(VerifyError, match=r"t\.cir:3:10: nn\.max_pool: its attributes or operand "
+                       r"types are not valid for it \(TypeError: "):
+        verify(_parse(text))
+
+
+def test_a_control_character_in_a_string_is_a_parse_error():
+    with pytest.raises(ParseError, match=r"^t\.cir:1:28: malformed string '\"n\\x07n\"': Invalid control"):
+        _parse(GOOD.replace('"nn"', '"n\x07n"', 1))
+
+
+def test_a_file_that_is_not_utf8_is_a_parse_error(tmp_path):
+    from cimc.ir import read_module
+
+    path = tmp_path / "bad.cir"
+    path.write_bytes(GOOD.encode().replace(b"relu", b"r\xe9lu"))
+    with pytest.raises(ParseError, match=rf"^{path}:3:14: byte 0xe9 is not UTF-8 text"):
+        read_module(path)
+
+
+def test_huge_dimensions_are_refused_where_they_are_written():
+    with pytest.raises(ParseError, match=r"^t\.cir:2:.*too large"):
+        _parse(GOOD.replace("tensor<1x4xf32>) ->", "tensor<99999999999999999999x4xf32>) ->"))
 
 
 def test_cim_op_is_illegal_at_nn_stage():

@@ -58,6 +58,19 @@ def test_reads_a_zip_with_or_without_top_folder(tmp_path, art, folder):
     np.testing.assert_allclose(chip.run({"x": x})["y"], x @ W, rtol=1e-6)
 
 
+def test_reads_a_zip_held_in_memory(art):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in art.iterdir():
+            z.write(f, f.name)
+    a = read_artifact(buf.getvalue())
+    assert a.content_hash == read_artifact(art).content_hash and a.name == "<bytes>"
+    assert "<bytes>: cannot read the zip file" in _error(b"not a zip")
+    with zipfile.ZipFile(buf := io.BytesIO(), "w") as z:
+        z.writestr("manifest.json", (art / "manifest.json").read_text())
+    assert "<bytes>: missing file" in _error(buf.getvalue())
+
+
 def test_tampered_file_is_named(art):
     p = art / "core_000.s"
     p.write_text(p.read_text().replace("halt", "halt ; edited"))

@@ -11,8 +11,9 @@ import pytest
 from runtime_kit import single_mvm, write_artifact
 
 from cimc.errors import ArtifactError, RuntimeInputError
+from cimc.ops.linalg import ROWS, SAMPLES, VECTORS, patches
 from cimc.runtime import load
-from cimc.runtime.machine import im2col, mvm_operand, standard_normal_f32
+from cimc.runtime.fastpath import PlannedIm2col, mvm_operand
 
 RNG = np.random.default_rng(1234)
 
@@ -44,7 +45,7 @@ def test_input_output_and_slice(tmp_path):
 
 
 def _im2col_reference(x, k, s, p, d):
-    """Naive loops: [N, *O, C*prod(k)], channel-major patches."""
+    """Naive loops: [N, *O, prod(k)*C], position-major patches."""
     nd = len(k)
     xp = np.pad(x, [(0, 0), (0, 0)] + [(p[i], p[nd + i]) for i in range(nd)])
     out_shape = [(xp.shape[2 + i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(nd)]
@@ -52,8 +53,8 @@ def _im2col_reference(x, k, s, p, d):
     res = np.zeros((n, *out_shape, c * int(np.prod(k))), x.dtype)
     for o in itertools.product(*(range(v) for v in out_shape)):
         vec = []
-        for ch in range(c):
-            for kk in itertools.product(*(range(v) for v in k)):
+        for kk in itertools.product(*(range(v) for v in k)):
+            for ch in range(c):
                 idx = tuple(o[i] * s[i] + kk[i] * d[i] for i in range(nd))
                 vec.append(xp[(slice(None), ch, *idx)])
         res[(slice(None), *o)] = np.stack(vec, axis=-1)
@@ -63,21 +64,21 @@ def _im2col_reference(x, k, s, p, d):
 @pytest.mark.parametrize(
     ("shape", "k", "s", "p", "d"),
     [
-        ((2, 3, 7, 6), [3, 2], [2, 1], [1, 0, 2, 1], [1, 2]),
-        ((1, 2, 5, 5), [5, 5], [1, 1], [0, 0, 0, 0], [1, 1]),
-        ((2, 2, 9), [3], [2], [1, 1], [2]),
+        ((2, 1, 7, 6), [3, 2], [2, 1], [1, 0, 2, 1], [1, 2]),
+        ((1, 1, 5, 5), [5, 5], [1, 1], [0, 0, 0, 0], [1, 1]),
+        ((2, 1, 9), [3], [2], [1, 1], [2]),
     ],
 )
-@pytest.mark.parametrize("per_sample", [False, True])
-def test_im2col_matches_reference(shape, k, s, p, d, per_sample):
+@pytest.mark.parametrize("layout", [ROWS, SAMPLES])
+def test_patch_major_patches_are_read_without_a_copy(shape, k, s, p, d, layout):
     x = RNG.standard_normal(shape).astype(np.float32)
-    got = im2col(x, k, s, p, d, per_sample=per_sample)
+    got = patches(x, k, s, p, d, layout=layout)
     want = _im2col_reference(x, k, s, p, d)
     np.testing.assert_array_equal(got, want)
     m, how = mvm_operand(got, want.shape[-1])  # the product reads the patches without a copy
-    assert how in ("samples", "rows") and np.shares_memory(m, got)
+    assert how in (SAMPLES, ROWS) and np.shares_memory(m, got)
     if x.shape[0] > 1:
-        assert how == ("samples" if per_sample else "rows")
+        assert how == layout
     m, how = mvm_operand(got[..., 1:3], 2)  # a tile's slice of the patch vector too
     assert np.shares_memory(m, got)
 
@@ -85,7 +86,7 @@ def test_im2col_matches_reference(shape, k, s, p, d, per_sample):
 def test_mvm_operand_of_plain_buffers():
     x = RNG.standard_normal((4, 3, 5)).astype(np.float32)
     m, how = mvm_operand(x, 5)
-    assert how == "vectors" and m.shape == (12, 5) and np.shares_memory(m, x)
+    assert how == VECTORS and m.shape == (12, 5) and np.shares_memory(m, x)
 
 
 def test_im2col_instruction(tmp_path):
@@ -337,7 +338,7 @@ def test_same_seed_same_chip_other_seed_other_chip(tmp_path):
     path = _hermes_mvm(tmp_path, dac=(8, 1.0), adc=(8, 2.0))
     x = RNG.uniform(-1, 1, (32, 16)).astype(np.float32)
     a, b, c = load(path, seed=3), load(path, seed=3), load(path, seed=4)
-    ga, gb, gc = (ch.machine.tiles[(0, 0)].array for ch in (a, b, c))
+    ga, gb, gc = (ch.machine.crossbars[(0, 0)].arrays[0] for ch in (a, b, c))
     np.testing.assert_array_equal(ga.g_plus, gb.g_plus)
     np.testing.assert_array_equal(ga.nu_minus, gb.nu_minus)
     assert not np.array_equal(ga.g_plus, gc.g_plus)
@@ -351,13 +352,13 @@ def test_same_seed_same_chip_other_seed_other_chip(tmp_path):
 
 def test_programming_noise_stays_near_the_weights(tmp_path):
     chip = load(_hermes_mvm(tmp_path, rows=64, cols=32))
-    tile = chip.machine.tiles[(0, 0)]
-    w_prog = chip.machine.tiles_at(0.0, False)[(0, 0)].weight
+    tile = chip.machine.crossbars[(0, 0)]
+    w_prog = chip.machine.at(0.0, False)[0][(0, 0)].weights[0]
     levels = chip.artifact.weights["xbar/0/0/levels"].astype(np.float32) * 0.01
     err = w_prog - levels
     assert 0.005 < np.std(err) / np.max(np.abs(levels)) < 0.1  # a few % of max|W|
     assert abs(np.mean(err)) < 0.2 * np.std(err)
-    assert tile.array.nu_plus.shape == (1, 64, 32)
+    assert tile.arrays[0].nu_plus.shape == (1, 64, 32)
 
 
 def test_read_noise_statistics(tmp_path):
@@ -366,17 +367,17 @@ def test_read_noise_statistics(tmp_path):
     x = np.tile(x1, (40000, 1))
     t = 3600.0
     y = chip.run({"x": x}, t=t, drift_compensation=False)["y"]
-    state = chip.machine.tiles_at(t, False)[(0, 0)]
-    mean = x1 @ state.weight
-    var = (x1 * x1) @ state.read_var
+    state = chip.machine.at(t, False)[0][(0, 0)]
+    mean = x1 @ state.weights[0]
+    var = (x1 * x1) @ state.read_vars[0]
     assert np.all(var > 0)
     se = np.sqrt(var / len(x))
     assert np.all(np.abs(y.mean(0) - mean) < 5 * se)
     np.testing.assert_allclose(y.var(0), var, rtol=0.05)
     # the variance the machine uses is the device model's, in weight units
-    tile = chip.machine.tiles[(0, 0)]
-    want = tile.array.at(t).read_var * tile.out_scale**2
-    np.testing.assert_allclose(state.read_var, want, rtol=1e-6)
+    tile = chip.machine.crossbars[(0, 0)]
+    want = tile.arrays[0].at(t).read_var * tile.out_scale**2
+    np.testing.assert_allclose(state.read_vars[0], want, rtol=1e-6)
 
 
 def test_noise_off_is_deterministic(tmp_path):
@@ -384,14 +385,6 @@ def test_noise_off_is_deterministic(tmp_path):
     x = RNG.uniform(-1, 1, (8, 16)).astype(np.float32)
     a = chip.run({"x": x}, t=10.0, noise=False)["y"]
     np.testing.assert_array_equal(a, chip.run({"x": x}, t=10.0, noise=False)["y"])
-
-
-def test_box_muller_normals():
-    z = standard_normal_f32(np.random.default_rng(0), (400001,))
-    assert z.dtype == np.float32 and z.shape == (400001,)
-    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
-    assert abs(np.mean(z**4) - 3) < 0.05
-    assert abs(np.mean(z > 1.0) - 0.158655) < 0.003
 
 
 @pytest.mark.parametrize("target", ["hermes64", "pcm40"])
@@ -424,10 +417,10 @@ def test_drift_with_and_without_compensation(tmp_path, target):
 def test_drift_matrices_are_cached_per_time(tmp_path):
     chip = load(_hermes_mvm(tmp_path))
     m = chip.machine
-    a = m.tiles_at(100.0, True)
-    assert m.tiles_at(100.0, True) is a
-    assert m.tiles_at(100.0, False) is not a
-    assert m.tiles_at(200.0, True)[(0, 0)].weight is not a[(0, 0)].weight
+    a = m.at(100.0, True)[0]
+    assert m.at(100.0, True)[0] is a
+    assert m.at(100.0, False)[0] is not a
+    assert m.at(200.0, True)[0][(0, 0)].weights[0] is not a[(0, 0)].weights[0]
 
 
 def test_rram_has_no_drift_but_read_noise(tmp_path):
@@ -436,9 +429,9 @@ def test_rram_has_no_drift_but_read_noise(tmp_path):
                       scale=np.full(4, 0.1, np.float32))
     chip = load(path)
     assert not chip.drift_compensation
-    a, b = chip.machine.tiles_at(0.0, False), chip.machine.tiles_at(1e6, False)
-    np.testing.assert_array_equal(a[(0, 0)].weight, b[(0, 0)].weight)
-    assert a[(0, 0)].read_var is not None and np.all(a[(0, 0)].read_var > 0)
+    a, b = chip.machine.at(0.0, False)[0], chip.machine.at(1e6, False)[0]
+    np.testing.assert_array_equal(a[(0, 0)].weights[0], b[(0, 0)].weights[0])
+    assert a[(0, 0)].read_vars[0] is not None and np.all(a[(0, 0)].read_vars[0] > 0)
 
 
 def test_levels_beyond_the_target_are_refused(tmp_path):
@@ -488,7 +481,8 @@ def test_conv_tiles_with_dac_folded_or_not(tmp_path, extra, cols):
     # patch-major (9 columns). With 'extra', the patches are also an output.
     path, w = _conv_artifact(tmp_path, extra, cols=cols)
     chip = load(path)
-    im2col_step = chip.machine.codes[0].steps[1]
+    im2col_step = chip.machine.fast[0].steps[1]
+    assert isinstance(im2col_step, PlannedIm2col)
     assert im2col_step.private == (not extra) and (im2col_step.dac is None) == bool(extra)
     x = RNG.uniform(-2, 2, (3, 2, 5, 5)).astype(np.float32)
     want, patches = _conv_reference(x, w)
@@ -517,22 +511,24 @@ def test_results_do_not_depend_on_threads_or_chunks(tmp_path, monkeypatch):
 
 
 def test_blas_threads_are_restored():
-    from cimc.runtime.chip import _blas_controller, single_threaded_blas
+    from threadpoolctl import ThreadpoolController
 
-    blas = _blas_controller().select(user_api="blas")
-    if not blas.lib_controllers:
-        pytest.skip("no BLAS library found in this process")
-    before = [c.num_threads for c in blas.lib_controllers]
-    with single_threaded_blas():
-        assert all(c.num_threads == 1 for c in _blas_controller().select(
-            user_api="blas").lib_controllers)
-        with single_threaded_blas():
+    from cimc.runtime.execution import Serial
+
+    def threads():
+        return [c.num_threads for c in ThreadpoolController().select(
+            user_api="blas").lib_controllers]
+
+    before = threads()
+    assert before, "numpy's BLAS is not found"
+    scope = Serial()
+    with scope.blas_scope():
+        assert set(threads()) == {1}
+        with scope.blas_scope():
             pass
         # the inner run ended; the outer one still runs single-threaded
-        assert all(c.num_threads == 1 for c in _blas_controller().select(
-            user_api="blas").lib_controllers)
-    assert [c.num_threads for c in _blas_controller().select(
-        user_api="blas").lib_controllers] == before
+        assert set(threads()) == {1}
+    assert threads() == before
 
 
 def test_batch_mixing_programs_run_whole(tmp_path, monkeypatch):

@@ -95,3 +95,25 @@ def test_dict_and_text(tmp_path):
     text = str(r)
     assert "latency 235 ns" in text and "fc" in text and "crossbars 1 of 4096" in text
     assert "instruction" in text and "mvm" in text
+
+
+def test_a_digital_matmul_costs_its_multiply_accumulates(tmp_path):
+    """MatMul between activations stays digital; the report charges its K products per output
+    element (the op library's work count), not just its output elements."""
+    prog = """
+.core 0 chip=0
+  input  a0, name="x"
+  input  a1, name="y"
+  dop    a2, a0, a1, op="nn.matmul"
+  dop    a3, a2, op="nn.relu"
+  output a3, name="z"
+  halt
+"""
+    target = target_dict("ideal", costs=COSTS)
+    path = write_artifact(tmp_path / "mm.cimc", {0: prog}, {},
+                          [("x", (1, 2, 3), "f32"), ("y", (1, 3, 4), "f32")],
+                          [("z", (1, 2, 4), "f32")], target=target)
+    r = load(path).report()
+    # matmul: 2 x 4 outputs x 3 products = 24; relu: 8 elements
+    assert r.executed["dop"] == 24 + 8
+    assert r.energy_nj["digital"] == pytest.approx(32 * 1.0)

@@ -129,7 +129,7 @@ def test_chip_runs_chunks_in_worker_processes(mnist, monkeypatch):
     with load(art, seed=3, workers=2) as chip, load(art, seed=3, workers=1) as alone:
         assert len(chip._chunks(len(x))) == 2
         y = chip.run({"input": x}, t=60.0)["logits"]
-        pool = chip._procs
+        pool = chip.execution._procs
         assert pool is not None and pool.workers == 1
         np.testing.assert_array_equal(y, alone.run({"input": x}, t=60.0)["logits"])
         # a NaN in the worker's chunk is named by its index in the batch
@@ -140,15 +140,15 @@ def test_chip_runs_chunks_in_worker_processes(mnist, monkeypatch):
             chip.run({"input": bad})
         with pytest.raises(RuntimeInputError, match=r"index \[350, 0, 3, 4\]"):
             alone.run({"input": bad})  # (a run all the same: the next draws fresh noise)
-        assert chip._procs is pool and pool.usable(0)
+        assert chip.execution._procs is pool and pool.usable(0)
         # a worker killed between runs is replaced
         pid = pool._procs[0].pid
         os.kill(pid, 9)
         pool._procs[0].join(5)
         y2 = chip.run({"input": x}, t=60.0)["logits"]
-        assert chip._procs is not pool and chip._procs._procs[0].pid != pid
+        assert chip.execution._procs is not pool and chip.execution._procs._procs[0].pid != pid
         np.testing.assert_array_equal(y2, alone.run({"input": x}, t=60.0)["logits"])
-    assert chip._procs is None  # with closed them
+    assert chip.execution._procs is None  # with closed them
 
 
 def test_worker_processes_end_with_their_chip(mnist, monkeypatch):
@@ -158,7 +158,7 @@ def test_worker_processes_end_with_their_chip(mnist, monkeypatch):
     art, x = mnist
     chip = load(art, seed=3, workers=2)
     chip.run({"input": x})
-    proc = chip._procs._procs[0]
+    proc = chip.execution._procs._procs[0]
     del chip
     gc.collect()
     for _ in range(50):
@@ -168,10 +168,10 @@ def test_worker_processes_end_with_their_chip(mnist, monkeypatch):
     assert not proc.is_alive()
 
 
-def test_workers_end_when_their_pipe_closes_whatever_was_forked_later():
-    # Every forked child closes its copies of the pools' pipes: a pool closed while a later
-    # pool's workers, or any other child forked later, live still ends its workers at once
-    # (not by the kill after a timeout).
+def test_workers_end_when_their_pool_closes_whatever_was_forked_later():
+    # A pool tells its workers to stop: closed while a later pool's workers, or any other child
+    # forked later, live (holding copies of its pipes) it still ends them at once (not by the
+    # kill after a timeout).
     jobs, _ = _jobs(2)
     first = ForkPool(_fn, 1, ForkPool.need(jobs))
     second = ForkPool(_fn, 1, ForkPool.need(jobs))
@@ -215,7 +215,7 @@ def test_closing_a_chip_waits_for_its_run_in_another_thread(mnist, monkeypatch):
 
     worker = threading.Thread(target=runs)
     worker.start()
-    while chip._procs is None and worker.is_alive():
+    while chip.execution._procs is None and worker.is_alive():
         time.sleep(0.001)
     chip.close()  # waits for the run in progress; the next run forks new workers
     worker.join(60)
@@ -226,18 +226,18 @@ def test_closing_a_chip_waits_for_its_run_in_another_thread(mnist, monkeypatch):
 
 
 def _blas_threads(args, inputs):
-    from cimc.runtime.chip import _blas_controller
+    from threadpoolctl import ThreadpoolController
 
-    info = _blas_controller().select(user_api="blas").info()
+    info = ThreadpoolController().select(user_api="blas").info()
     return {"n": np.array([lib["num_threads"] for lib in info] or [1])}
 
 
 def test_workers_forked_in_a_run_keep_one_blas_thread():
     # A chip forks its workers inside the run's single-threaded BLAS section, so they never
     # set the limit themselves (that would start OpenBLAS's spinning thread pool).
-    from cimc.runtime.chip import single_threaded_blas
+    from cimc.runtime.execution import Serial
 
-    with single_threaded_blas():
+    with Serial().blas_scope():
         pool = ForkPool(_blas_threads, 1, 64)
     try:
         out = pool.map([({}, {}), ({}, {})], _blas_threads)
@@ -251,6 +251,7 @@ def test_runs_fall_back_to_threads_where_no_worker_can_be_forked(mnist, monkeypa
     from types import SimpleNamespace
 
     import cimc.runtime.chip as chip_mod
+    import cimc.runtime.execution as execution
     from cimc.runtime import workers
 
     monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 20)
@@ -262,11 +263,11 @@ def test_runs_fall_back_to_threads_where_no_worker_can_be_forked(mnist, monkeypa
         def __init__(self, *args, **kwargs):
             raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(chip_mod, "ForkPool", NoFork)
+    monkeypatch.setattr(execution, "ForkPool", NoFork)
     with load(art, seed=3, workers=2) as chip:
         with pytest.warns(RuntimeWarning, match="cannot start worker processes.*threads"):
             np.testing.assert_array_equal(chip.run({"input": x})["logits"], want)
-        assert chip._procs is None
+        assert chip.execution._procs is None
     # a daemonic process (a multiprocessing.Pool worker) may not have children
     monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
     assert not workers.fork_available()

@@ -1,12 +1,11 @@
-"""The artifact emitter: files, manifest, checksums, the jinja2 templates, programs that list
-every tile, atomic writes, and, executed by a small independent reference executor of
-docs/isa.md, programs that compute what the IR computes."""
+"""The artifact emitter: files, manifest, checksums, the program template, programs that list
+every tile, atomic writes, and, executed by the reference machine (docs/isa.md), programs that
+compute what the IR computes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import cimc
 from cimc.ir.core import Builder, Func, Module
 from cimc.ir.interpreter import run
 from cimc.ir.parser import parse_module
 from cimc.ir.printer import print_module
-from cimc.ops.registry import lookup
 from cimc.ir.types import TensorType
 from cimc.passes import PassContext, run_pipeline
+from cimc.runtime import load
 from cimc.runtime.artifact import read_artifact
+from cimc.runtime.program import format_instr, parse_program
 from cimc.targets import Target, load_target
 from cimc.targets.emit import EmitError, emit_artifact, render_program
 
@@ -67,70 +68,14 @@ def compile_ir(module: Module, target: Target, path: Path, calib=None) -> PassCo
     return ctx
 
 
-# ----------------------------------------------------------------------------- a reference executor
+# ----------------------------------------------------------------------------- execution
 
 
 def execute(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run an artifact's core programs as docs/isa.md says, with the IR's numpy kernels and the
-    tiles' noise-free semantics. Cores run in turn until they block on an empty receive queue."""
-    art = read_artifact(path)
-    queues: dict[tuple[int, int], deque] = {}
-    outputs: dict[str, np.ndarray] = {}
-    pcs = {c: 0 for c in art.programs}
-    bufs = {c: {name: art.weights[f"const/{d.name}"] for name, d in p.consts.items()}
-            for c, p in art.programs.items()}
-    done: set[int] = set()
-    while len(done) < len(pcs):
-        progressed = False
-        for core, prog in art.programs.items():
-            while core not in done:
-                ins = prog.instrs[pcs[core]]
-                if not _step(core, ins, bufs[core], queues, inputs, outputs, art.weights):
-                    break
-                progressed = True
-                pcs[core] += 1
-                if ins.mnemonic == "halt":
-                    done.add(core)
-        if not progressed:
-            raise AssertionError(f"deadlock: cores {sorted(set(pcs) - done)} wait")
-    assert all(not q for q in queues.values()), "values sent but never received"
-    return outputs
-
-
-def _step(core, ins, buf, queues, inputs, outputs, weights) -> bool:
-    kw, m = ins.kwargs, ins.mnemonic
-    src = [buf[s] for s in ins.srcs]
-    if m == "recv":
-        q = queues.get((kw["from"], core))
-        if not q:
-            return False
-        buf[ins.dsts[0]] = q.popleft()
-    elif m == "send":
-        queues.setdefault((core, kw["to"]), deque()).append(src[0])
-    elif m == "input":
-        buf[ins.dsts[0]] = inputs[kw["name"]]
-    elif m == "output":
-        outputs[kw["name"]] = src[0]
-    elif m == "slice":
-        buf[ins.dsts[0]] = src[0][..., kw["start"]:kw["stop"]]
-    elif m == "im2col":
-        buf[ins.dsts[0]] = lookup("cim.im2col").evaluate(kw, src[0])
-    elif m == "mvm":
-        x = kw["xbar"]
-        attrs = dict(kw, levels=weights[f"xbar/{core}/{x}/levels"],
-                     scale=weights[f"xbar/{core}/{x}/scale"], tile=[0, 0])
-        op = lookup("cim.xbar_mvm")
-        buf[ins.dsts[0]] = op.evaluate(op.with_defaults(attrs), src[0])
-    elif m == "dop":
-        op = lookup(kw["op"])
-        attrs = {k: v for k, v in kw.items() if k not in ("op", "results")}
-        out = op.evaluate(op.with_defaults(attrs), *src)
-        outs = out if isinstance(out, list) else [out]
-        for d, o in zip(ins.dsts, outs):
-            buf[d] = o
-    elif m != "halt":
-        raise AssertionError(f"unknown instruction {m}")
-    return True
+    """Run an artifact's core programs on the reference machine (docs/isa.md, instruction by
+    instruction)."""
+    with cimc.load(path, workers=1) as chip:
+        return chip.run(inputs, reference=True)
 
 
 # ----------------------------------------------------------------------------- files and manifest
@@ -206,14 +151,22 @@ def test_programs_run_for_any_batch_size(tmp_path):
     np.testing.assert_allclose(execute(out, {"image": x})["logits"], want, rtol=1e-5, atol=1e-6)
 
 
+def noiseless_quantising(cores: int = 3, xbars: int = 1) -> Target:
+    """An ideal device with 4-bit weights, 4-bit DACs and 6-bit ADCs."""
+    data = tiny(cores=cores, xbars=xbars).to_dict()
+    data["crossbar"].update(weight_bits=4, levels=8)
+    data["converters"].update(dac_bits=4, adc_bits=6)
+    return Target.from_dict(data, source="test")
+
+
 def test_quantised_programs_match_the_quantised_ir_exactly(tmp_path):
     calib = {"image": np.random.default_rng(3).standard_normal((16, 2, 6, 6)).astype(np.float32)}
     module = cnn()
     out = tmp_path / "cnn.cimc"
-    compile_ir(module, tiny("neurram48", cores=2, xbars=4), out, calib)
+    compile_ir(module, noiseless_quantising(cores=2, xbars=4), out, calib)
     x = np.random.default_rng(4).standard_normal((1, 2, 6, 6)).astype(np.float32)
     want = run(module, {"image": x})["logits"]
-    np.testing.assert_allclose(execute(out, {"image": x})["logits"], want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(execute(out, {"image": x})["logits"], want)
     text = (out / "core_000.s").read_text()
     assert "dac_bits=4" in text and "adc_bits=6" in text
     unsigned = "".join(p.read_text() for p in out.glob("core_*.s")).count("dac_signed=false")
@@ -224,25 +177,22 @@ def test_quantised_programs_match_the_quantised_ir_exactly(tmp_path):
 
 def test_the_runtime_executes_the_programs_as_the_ir_says(tmp_path):
     """The contract of docs/isa.md: on a noiseless quantising target (an ideal device with 4-bit
-    weights, DACs and 6-bit ADCs) the runtime gives exactly the quantised IR's outputs; on the
-    ideal target, for a batch other than the compiled one, the float IR's."""
-    import cimc
-
-    data = tiny().to_dict()
-    data["crossbar"].update(weight_bits=4, levels=8)
-    data["converters"].update(dac_bits=4, adc_bits=6)
-    target = Target.from_dict(data, source="test")
+    weights, DACs and 6-bit ADCs) the runtime (its fast executor) gives exactly the quantised
+    IR's outputs; on the ideal target, for a batch other than the compiled one, the float IR's."""
+    target = noiseless_quantising()
     calib = {"image": np.random.default_rng(3).standard_normal((16, 2, 6, 6)).astype(np.float32)}
     module = cnn()
     compile_ir(module, target, tmp_path / "q.cimc", calib)
     x = np.random.default_rng(4).standard_normal((1, 2, 6, 6)).astype(np.float32)
-    got = cimc.load(tmp_path / "q.cimc").run({"image": x})["logits"]
+    with cimc.load(tmp_path / "q.cimc") as chip:
+        got = chip.run({"image": x})["logits"]
     np.testing.assert_array_equal(got, run(module, {"image": x})["logits"])
 
     compile_ir(cnn(), tiny(), tmp_path / "f.cimc")
     xs = np.random.default_rng(5).standard_normal((3, 2, 6, 6)).astype(np.float32)
     want = np.concatenate([run(cnn(), {"image": xs[i:i + 1]})["logits"] for i in range(3)])
-    got = cimc.load(tmp_path / "f.cimc").run({"image": xs})["logits"]
+    with cimc.load(tmp_path / "f.cimc") as chip:
+        got = chip.run({"image": xs})["logits"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -257,8 +207,6 @@ def test_compile_api_writes_an_artifact_from_onnx(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 20])], [w, c])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
-    import cimc
-
     out = tmp_path / "gemm.cimc"
     result = cimc.compile(model, target=tiny(), output=out)
     assert result.artifact == out
@@ -271,27 +219,28 @@ def test_compile_api_writes_an_artifact_from_onnx(tmp_path):
 
 
 def test_template_renders_directives_and_every_instruction_kind():
+    instrs = [
+        ("input", ["a0"], [], {"name": "x"}, ""),
+        ("recv", ["a1"], [], {"from": 2}, ""),
+        ("im2col", ["a2"], ["a1"], {"kernel_shape": [5, 5], "strides": [1, 1],
+                                   "pads": [2, 2, 2, 2], "dilations": [1, 1]}, ""),
+        ("slice", ["a3"], ["a2"], {"start": 0, "stop": 200}, ""),
+        ("mvm", ["p0"], ["a3"], {"xbar": 0, "dac_bits": 8, "dac_range": 3.5, "dac_signed": False,
+                                 "adc_bits": 8, "adc_range": 41.0}, "conv2 tile [0, 1]"),
+        ("dop", ["a4"], ["p0", "c0"], {"op": "nn.add"}, ""),
+        ("dop", ["a5", "a6"], ["a4"], {"op": "nn.split", "axis": 1, "sizes": [16, 16]}, ""),
+        ("send", [], ["a5"], {"to": 5}, ""),
+        ("output", [], ["a6"], {"name": "y"}, ""),
+    ]
     core = {
         "id": 3, "chip": 0,
-        "xbars": [{"index": 0, "rows": 200, "cols": 32, "layer": "conv2", "tile": [0, 1]}],
+        "xbars": [{"index": 0, "rows": 200, "cols": 32, "layer": "conv2", "tile": [0, 1],
+                   "slices": 1}],
         "consts": [{"buffer": "c0", "name": "c7"}],
-        "instrs": [
-            {"kind": "input", "dst": "a0", "name": "x"},
-            {"kind": "recv", "dst": "a1", "from_": 2},
-            {"kind": "im2col", "dst": "a2", "src": "a1", "kernel_shape": [5, 5], "strides": [1, 1],
-             "pads": [2, 2, 2, 2], "dilations": [1, 1]},
-            {"kind": "slice", "dst": "a3", "src": "a2", "start": 0, "stop": 200},
-            {"kind": "mvm", "dst": "p0", "src": "a3", "xbar": 0, "dac_bits": 8, "dac_range": 3.5,
-             "dac_signed": False, "adc_bits": 8, "adc_range": 41.0, "comment": "conv2 tile [0, 1]"},
-            {"kind": "dop", "dsts": ["a4"], "srcs": ["p0", "c0"], "op": "nn.add", "attrs": [],
-             "comment": ""},
-            {"kind": "dop", "dsts": ["a5", "a6"], "srcs": ["a4"], "op": "nn.split",
-             "attrs": [("axis", 1), ("sizes", [16, 16])]},
-            {"kind": "send", "src": "a5", "to": 5},
-            {"kind": "output", "src": "a6", "name": "y"},
-        ],
+        "instrs": [{"text": format_instr(m, d, s, kw), "comment": c} for m, d, s, kw, c in instrs],
     }
-    assert render_program(core, "pcm40", "0.1.0") == """\
+    text = render_program(core, "pcm40", "0.1.0")
+    assert text == """\
 ; core 3 of chip 0: 1 crossbar(s), 9 instruction(s)
 ; target "pcm40", cimc 0.1.0
 .core 3 chip=0
@@ -308,6 +257,10 @@ def test_template_renders_directives_and_every_instruction_kind():
   output  a6, name="y"
   halt
 """
+    parsed = parse_program(text, "core_003.s")  # what the printer writes, the parser reads
+    for ins, (m, d, s, kw, _) in zip(parsed.instrs, instrs):
+        assert (ins.mnemonic, list(ins.dsts), list(ins.srcs)) == (m, d, s)
+        assert dict(ins.kwargs) == {**kw, **({"results": 2} if len(d) > 1 else {})}
 
 
 # ----------------------------------------------------------------------------- errors, atomicity
@@ -356,3 +309,49 @@ def test_scheduled_ir_round_trips_through_text_and_emits_the_same_programs(tmp_p
     emit_artifact(again, target, tmp_path / "b.cimc")
     for p in (tmp_path / "a.cimc").glob("core_*.s"):
         assert p.read_text() == (tmp_path / "b.cimc" / p.name).read_text()
+
+
+def test_scalar_constants_and_expand_run_for_any_batch_size(tmp_path):
+    """A 0-d constant (a scalar gather index) stays 0-d in weights.npz, and nn.expand's shape
+    follows the run's batch size."""
+    f = Func("main", [TensorType((2, 3, 4))], ["x"], ["row", "y"])
+    b = Builder(f.body)
+    x = f.args[0]
+    row = b.create("nn.gather", [x, b.constant(np.array(1, np.int64))], {"axis": 1}).result
+    col = b.create("nn.reshape", [row], {"shape": [2, 1, 4]}).result
+    wide = b.create("nn.expand", [col], {"shape": [2, 3, 4]}).result
+    b.create("return", [row, b.create("nn.sub", [x, wide]).result])
+    module = Module([f], {"stage": "cim"})
+    out = tmp_path / "g.cimc"
+    compile_ir(module, tiny(), out)
+    assert read_artifact(out).manifest["batch"] == 2
+    x = np.random.default_rng(4).standard_normal((5, 3, 4)).astype(np.float32)
+    got = load(out).run({"x": x})
+    np.testing.assert_array_equal(got["row"], x[:, 1])
+    np.testing.assert_array_equal(got["y"], x - x[:, 1:2, :])
+
+
+def test_a_shared_crossbar_is_declared_once_and_read_by_each_step(tmp_path):
+    """An unrolled recurrence h' = tanh(h @ W): every step's mvm reads the one crossbar."""
+    rng = np.random.default_rng(5)
+    f = Func("main", [TensorType((2, 4))], ["h"], ["y"])
+    b = Builder(f.body)
+    w = b.constant((rng.standard_normal((4, 4)) / 2).astype(np.float32))
+    h = f.args[0]
+    for _ in range(3):
+        h = b.create("nn.tanh", [b.create("cim.mvm", [h, w], {"layer": "rnn"}).result]).result
+    b.create("return", [h])
+    module = Module([f], {"stage": "cim"})
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    want = run(module, {"h": x})["y"]
+    out = tmp_path / "rnn.cimc"
+    ctx = compile_ir(module, tiny(), out)
+    assert ctx.reports["place"]["crossbars"] == 1
+    programs = "".join(p.read_text() for p in out.glob("core_*.s"))
+    assert programs.count(".xbar") == 1 and programs.count("  mvm ") == 3
+    assert read_artifact(out).manifest["layers"][0]["crossbars"] == 1
+    np.testing.assert_allclose(execute(out, {"h": x})["y"], want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(load(out).run({"h": x})["y"], want, rtol=1e-6, atol=1e-6)
+    noisy = tmp_path / "rnn_pcm.cimc"
+    compile_ir(module, tiny("pcm40"), noisy, calib={"h": x})
+    assert load(noisy, seed=1).run({"h": x})["y"].shape == (2, 4)

@@ -173,6 +173,69 @@ def test_range_and_consistency_errors(tmp_path, old, new, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("dac_bits = 8", "dac_bits = 64", "converters.dac_bits: must be <= 16, got 64"),
+    ("rows = 256", "rows = 100000000", "crossbar.rows: must be <= 65536, got 100000000"),
+    ("t_read_s = 250e-9", "t_read_s = 5.0", "device.read_noise.t_read_s: must be <= 1, got 5.0"),
+    ("coeffs_us = [0.26348, 1.9650, -1.1731]", "coeffs_us = [0.26348, 1e9, -1.1731]",
+     "device.programming_noise.coeffs_us[1]: must be <= 10000, got 1000000000.0"),
+    ("clip = [0.049, 0.1]", "clip = [0.049, 1e300]", "device.drift.nu_mean[0].clip[1]: must be <= 1000"),
+])
+def test_every_number_has_a_physical_range(tmp_path, old, new, message):
+    with pytest.raises(TargetError, match=r"^pcm40\.toml: ") as info:
+        load_edited(tmp_path, old, new)
+    assert message in str(info.value)
+
+
+def test_every_numeric_field_has_both_bounds():
+    """The completeness check of the ranges: a new number in the schema needs its range."""
+    import dataclasses
+
+    from cimc.targets.schema import Piece, _leaf_fields
+
+    fields = _leaf_fields(Target) + [(f"<piece>.{f.name}", f, None) for f in dataclasses.fields(Piece)]
+    numeric = [(key, f) for key, f, _ in fields
+               if f.type in ("int", "float", "tuple[float, ...]") and key != "reported"]
+    assert len(numeric) > 30
+    unbounded = [key for key, f in numeric
+                 if f.metadata.get("max") is None
+                 or (f.metadata.get("min") is None and not f.metadata.get("positive"))]
+    assert unbounded == []
+
+
+def test_a_files_every_error_is_reported_at_once(tmp_path):
+    text = spec_text("pcm40")
+    for old, new in (("rows = 256", "rows = 0"), ("cols = 256", 'cols = "wide"'),
+                     ("dac_bits = 8", "dac_bits = 64"), ("clock_mhz = 50.0", "clock_mhx = 50.0"),
+                     ("t0_s = 20.0", "t0_s = -1.0"), ("levels = 9", "levels = 1")):
+        assert old in text
+        text = text.replace(old, new, 1)
+    with pytest.raises(TargetError) as info:
+        load_target(write(tmp_path, text))
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "pcm40.toml: crossbar.rows: must be >= 1, got 0",
+        "pcm40.toml: crossbar.cols: expected an integer, got 'wide'",
+        ("pcm40.toml: chip.clock_mhx: unknown key (did you mean 'clock_mhz'?); expected one of: "
+         "cores, crossbars_per_core, core_area_mm2, clock_mhz, pipeline_stages"),
+        "pcm40.toml: chip.clock_mhz: missing required key (Clock of the digital periphery.)",
+        "pcm40.toml: converters.dac_bits: must be <= 16, got 64",
+        "pcm40.toml: device.drift.t0_s: must be > 0, got -1.0",
+    ]
+
+
+def test_cross_field_errors_are_reported_together(tmp_path):
+    text = spec_text("pcm40").replace("levels = 9", "levels = 1", 1).replace(
+        "devices_per_weight = 2", "devices_per_weight = 3", 1)
+    with pytest.raises(TargetError) as info:
+        load_target(write(tmp_path, text))
+    assert str(info.value).splitlines() == [
+        ("pcm40.toml: crossbar.devices_per_weight: a pcm weight needs an even number of devices "
+         "(G+ and G-), got 3"),
+        "pcm40.toml: crossbar.levels: must be 0 (continuous) or at least 2",
+    ]
+
+
 def test_ideal_device_with_noise_is_refused(tmp_path):
     text = spec_text("ideal") + "\n[device.read_noise]\nadditive_rel = 0.01\n"
     with pytest.raises(TargetError, match=r"^ideal\.toml: device: an ideal device has no"):
@@ -225,8 +288,9 @@ def test_bit_slicing_derived_numbers(tmp_path):
     text = spec_text("neurram48").replace("bit_slicing = false", "bit_slicing = true")
     text = text.replace("levels = 8", "levels = 4").replace("weight_bits = 4", "weight_bits = 8")
     target = load_target(write(tmp_path, text, "sliced.toml"))
-    # ±127 in base-4 digits 0..3: 4^3 = 64 <= 127 < 4^4 = 256
-    assert (target.max_level, target.slices, target.slice_max_level) == (127, 4, 3)
+    # ±127 in balanced base-7 digits -3..3: (7^2 - 1)/2 = 24 < 127 <= (7^3 - 1)/2 = 171
+    assert (target.max_level, target.slices, target.slice_max_level) == (127, 3, 3)
+    assert target.slice_base == 7
 
 
 def test_units_per_polarity(tmp_path):

@@ -1,3 +1,11 @@
 """Converter families. Importing this package registers every converter."""
 
-from cimc.frontend.onnx.ops import elementwise, linalg, norm, pool, reduce, shape  # noqa: F401
+from cimc.frontend.onnx.ops import (  # noqa: F401
+    elementwise,
+    linalg,
+    norm,
+    pool,
+    recurrent,
+    reduce,
+    shape,
+)

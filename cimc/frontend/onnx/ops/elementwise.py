@@ -12,7 +12,7 @@ import onnx
 
 from cimc.errors import CimcError
 from cimc.frontend.onnx.importer import ONNX_DTYPES
-from cimc.frontend.onnx.registry import converter
+from cimc.frontend.onnx.registry import converter, register_for
 from cimc.ir.types import DTYPES, TensorType, dtype_name
 
 # Clip-6's attribute defaults: numeric_limits<float>::lowest() / max().
@@ -125,19 +125,14 @@ def _check_array(ctx, array: np.ndarray, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- binary arithmetic
 
 
+def _modern_binary(ctx, node, attrs, nn_name: str):
+    return [_binary(ctx, node, nn_name)]
+
+
 def _register_binary(op_type: str, nn_name: str) -> None:
-    def legacy(ctx, node, attrs):
-        return _legacy_binary(ctx, node, attrs, nn_name)
-
-    def modern(ctx, node, attrs):
-        return [_binary(ctx, node, nn_name)]
-
-    legacy.__doc__ = (
-        f"{nn_name} (opset < 7: equal shapes, or broadcast=1 forms that match numpy broadcasting)"
-    )
-    modern.__doc__ = f"{nn_name} (numpy broadcasting)"
-    converter(op_type, since=1)(legacy)
-    converter(op_type, since=7)(modern)
+    register_for(op_type, 1, f"{nn_name} (opset < 7: equal shapes, or broadcast=1 forms that "
+                 "match numpy broadcasting)", _legacy_binary, nn_name)
+    register_for(op_type, 7, f"{nn_name} (numpy broadcasting)", _modern_binary, nn_name)
 
 
 _register_binary("Add", "nn.add")
@@ -146,19 +141,59 @@ _register_binary("Mul", "nn.mul")
 _register_binary("Div", "nn.div")
 
 
-@converter("Sum", since=1)
-def sum_(ctx, node, attrs):
-    """chain of nn.add (one input: nn.identity)"""
+# comparisons and logic: the same legacy (opset < 7) broadcasting rules as the arithmetic
+_register_binary("Equal", "nn.equal")
+_register_binary("Less", "nn.less")
+_register_binary("Greater", "nn.greater")
+_register_binary("And", "nn.and")
+_register_binary("Or", "nn.or")
+_register_binary("Xor", "nn.xor")
+
+
+register_for("LessOrEqual", 12, "nn.less_equal (numpy broadcasting)", _modern_binary,
+             "nn.less_equal")
+register_for("GreaterOrEqual", 12, "nn.greater_equal (numpy broadcasting)", _modern_binary,
+             "nn.greater_equal")
+
+
+@converter("Not", since=1)
+def not_(ctx, node, attrs):
+    """nn.not"""
+    return [ctx.emit1("nn.not", [ctx.input(node, 0)])]
+
+
+@converter("Where", since=9)
+def where(ctx, node, attrs):
+    """nn.where (numpy broadcasting of the condition and both branches)"""
+    return [ctx.emit1("nn.where", [ctx.input(node, i) for i in range(3)])]
+
+
+def _variadic(ctx, node, attrs, nn_name: str, same_shapes: bool):
+    """Sum/Max/Min of any number of inputs: a chain of binary nn ops (one input: identity)."""
     values = [ctx.input(node, i) for i in range(len(node.input))]
     values = [v for v in values if v is not None]
     if not values:
-        raise ctx.error("Sum needs at least one input")
+        raise ctx.error(f"{node.op_type} needs at least one input")
+    shapes = {v.type.shape for v in values}
+    if same_shapes and len(shapes) > 1:
+        raise ctx.error(
+            f"inputs of shapes {sorted(map(list, shapes))} need broadcasting, which "
+            f"{node.op_type} allows only from opset 8; re-export the model at opset >= 8"
+        )
     if len(values) == 1:
         return [ctx.emit1("nn.identity", values)]
     acc = values[0]
     for v in values[1:]:
-        acc = ctx.emit1("nn.add", [acc, v])
+        acc = ctx.emit1(nn_name, [acc, v])
     return [acc]
+
+
+register_for("Sum", 1, "chain of nn.add (one input: nn.identity)", _variadic, "nn.add", False)
+for _op_type, _nn_name in (("Max", "nn.max"), ("Min", "nn.min")):
+    register_for(_op_type, 1, f"chain of {_nn_name} (opset < 8: inputs of one shape; one input: "
+                 "nn.identity)", _variadic, _nn_name, True)
+    register_for(_op_type, 8, f"chain of {_nn_name} (numpy broadcasting; one input: "
+                 "nn.identity)", _variadic, _nn_name, False)
 
 
 @converter("Pow", since=1)
@@ -270,6 +305,12 @@ def gelu(ctx, node, attrs):
 def sqrt(ctx, node, attrs):
     """nn.sqrt"""
     return [ctx.emit1("nn.sqrt", [ctx.input(node, 0)])]
+
+
+@converter("Reciprocal", since=1)
+def reciprocal(ctx, node, attrs):
+    """nn.reciprocal"""
+    return [ctx.emit1("nn.reciprocal", [ctx.input(node, 0)])]
 
 
 @converter("Exp", since=1)
@@ -395,6 +436,7 @@ def constant_of_shape(ctx, node, attrs):
     shape = [int(d) for d in shape_value.reshape(-1)]
     if any(d < 0 for d in shape):
         raise ctx.error(f"shape {shape} has a negative dimension")
+    ctx.check_size(shape, "the constant")
     fill = attrs.get("value")
     if fill is None:
         fill = np.zeros(1, np.float32)

@@ -1,7 +1,8 @@
-"""Reductions: ReduceMean and ReduceSum.
+"""Reductions: ReduceMean, ReduceSum, ReduceMax and ReduceMin.
 
-``axes`` is an attribute up to ReduceSum-11 / ReduceMean-13 and an input from ReduceSum-13 /
-ReduceMean-18 (it must then be known at compile time). No axes means every axis, unless
+``axes`` is an attribute up to ReduceSum-11 / ReduceMean-13 / ReduceMax-13 / ReduceMin-13 and an
+input from ReduceSum-13 / ReduceMean-18 / ReduceMax-18 / ReduceMin-18 (it must then be known at
+compile time). No axes means every axis, unless
 ``noop_with_empty_axes`` is set, in which case the op reduces nothing (nn op with axes = []).
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cimc.frontend.onnx.registry import converter
+from cimc.frontend.onnx.registry import register_for
 
 
 def _reduce(ctx, node, attrs, name: str, axes: Sequence[int] | None, noop_if_empty: bool):
@@ -44,27 +45,21 @@ def _axes_input(ctx, node) -> list[int] | None:
     return [int(a) for a in np.asarray(value).reshape(-1)]
 
 
-@converter("ReduceSum", since=1)
-def reduce_sum_1(ctx, node, attrs):
-    """nn.reduce_sum (`axes` attribute; none: every axis)"""
-    return _reduce(ctx, node, attrs, "nn.reduce_sum", attrs.get("axes"), False)
+def _with_attribute(ctx, node, attrs, nn_name: str):
+    return _reduce(ctx, node, attrs, nn_name, attrs.get("axes"), False)
 
 
-@converter("ReduceSum", since=13)
-def reduce_sum_13(ctx, node, attrs):
-    """nn.reduce_sum (`axes` input known at compile time; noop_with_empty_axes)"""
+def _with_input(ctx, node, attrs, nn_name: str):
     noop = bool(attrs.get("noop_with_empty_axes", 0))
-    return _reduce(ctx, node, attrs, "nn.reduce_sum", _axes_input(ctx, node), noop)
+    return _reduce(ctx, node, attrs, nn_name, _axes_input(ctx, node), noop)
 
 
-@converter("ReduceMean", since=1)
-def reduce_mean_1(ctx, node, attrs):
-    """nn.reduce_mean (`axes` attribute; none: every axis)"""
-    return _reduce(ctx, node, attrs, "nn.reduce_mean", attrs.get("axes"), False)
-
-
-@converter("ReduceMean", since=18)
-def reduce_mean_18(ctx, node, attrs):
-    """nn.reduce_mean (`axes` input known at compile time; noop_with_empty_axes)"""
-    noop = bool(attrs.get("noop_with_empty_axes", 0))
-    return _reduce(ctx, node, attrs, "nn.reduce_mean", _axes_input(ctx, node), noop)
+# ONNX op, nn op, the first opset that takes the axes as an input
+for _op_type, _nn_name, _since in (("ReduceSum", "nn.reduce_sum", 13),
+                                   ("ReduceMean", "nn.reduce_mean", 18),
+                                   ("ReduceMax", "nn.reduce_max", 18),
+                                   ("ReduceMin", "nn.reduce_min", 18)):
+    register_for(_op_type, 1, f"{_nn_name} (`axes` attribute; none: every axis)",
+                 _with_attribute, _nn_name)
+    register_for(_op_type, _since, f"{_nn_name} (`axes` input known at compile time; "
+                 "noop_with_empty_axes)", _with_input, _nn_name)

@@ -1,5 +1,5 @@
-"""Shape manipulation: Shape, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split,
-Slice, Pad, Gather, Resize.
+"""Shape manipulation: Shape, Reshape, Flatten, Squeeze, Unsqueeze, Expand, Range, Tile,
+Transpose, Concat, Split, Slice, Pad, Gather, Resize.
 
 Every value-dependent shape is resolved here, at import: shape-giving operands (Reshape's shape,
 Slice's starts/ends, Pad's pads, Resize's scales/sizes, ...) must be known at compile time
@@ -198,6 +198,75 @@ def unsqueeze_1(ctx, node, attrs):
 def unsqueeze_13(ctx, node, attrs):
     """nn.reshape (`axes` input, known at compile time)"""
     return [_unsqueeze(ctx, ctx.input(node, 0), _const_ints(ctx, node, 1, "axes"))]
+
+
+# ----------------------------------------------------------------------------- Expand, Range
+
+
+@converter("Expand", since=8)
+def expand(ctx, node, attrs):
+    """nn.expand (shape input known at compile time; resolved to the broadcast result shape)"""
+    x = ctx.input(node, 0)
+    spec = _const_ints(ctx, node, 1, "shape")
+    if spec is None:
+        raise ctx.error("Expand needs its shape input")
+    rank = max(len(spec), x.type.rank)
+    a = (1,) * (rank - x.type.rank) + x.type.shape
+    b = (1,) * (rank - len(spec)) + tuple(spec)
+    if any(p != q and 1 not in (p, q) for p, q in zip(a, b)) or any(d < 0 for d in spec):
+        raise ctx.error(f"the input of shape {list(x.type.shape)} cannot be expanded to {spec}")
+    out = [q if p == 1 else p for p, q in zip(a, b)]
+    return [ctx.emit1("nn.expand", [x], {"shape": out})]
+
+
+@converter("Tile", since=6)
+def tile(ctx, node, attrs):
+    """nn.tile (repeats input known at compile time)"""
+    x = ctx.input(node, 0)
+    reps = _const_ints(ctx, node, 1, "repeats")
+    if reps is None or len(reps) != x.type.rank or any(r < 1 for r in reps):
+        raise ctx.error(f"repeats {reps} must hold one positive count per axis of the input "
+                        f"(rank {x.type.rank})")
+    return [ctx.emit1("nn.tile", [x], {"repeats": reps})]
+
+
+# The most elements a Range may fold into (its output becomes a constant of the IR).
+RANGE_LIMIT = 1 << 24
+
+
+def _scalar(ctx, node, i: int, what: str) -> np.ndarray:
+    value = ctx.const(node, i) if ctx.input(node, i) is not None else None
+    if value is None:
+        raise ctx.error(
+            f"input #{i} ({what}) is computed at run time; cimc needs Range's start, limit and "
+            "delta at compile time (they set the length of its output). Give static input "
+            "shapes (--input-shape) so they can be folded"
+        )
+    if value.size != 1:
+        raise ctx.error(f"input #{i} ({what}) must be a scalar, got shape {list(value.shape)}")
+    return value.reshape(())
+
+
+@converter("Range", since=11)
+def range_(ctx, node, attrs):
+    """nn.constant (start, limit and delta known at compile time; onnxruntime's arithmetic)"""
+    start, limit, delta = (_scalar(ctx, node, i, w) for i, w in
+                           enumerate(("start", "limit", "delta")))
+    dtype = start.dtype
+    if float(delta) == 0:
+        raise ctx.error("delta is 0")
+    # onnxruntime: n = ceil((limit - start) / delta) with the difference taken in the dtype,
+    # and each value the previous one plus delta (accumulated in the dtype)
+    with np.errstate(over="ignore"):
+        diff = np.asarray(limit - start, dtype)
+    n = max(math.ceil(float(diff) / float(delta)), 0)
+    if n > RANGE_LIMIT:
+        raise ctx.error(f"Range from {start} to {limit} by {delta} has {n} elements, more than "
+                        f"cimc folds into a constant ({RANGE_LIMIT})")
+    steps = np.full(n, delta, dtype)
+    if n:
+        steps[0] = start
+    return [ctx.constant(np.cumsum(steps, dtype=dtype))]
 
 
 # ----------------------------------------------------------------------------- Transpose, Concat

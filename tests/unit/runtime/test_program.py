@@ -1,4 +1,5 @@
-"""The core program parser (cimc.runtime.isa): every instruction, directives and errors."""
+"""The core program parser and printer (cimc.runtime.program): every instruction, directives,
+labels and errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import math
 import pytest
 
 from cimc.errors import ArtifactError
-from cimc.runtime.isa import SPECS, parse_program
+from cimc.runtime.instructions import INSTRUCTIONS
+from cimc.runtime.program import format_instr, parse_program
 
 EXAMPLE = """
 .core 3 chip=0
@@ -40,7 +42,7 @@ def test_parses_the_isa_doc_example():
     assert prog.instrs[1].kwargs["pads"] == [2, 2, 2, 2]
     assert prog.instrs[5].srcs == ("p0", "p1") and prog.instrs[5].kwargs == {"op": "nn.add"}
     assert prog.instrs[0].kwargs == {"from": 2} and prog.instrs[7].kwargs == {"to": 5}
-    assert mvm.line == 8 and mvm.where("core_003.s") == "core_003.s:8"
+    assert mvm.line == 8 and mvm.where == "core_003.s:8"
 
 
 def test_every_mnemonic_is_covered_by_the_example_or_here():
@@ -51,7 +53,13 @@ def test_every_mnemonic_is_covered_by_the_example_or_here():
           input  a0, name="x"
           dop    a1, a2, a0, op="nn.split", results=2, axis=1, sizes=[2, 2]
           dop    a3, a1, op="nn.clip", min=-Infinity, max=6.0, note="a; b"  ; comment
+        top:
           mvm    a4, a3, xbar=1, dac_bits=0, adc_bits=0
+          time   t0
+          dop    c, t0, op="nn.relu"
+          branch c, label="top"
+          jump   label="end"
+        end:
           output a4, name="y"
           halt
         """,
@@ -65,7 +73,8 @@ def test_every_mnemonic_is_covered_by_the_example_or_here():
     assert prog.chip == 0
     seen = {i.mnemonic for i in prog.instrs} | {
         i.mnemonic for i in parse_program(EXAMPLE, "x.s").instrs}
-    assert seen == set(SPECS)
+    assert seen == set(INSTRUCTIONS)
+    assert prog.labels == {"top": 3, "end": 8}
 
 
 def test_unsigned_dac_flag():
@@ -112,6 +121,13 @@ HEAD = ".core 3 chip=0\n.xbar 0 rows=4 cols=2\n"
         ("  recv a0, from=2\n  dop p0, a0, op=\"nn.split\", results=0\n  halt\n", 4,
          "'results' must be >= 1"),
         ("  input a0, name=\"x\", a1\n  halt\n", 3, "after keyword arguments"),
+        ("  jump label=\"nowhere\"\n  halt\n", 3, "names label 'nowhere', which the program"),
+        ("x:\n  input a0, name=\"x\"\nx:\n  halt\n", 5, "label 'x' defined twice"),
+        ("  input a0, name=\"x\"\n  branch a0\n  halt\n", 4, "missing argument 'label'"),
+        ("  input a0, name=\"x\"\n  dop p0, a0, op=\"nn.frob\"\n  halt\n", 4,
+         "unknown digital op 'nn.frob'"),
+        ("  input a0, name=\"x\"\n  dop p0, a0, op=\"nn.transpose\"\n  halt\n", 4,
+         "nn.transpose needs attribute(s) perm"),
     ],
 )
 def test_errors_name_file_line_and_expectation(body, line, needle):
@@ -137,3 +153,39 @@ def test_directive_errors():
 def test_constants_count_as_defined():
     prog = parse_program(".core 1\n.const c0 name=\"w\"\n send c0, to=0\n halt\n", "c.s")
     assert prog.instrs[0].srcs == ("c0",)
+
+
+def test_a_label_before_halt_and_several_labels_on_one_instruction():
+    prog = parse_program(".core 0\n a:\n b:\n jump label=\"c\"\nc:\n halt\n", "c.s")
+    assert prog.labels == {"a": 0, "b": 0, "c": 1}
+
+
+@pytest.mark.parametrize("mnemonic", list(INSTRUCTIONS))
+def test_printed_instructions_parse_back(mnemonic):
+    op = INSTRUCTIONS[mnemonic]
+    samples = {
+        "input": ([ "a"], [], {"name": "x"}),
+        "output": ([], ["a"], {"name": "y"}),
+        "send": ([], ["a"], {"to": 1}),
+        "recv": (["a"], [], {"from": 1}),
+        "slice": (["b"], ["a"], {"start": 1, "stop": 3}),
+        "im2col": (["b"], ["a"], {"kernel_shape": [3], "strides": [1], "pads": [1, 1],
+                                  "dilations": [1], "groups": 2}),
+        "mvm": (["b"], ["a"], {"xbar": 0, "dac_bits": 4, "dac_range": 1.5, "dac_signed": False,
+                               "adc_bits": 6, "adc_range": 2.0}),
+        "dop": (["b", "c"], ["a"], {"op": "nn.split", "axis": 1, "sizes": [1, 1]}),
+        "jump": ([], [], {"label": "top"}),
+        "branch": ([], ["a"], {"label": "top"}),
+        "time": (["b"], [], {}),
+        "halt": ([], [], {}),
+    }
+    dsts, srcs, kwargs = samples[mnemonic]
+    line = format_instr(mnemonic, dsts, srcs, kwargs)
+    body = "" if mnemonic in ("input", "recv", "time") else "  input a, name=\"x\"\n"
+    text = f".core 0\n.xbar 0 rows=4 cols=2\ntop:\n{body}  {line}\n"
+    if mnemonic != "halt":
+        text += "  halt\n"
+    prog = parse_program(text, "c.s")
+    ins = prog.instrs[-2] if mnemonic != "halt" else prog.instrs[-1]
+    assert ins.op is op and list(ins.dsts) == dsts and list(ins.srcs) == srcs
+    assert dict(ins.kwargs) == {**kwargs, **({"results": 2} if len(dsts) > 1 else {})}

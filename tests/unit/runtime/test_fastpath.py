@@ -1,6 +1,6 @@
-"""The runtime's fast paths: fused execution plans (cimc.runtime.fusion) give exactly the numbers
-of the instructions one by one; position-major patches; the separable max-pool kernel; the
-table-inversion normals of the read noise."""
+"""The fast executor (cimc.runtime.fastpath, plan, fusion) gives exactly the reference machine's
+numbers without read noise, the same distribution with it; patch layouts; the separable
+max-pool kernel; the table-inversion normals of the read noise."""
 
 from __future__ import annotations
 
@@ -14,19 +14,13 @@ import pytest
 from runtime_kit import write_artifact
 
 from cimc.errors import ArtifactError
+from cimc.ops.linalg import ROWS, SAMPLES, VECTORS, patches
 from cimc.ops.pool import max_pool
-from cimc.runtime import fusion, load
+from cimc.runtime import execution, fusion, load
 from cimc.runtime.chip import _rng
+from cimc.runtime.device import normal_f32, normal_table
+from cimc.runtime.fastpath import PlannedIm2col
 from cimc.runtime.fusion import FusedMvm
-from cimc.runtime.machine import (
-    RunContext,
-    Workspace,
-    channels_last_rows,
-    fast_normal_f32,
-    im2col,
-    im2col_channels_last,
-    normal_table,
-)
 
 RNG = np.random.default_rng(2024)
 
@@ -75,17 +69,13 @@ def _conv(tmp_path: Path, *, c: int = 2, hw: int = 9, m: int = 4, k: int = 3,
 
 
 def _both(chip, feeds, t=0.0, noise=True, seed=5):
-    """The outputs of the fused plan and of the instructions one by one, same noise stream."""
-    tiles = chip.machine.tiles_at(t, chip.drift_compensation)
-    out = []
-    for fused in (True, False):
-        ctx = RunContext(tiles, _rng(seed, 1, 0, 0), noise, Workspace())
-        out.append(chip.machine.execute(feeds, ctx, fused=fused))
-    return out
+    """The outputs of the fast plan and of the reference machine, one chunk each."""
+    return [chip.machine.execute(feeds, t, chip.drift_compensation, _rng(seed, 1, 0, 0),
+                                 noise=noise, fast=fast)[0] for fast in (True, False)]
 
 
 def _fused_step(chip) -> FusedMvm:
-    steps = [s for s in chip.machine.codes[0].plan if isinstance(s, FusedMvm)]
+    steps = [s for s in chip.machine.fast[0].steps if isinstance(s, FusedMvm)]
     assert len(steps) == 1
     return steps[0]
 
@@ -93,7 +83,7 @@ def _fused_step(chip) -> FusedMvm:
 # ------------------------------------------------------------------------------ fusion
 
 
-@pytest.mark.parametrize(("c", "k"), [(2, 3), (6, 3)])  # channel-major and position-major
+@pytest.mark.parametrize(("c", "k"), [(1, 3), (2, 3), (6, 3)])  # patch-major; channels-last
 @pytest.mark.parametrize("target", ["ideal", "hermes64"])
 def test_conv_epilogue_fused_and_pool_moved_exactly(tmp_path, c, k, target):
     conv = ("dac_bits=0, adc_bits=0" if target == "ideal" else
@@ -104,8 +94,8 @@ def test_conv_epilogue_fused_and_pool_moved_exactly(tmp_path, c, k, target):
     assert step.prologue is not None and [o.op for o in step.ops] == [
         "nn.add", "nn.transpose", "nn.relu", "nn.max_pool"]
     assert step.pool_at == 3
-    assert chip.machine.codes[0].steps[1].channels_last == (c * k >= 16)
     x = RNG.uniform(-2, 2, (7, c, 9, 9)).astype(np.float32)
+    assert (step.prologue.layout(x) == VECTORS) == (c > 1)
     fused, plain = _both(chip, {"x": x}, t=3600.0, noise=False)
     np.testing.assert_array_equal(fused["y"], plain["y"])
     assert all(v is not None for v in step._hoisted.values())  # the pool did move
@@ -119,8 +109,8 @@ def test_fused_conv_matches_numpy(tmp_path):
     path, w = _conv(tmp_path, c=3, k=3)
     b = load(path).artifact.weights["const/bias"]
     x = RNG.standard_normal((4, 3, 9, 9)).astype(np.float32)
-    cols = np.stack([x[:, :, i:i + 7, j:j + 7] for i in range(3) for j in range(3)], 2)
-    y = np.einsum("ncqhw,cqm->nmhw", cols, w.reshape(3, 9, 4)) + b[:, None, None]
+    cols = np.stack([x[:, :, i:i + 7, j:j + 7] for i in range(3) for j in range(3)], 1)
+    y = np.einsum("nqchw,qcm->nmhw", cols, w.reshape(9, 3, 4)) + b[:, None, None]
     want = np.maximum(y, 0)[:, :, :6, :6].reshape(4, 4, 3, 2, 3, 2).max(axis=(3, 5))
     np.testing.assert_allclose(load(path).run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
 
@@ -152,16 +142,16 @@ def test_pool_moves_only_past_monotone_window_constant_maps(tmp_path, bias_shape
         assert not moved
 
 
-# 6 channels: position-major patches; 3: per-sample patches (a block of one sample would fit
+# 6 channels: channels-last patches; 1: patch-major ones (a block of one sample would fit
 # another layout). 4 or 3 * 49 outputs per sample: blocks of any size or of multiples of 4.
-@pytest.mark.parametrize(("c", "cols"), [(6, 4), (6, 3), (3, 4)])
+@pytest.mark.parametrize(("c", "cols"), [(6, 4), (6, 3), (1, 4)])
 def test_blocks_and_chunks_do_not_change_the_numbers(tmp_path, monkeypatch, c, cols):
     import cimc.runtime.chip as chip_mod
 
     conv = "dac_bits=8, dac_range=2.0, adc_bits=8, adc_range=4.0"
     path, _ = _conv(tmp_path, c=c, m=cols, target="hermes64", conv=conv)
     x = RNG.uniform(-2, 2, (40, c, 9, 9)).astype(np.float32)
-    whole = _both(load(path), {"x": x}, t=10.0, noise=False)[1]["y"]  # one by one, one block
+    whole = _both(load(path), {"x": x}, t=10.0, noise=False)[1]["y"]  # the reference
     monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 2000)  # the fewest samples a block
     fused, plain = _both(load(path), {"x": x}, t=10.0, noise=False)
     np.testing.assert_array_equal(fused["y"], whole)
@@ -178,7 +168,7 @@ def test_blocks_and_chunks_do_not_change_the_numbers(tmp_path, monkeypatch, c, c
 
     a = first_run(1)
     np.testing.assert_array_equal(a, first_run(3))  # processes
-    monkeypatch.setattr(chip_mod, "fork_available", lambda: False)
+    monkeypatch.setattr(execution, "fork_available", lambda: False)
     np.testing.assert_array_equal(a, first_run(3))  # threads
     monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 1 << 20)  # one block a chunk
     np.testing.assert_array_equal(a, first_run(1))
@@ -207,15 +197,15 @@ def test_read_noise_of_blocked_convolutions_is_exact_in_distribution(tmp_path, m
                           target="hermes64")
     monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 27 * 16 * 7)  # 7 samples a block
     chip = load(path)
-    assert isinstance(chip.machine.codes[0].plan[1], FusedMvm)
+    assert isinstance(chip.machine.fast[0].steps[1], FusedMvm)
     x1 = RNG.uniform(-1, 1, (1, 3, 4, 4)).astype(np.float32)
     x = np.repeat(x1, 6000, axis=0)
     t = 3600.0
     y = chip.run({"x": x}, t=t, drift_compensation=False)["y"]
     exact = chip.run({"x": x1}, t=t, drift_compensation=False, noise=False)["y"][0]
-    state = chip.machine.tiles_at(t, False)[(0, 0)]
-    patches = im2col(x1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1])[0]
-    var = (patches * patches) @ state.read_var  # [4, 4, 3]
+    state = chip.machine.at(t, False)[0][(0, 0)]
+    p1 = patches(x1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1])[0]
+    var = (p1 * p1) @ state.read_vars[0]  # [4, 4, 3]
     z = (y - exact) / np.sqrt(var)
     assert np.all(np.abs(z.mean(0)) < 5 / np.sqrt(len(x)))
     np.testing.assert_allclose(z.var(0), 1.0, rtol=0.08)
@@ -250,7 +240,7 @@ def test_partial_sums_and_values_read_later(tmp_path):
                            "const/b": np.array([0.5, -0.5, 0.0], np.float32)},
                           [("x", (1, 10), "f32")], [("pre", (1, 3), "f32"), ("y", (1, 3), "f32")])
     chip = load(path)
-    fused = [s for s in chip.machine.codes[0].plan if isinstance(s, FusedMvm)]
+    fused = [s for s in chip.machine.fast[0].steps if isinstance(s, FusedMvm)]
     assert len(fused) == 1 and [o.op for o in fused[0].ops] == ["nn.add", "nn.add"]
     x = RNG.standard_normal((6, 10)).astype(np.float32)
     out = chip.run({"x": x})
@@ -265,11 +255,11 @@ def test_partial_sums_and_values_read_later(tmp_path):
 def test_an_error_in_a_fused_op_names_that_instruction(tmp_path):
     path, _ = _conv(tmp_path, bias_shape=(5,))  # 5 biases for 4 columns
     chip = load(path)
-    ctx = RunContext(chip.machine.tiles_at(0.0, False), _rng(0, 1), False, Workspace())
     x = RNG.standard_normal((2, 2, 9, 9)).astype(np.float32)
     where = r"core_000.s:7: dop +a2, p0, c0.*nn.add on operands of shapes \[\d, 7, 7, 4\], \[5\]"
-    with pytest.raises(ArtifactError, match=where):
-        chip.machine.execute({"x": x}, ctx)  # the fused plan
+    for fast in (True, False):
+        with pytest.raises(ArtifactError, match=where):
+            chip.machine.execute({"x": x}, 0.0, False, _rng(0, 1), noise=False, fast=fast)
     with pytest.raises(ArtifactError, match=where):
         chip.run({"x": x})
 
@@ -292,25 +282,29 @@ def test_report_counts_every_instruction(tmp_path):
     ((3, 4, 7, 7), [2, 3], [1, 1], [0, 0, 0, 0], [2, 1]),
     ((2, 5, 11), [3], [2], [1, 1], [1]),
 ])
-def test_position_major_patches_are_a_row_permutation(shape, k, s, p, d):
+def test_patch_layouts_hold_the_same_patches(shape, k, s, p, d):
     x = RNG.standard_normal(shape).astype(np.float32)
-    want = im2col(x, k, s, p, d)
-    order = channels_last_rows(shape[1], math.prod(k))
-    got = im2col_channels_last(x, k, s, p, d)
-    np.testing.assert_array_equal(got, want[..., order])
-    nhwc = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # a channels-last buffer: no copy
-    np.testing.assert_array_equal(im2col_channels_last(np.moveaxis(nhwc, -1, 1), k, s, p, d),
-                                  want[..., order])
-    ws = Workspace()
-    for _ in range(2):  # the workspace's buffers are reused (padding stays zero)
-        np.testing.assert_array_equal(
-            im2col_channels_last(x, k, s, p, d, ws=ws, key="t"), want[..., order])
+    c = shape[1]
+    for groups in (1, c):
+        want = patches(x, k, s, p, d, groups)
+        nhwc = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # a channels-last buffer: no copy
+        np.testing.assert_array_equal(patches(np.moveaxis(nhwc, -1, 1), k, s, p, d, groups),
+                                      want)
+        out = np.empty(want.size, np.float32)
+        scratch = np.full(10**5, np.nan, np.float32)
+        for _ in range(2):  # reused buffers (the padding of the scratch copy stays zero)
+            got = patches(x, k, s, p, d, groups, out=out, scratch=scratch[:x.size * 4])
+            np.testing.assert_array_equal(got, want)
+        if groups == c:  # one channel per group: patch-major blocks, read without a copy
+            for layout in (ROWS, SAMPLES):
+                got = patches(x, k, s, p, d, groups, layout=layout)
+                np.testing.assert_array_equal(got, want)
+                assert not got.flags.c_contiguous
+    with pytest.raises(ValueError, match="one channel per group"):
+        patches(x, k, s, p, d, 1, layout=ROWS)
 
 
-def test_position_major_patches_only_when_whole_patches_feed_mvms(tmp_path):
-    path, _ = _conv(tmp_path, c=6)
-    assert load(path).machine.codes[0].steps[1].channels_last
-    # Tiles that read row ranges of the patches need them channel-major.
+def test_tiles_that_read_row_ranges_of_private_patches(tmp_path):
     prog = """
         .core 0 chip=0
         .xbar 0 rows=30 cols=2
@@ -332,11 +326,13 @@ def test_position_major_patches_only_when_whole_patches_feed_mvms(tmp_path):
                            "xbar/0/1/levels": w[30:], "xbar/0/1/scale": ones},
                           [("x", (1, 6, 5, 5), "f32")], [("y", (1, 3, 3, 2), "f32")])
     chip = load(path)
-    im = chip.machine.codes[0].steps[1]
-    assert im.private and not im.channels_last
+    im = chip.machine.fast[0].steps[1]
+    assert isinstance(im, PlannedIm2col) and im.private
     x = RNG.standard_normal((3, 6, 5, 5)).astype(np.float32)
-    np.testing.assert_allclose(chip.run({"x": x})["y"], im2col(x, [3, 3], [1, 1], [0] * 4,
-                                                              [1, 1]) @ w, rtol=1e-5, atol=1e-5)
+    fast, ref = _both(chip, {"x": x})
+    np.testing.assert_array_equal(fast["y"], ref["y"])
+    np.testing.assert_allclose(fast["y"], patches(x, [3, 3], [1, 1], [0] * 4, [1, 1]) @ w,
+                               rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ max_pool
@@ -405,8 +401,8 @@ def test_normal_table():
                                atol=1e-6)
 
 
-def test_fast_normals_moments_and_tails():
-    z = fast_normal_f32(np.random.default_rng(0), (2_000_001,)).astype(np.float64)
+def test_normals_moments_and_tails():
+    z = normal_f32(np.random.default_rng(0), 2_000_001).astype(np.float64)
     assert z.dtype == np.float64 and len(z) == 2_000_001
     assert abs(z.mean()) < 0.003 and abs(z.std() - 1) < 0.003
     assert abs(np.mean(z**3)) < 0.01 and abs(np.mean(z**4) - 3) < 0.03
@@ -417,12 +413,15 @@ def test_fast_normals_moments_and_tails():
     assert np.abs(z).max() <= normal_table()[-1]
 
 
-def test_fast_normals_follow_the_seed_and_use_the_workspace():
-    a = fast_normal_f32(np.random.default_rng(3), (5, 7))
-    b = fast_normal_f32(np.random.default_rng(3), (5, 7))
+def test_normals_follow_the_seed_and_fill_a_buffer():
+    a = normal_f32(np.random.default_rng(3), 35)
+    b = normal_f32(np.random.default_rng(3), 35)
     np.testing.assert_array_equal(a, b)
-    assert a.shape == (5, 7) and a.dtype == np.float32
-    ws = Workspace()
-    c = fast_normal_f32(np.random.default_rng(3), (5, 7), ws, key="k")
+    assert a.shape == (35,) and a.dtype == np.float32
+    out = np.empty(35, np.float32)
+    c = normal_f32(np.random.default_rng(3), 35, out)
+    assert c is out
     np.testing.assert_array_equal(c, a)
-    assert np.shares_memory(c, ws.get("k", (35,)))
+    # draws of multiples of 4 in turn use the stream as one draw of their total
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(np.concatenate([normal_f32(rng, 8), normal_f32(rng, 27)]), a)
