@@ -57,6 +57,20 @@ def test_without_labels_it_pushes_agreement_down():
         assert "agreement" in ctx.reports["encrypt"]["data"]
 
 
+def test_tiles_on_one_crossbar_share_their_flips():
+    # the two steps of an unrolled recurrent layer on one crossbar: one set of genes
+    attrs = SRC.split("cim.xbar_mvm(%x) ")[1].split(" : tensor<1x3xf32>\n")[0]
+    src = SRC.replace(f"%y = cim.xbar_mvm(%x) {attrs}", f"""%a = cim.xbar_mvm(%x) {attrs} : tensor<1x3xf32>
+    %r = nn.relu(%a) {{chip = 0, core = 0}} : tensor<1x3xf32>
+    %y = cim.xbar_mvm(%r) {attrs}""")
+    ctx = PassContext(encrypt_data={"x": X, "labels": LABELS})
+    text = check_pass(src, SPEC, ctx=ctx)
+    flips = [line.split("flip = ")[1].split("]], ")[0] for line in text.splitlines()
+             if "cim.xbar_mvm" in line]
+    assert len(flips) == 2 and flips[0] == flips[1]
+    assert ctx.reports["encrypt"]["candidates"] == 3
+
+
 def test_errors_name_what_is_missing():
     def fails(spec, ctx, match, src=SRC):
         with pytest.raises(PassError, match=match):
