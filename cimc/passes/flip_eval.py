@@ -47,6 +47,8 @@ from cimc.targets.batching import analyze_batch
 CHUNK_ELEMENTS = 1 << 20
 # A batch of genomes is cut into at least this many chunks (that many threads can share it).
 SPLIT = 4
+# The unencrypted activations kept for the samples, at most (bytes).
+KEEP_BYTES = 2 << 30
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +166,12 @@ class FlipEvaluator:
                 keep.update(op.results)
             elif op.name == "cim.xbar_mvm":
                 keep.add(op.operands[0])
+        need = self.samples * sum(np.dtype(v.type.np_dtype).itemsize
+                                  * int(np.prod(v.type.shape[1:], dtype=np.int64)) for v in keep)
+        if need > KEEP_BYTES:
+            raise CimcError(f"encrypt: the activations of {self.samples} samples take "
+                            f"{need / 2**30:.1f} GiB; lower 'samples' or encrypt later layers "
+                            "only ('layers')")
         for i, op in enumerate(self.ops):
             outs = self._eval(op, [env[v] for v in op.operands], self.samples)
             env.update(zip(op.results, outs))

@@ -88,6 +88,14 @@ def test_errors_name_what_is_missing():
     fails(SPEC, data, "already encrypted", EXPECTED)
 
 
+def test_too_many_activations_are_refused(monkeypatch):
+    import cimc.passes.flip_eval as flip_eval
+
+    monkeypatch.setattr(flip_eval, "KEEP_BYTES", 100)
+    with pytest.raises(PassError, match="activations of 12 samples take .* lower 'samples'"):
+        run_pipeline(parse_module(SRC), SPEC, PassContext(encrypt_data={"x": X, "labels": LABELS}))
+
+
 # ------------------------------------------------------------------------------ the GA
 
 
