@@ -211,8 +211,15 @@ class FlipEvaluator:
         return out
 
     def _eval(self, op: Op, inputs: list[np.ndarray], batch: int) -> list[np.ndarray]:
+        """``op`` with the op library's semantics on a batch of ``batch`` (an im2col feeding
+        tiles makes DAC codes, and those tiles take them as such: :meth:`_dac_first`)."""
         if op.results and op.results[0] in self._predac:
             inputs = [dac_codes(inputs[0], *self._predac[op.results[0]])[0]]
+        if op.name == "cim.xbar_mvm" and op.operands[0] in self._predac:
+            a, codes = op.attrs, inputs[0]
+            z = self._dac(op, codes) @ weight_matrix(op)
+            z = adc(z, self._dac_step(op), a["adc_bits"], a["adc_range"])
+            return [z.reshape(*codes.shape[:-1], z.shape[-1])]
         try:
             return evaluate_at_batch(op, inputs, {}, batch, self.compiled)
         except BatchMismatch:

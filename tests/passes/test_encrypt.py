@@ -158,8 +158,9 @@ def test_drop_spare_flips_keeps_only_what_matters():
 # ------------------------------------------------------------------------------ the evaluator
 
 
-def test_evaluator_matches_the_interpreter_with_the_signs_flipped(conv_module):
-    module, x = conv_module
+@pytest.mark.parametrize("converters", ["exact", "quantised"])
+def test_evaluator_matches_the_interpreter_with_the_signs_flipped(converters):
+    module, x = _conv_module(converters)
     func = module.main
     tiles = [op for op in func.body.ops if op.name == "cim.xbar_mvm"]
     genes = candidate_genes(tiles, 6)
@@ -183,14 +184,16 @@ def test_evaluator_matches_the_interpreter_with_the_signs_flipped(conv_module):
         pred = run(module, {"x": x})["y"].argmax(axis=1)
         for op, levels in zip(tiles, saved):
             op.attrs["levels"] = levels
-        assert got[g] == np.mean(pred == labels), g
-        assert agree[g] == np.mean(pred == ref), g
+        # the same numbers, but for float32 rounding in the order of a product's sums, which
+        # can move a quantised output across an ADC step (one sample of 24 at most, here)
+        tol = 0 if converters == "exact" or g == 0 else 1 / len(x)
+        assert abs(got[g] - np.mean(pred == labels)) <= tol, g
+        assert abs(agree[g] - np.mean(pred == ref)) <= tol, g
 
 
-@pytest.fixture(scope="module")
-def conv_module():
-    """A small conv net (conv, relu, two tiles of a gemm) compiled for the ideal target, on
-    a batch of 24 inputs."""
+def _conv_module(converters: str):
+    """A small conv net (conv, relu, two tiles of a gemm) compiled for the ideal target (with
+    8-level weights and 6-bit DACs and ADCs: "quantised"), on a batch of 24 inputs."""
     from onnx import TensorProto, helper, numpy_helper
 
     import cimc
@@ -210,7 +213,10 @@ def conv_module():
     from cimc.targets import load_target
 
     target = load_target("ideal")
-    result = cimc.compile(model, target, pipeline="canonicalize,lower-to-mvm,canonicalize,"
-                          "tile{rows=64,cols=4},place{cores=4,crossbars_per_core=2},quantize")
+    quantize = "quantize" if converters == "exact" else "quantize{max_level=7,dac_bits=6,adc_bits=6}"
+    x = rng.standard_normal((24, 2, 7, 7)).astype(np.float32)
+    result = cimc.compile(model, target, calib={"x": x},
+                          pipeline="canonicalize,lower-to-mvm,canonicalize,tile{rows=64,cols=4},"
+                          f"place{{cores=4,crossbars_per_core=2}},{quantize}")
     assert target.crossbar.rows >= 64
-    return result.module, rng.standard_normal((24, 2, 7, 7)).astype(np.float32)
+    return result.module, x
