@@ -89,7 +89,7 @@ def test_errors_name_what_is_missing():
 
 
 def test_too_many_activations_are_refused(monkeypatch):
-    import cimc.passes.flip_eval as flip_eval
+    from cimc.passes import flip_eval
 
     monkeypatch.setattr(flip_eval, "KEEP_BYTES", 100)
     with pytest.raises(PassError, match="activations of 12 samples take .* lower 'samples'"):
