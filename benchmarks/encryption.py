@@ -116,30 +116,30 @@ def run_model(title: str, folder: Path, tmp: Path, quick: bool) -> dict:
         return top1(logits, y_test), logits
 
     enc, load = encrypt(epsilon, tmp / "enc.cimc")
-    rep = enc.reports["encrypt"]
+    rep = enc.encryption
     with_key, key_logits = accuracy(enc.artifact, enc.key)
     without, _ = accuracy(enc.artifact)
     report = cimc.load(enc.artifact).report().encryption
     result = {
         "title": title, "weights": weights, "weight_bits": weights * bits_per_weight,
-        "epsilon": epsilon, "bits": rep["bits"], "fraction": report.fraction,
+        "epsilon": epsilon, "bits": rep.bits, "fraction": report.fraction,
         "key_space": report.key_space_bits, "plain": top1(plain_logits, y_test),
         "with_key": with_key, "identical": bool(np.array_equal(key_logits, plain_logits)),
-        "without": without, "ga_s": rep["seconds"], "ga_cpu_s": rep["cpu_seconds"],
+        "without": without, "ga_s": rep.seconds, "ga_cpu_s": rep.cpu_seconds,
         "ort_s": ort_s, "load": load,
-        "chance": rep["chance"], "n_test": len(y_test), "per_layer": rep["bits_per_layer"],
-        "evaluations": rep["evaluations"],
+        "chance": rep.chance, "n_test": len(y_test), "per_layer": rep.bits_per_layer,
+        "evaluations": rep.evaluations,
     }
     result["attack"] = [(0, without)]
     for mult in ATTACK:
-        k = max(1, round(mult * rep["bits"]))
+        k = max(1, round(mult * rep.bits))
         acc, _ = accuracy(enc.artifact, attacker_masks(enc.artifact, k))
         result["attack"].append((k, acc))
-    curve = [(rep["bits"], without)]
+    curve = [(rep.bits, without)]
     for mult in () if quick else SWEEP:
         eps = max(1, round(mult * epsilon))
         res, _ = encrypt(eps, tmp / f"sweep{eps}.cimc")
-        curve.append((res.reports["encrypt"]["bits"], accuracy(res.artifact)[0]))
+        curve.append((res.encryption.bits, accuracy(res.artifact)[0]))
     result["curve"] = sorted(curve)
     return result
 

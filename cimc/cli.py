@@ -209,7 +209,7 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
     )
     click.echo(f"wrote {result.artifact}", err=True)
     if result.key:
-        click.echo(f"wrote {result.key} (the key: {result.reports['encrypt']['bits']} sign bits "
+        click.echo(f"wrote {result.key} (the key: {result.encryption.bits} sign bits "
                    "flipped; keep it apart from the artifact)", err=True)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from cimc.passes.base import (
     parse_pipeline,
     pipeline_spec,
 )
+from cimc.passes.encrypt import EncryptSummary
 from cimc.passes.pipelines import compile_pipeline
 from cimc.passes.prune_similar import PruneSummary
 from cimc.passes.registry import available_passes
@@ -32,12 +33,23 @@ from cimc.runtime.artifact import is_artifact
 
 @dataclass
 class CompileResult:
+    """The compiled module, the artifact written (if any), the pipeline as a spec string, and
+    the pipeline's context: its passes' records (``context.placement``, ``context.pruning``,
+    ...)."""
+
     module: Module
     artifact: Path | None
     pipeline: str
-    reports: dict[str, Any] = field(default_factory=dict)
-    pruning: PruneSummary | None = None
+    context: PassContext
     key: Path | None = None  # the key of an encrypted artifact (beside it)
+
+    @property
+    def pruning(self) -> PruneSummary | None:
+        return self.context.pruning
+
+    @property
+    def encryption(self) -> EncryptSummary | None:
+        return self.context.encryption
 
 
 def resolve_target(target: Any):
@@ -117,11 +129,10 @@ def compile(
         from cimc.runtime.key import key_path
         from cimc.targets.emit import emit_artifact
 
-        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, reports=ctx.reports,
-                                 pruning=ctx.pruning.to_dict() if ctx.pruning else None)
+        artifact = emit_artifact(module, tgt, Path(output), pipeline=spec, ctx=ctx)
         if any(op.attrs.get("flip") for op in module.main.walk()):
             key = key_path(artifact)
-    return CompileResult(module, artifact, spec, ctx.reports, ctx.pruning, key)
+    return CompileResult(module, artifact, spec, ctx, key)
 
 
 def _encryption_data(data: Mapping[str, np.ndarray] | str | Path, input_names: Sequence[str]

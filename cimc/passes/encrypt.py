@@ -30,8 +30,8 @@ The GA minimises SNNGX's fitness (``epsilon * a`` within the bit budget ``epsilo
 result should leave at most ``target_acc`` (default: chance + 5 points, chance being one over the
 number of classes); the pass warns when it does not. Everything random comes from ``seed`` (-1:
 the pipeline's seed): the same seed gives the same key.
-``ctx.reports["encrypt"]`` says what was found (bits per layer, accuracy before and after on the
-samples, candidates, evaluations).
+``ctx.encryption`` (an :class:`EncryptSummary`) says what was found (bits per layer, accuracy
+before and after on the samples, candidates, evaluations, the GA's time).
 
 Stage: cim (placed, quantised) -> cim (the same, tiles with ``flip``).
 Test: tests/passes/test_encrypt.py.
@@ -54,6 +54,7 @@ from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.flip_eval import FlipEvaluator, TileGenes, weight_matrix
+from cimc.passes.place import Place
 from cimc.passes.quantize import calibration_inputs
 from cimc.passes.sign_ga import GAConfig, drop_spare_flips, evolve
 
@@ -144,6 +145,29 @@ def _threads() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
+@dataclass(frozen=True)
+class EncryptSummary:
+    """What the encrypt pass found: the flipped sign bits (in all and per layer), the accuracy
+    (or agreement) on its samples before and after, the target, and what the search cost."""
+
+    bits: int
+    candidates: int
+    data: str  # the samples the genomes were scored on
+    accuracy_before: float
+    accuracy_after: float
+    target_acc: float
+    chance: float
+    bits_per_layer: dict[str, int]
+    evaluations: int  # distinct genomes scored
+    seed: int
+    seconds: float  # wall time of the search
+    cpu_seconds: float  # its CPU time, all threads
+
+    @property
+    def reached(self) -> bool:
+        return self.accuracy_after <= self.target_acc
+
+
 @dataclass
 class Encrypt(Pass):
     """Flip the fewest weight signs (picked by a GA) that make the model useless without its key.
@@ -151,12 +175,13 @@ class Encrypt(Pass):
     Options: ``epsilon`` (the bit budget), ``target_acc`` (-1: chance + 5 points), ``generations``,
     ``population``, ``samples`` (scored per genome), ``layers`` (``+``-separated names; empty:
     all), ``seed`` (-1: the pipeline's). Data: ``ctx.encrypt_data`` (inputs and ``labels``), else
-    ``ctx.calib`` (label-free). Writes ``flip`` on the tiles and ``ctx.reports["encrypt"]``.
+    ``ctx.calib`` (label-free). Writes ``flip`` on the tiles and ``ctx.encryption``.
 
     Stage: cim (placed, quantised) -> cim (tiles with ``flip``). Test: tests/passes/test_encrypt.py.
     """
 
     name = "encrypt"
+    requires = (Place,)
     epsilon: int = 64
     target_acc: float = -1.0
     generations: int = 125
@@ -164,6 +189,10 @@ class Encrypt(Pass):
     samples: int = 128
     layers: str = ""
     seed: int = -1
+
+    @classmethod
+    def applied_to(cls, module: Module) -> bool:
+        return any(op.attrs.get("flip") for op in module.main.walk())
 
     def check(self) -> None:
         for key, low in (("epsilon", 1), ("generations", 0), ("population", 2), ("samples", 1)):
@@ -203,16 +232,12 @@ class Encrypt(Pass):
         for t in {t.start: t for t in genes}.values():  # a shared crossbar once
             layer = str(t.op.attrs.get("layer", ""))
             bits_per_layer[layer] = bits_per_layer.get(layer, 0) + int(genome[t.start:t.stop].sum())
-        report: dict[str, Any] = {
-            "bits": int(genome.sum()), "candidates": n_genes, "data": data.description,
-            "accuracy_before": before, "accuracy_after": after, "target_acc": target,
-            "chance": chance, "reached": after <= target, "bits_per_layer": bits_per_layer,
-            "evaluations": result.evaluations, "seed": seed,
-            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
-        }
-        ctx.reports["encrypt"] = report
+        ctx.encryption = EncryptSummary(
+            int(genome.sum()), n_genes, data.description, before, after, target, chance,
+            bits_per_layer, result.evaluations, seed, time.perf_counter() - start,
+            time.process_time() - cpu)
         if after > target:
-            warnings.warn(f"encrypt: {report['bits']} flipped sign bits leave {100 * after:.1f}% "
+            warnings.warn(f"encrypt: {int(genome.sum())} flipped sign bits leave {100 * after:.1f}% "
                           f"on {data.description}, above the target {100 * target:.1f}%; raise "
                           "epsilon, generations or population", stacklevel=2)
 

@@ -29,7 +29,7 @@ batch first, any number of samples, at most ``calib_samples`` of them used). The
 the compiled batch are adjusted, every result's shape is checked), else one compiled batch at a
 time. Without calibration data the pass uses ONE batch of seeded standard-normal inputs of the
 model's input shapes (``ctx.seed``) and says so in a warning and in
-``ctx.reports["quantize"]["calibration"]``: real data usually calibrates better.
+``ctx.quantization.calibration``: real data usually calibrates better.
 
 The result has exact noise-free semantics in the interpreter (``cim.xbar_mvm``: DAC quantise ->
 ``levels * scale`` -> ADC clip/quantise), so it can be compared with the IR before this pass:
@@ -49,10 +49,11 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ops import registry
 from cimc.ir.core import Block, Func, Module, Op, Value
 from cimc.ir.interpreter import run_block
+from cimc.ops import registry
 from cimc.passes.base import Pass, PassContext
+from cimc.passes.tile import Tile
 
 SAMPLES_PER_BATCH = 1 << 15
 
@@ -354,6 +355,21 @@ class _Settings:
     weight_scale: str
 
 
+@dataclass(frozen=True)
+class QuantizeSummary:
+    """What the quantize pass did: the level grid and converters, how the converters were
+    calibrated, and the largest weight error it made (relative to a tile's max |W|)."""
+
+    max_level: int
+    dac_bits: int
+    adc_bits: int
+    slices: int
+    tiles: int
+    calibration: str
+    max_weight_error: float
+    unsigned_dac_tiles: int
+
+
 @dataclass
 class Quantize(Pass):
     """Map tile weights to the target's conductance levels; set DAC/ADC ranges from calibration.
@@ -364,12 +380,14 @@ class Quantize(Pass):
     ``adc_bits``, ``dac_percentile``, ``adc_percentile``;
     ``calib_samples`` caps the calibration samples used, ``calib_batch`` how many run at once.
     Calibration data: ``ctx.calib``, else one
-    seeded standard-normal batch (with a warning). Writes ``ctx.reports["quantize"]``.
+    seeded standard-normal batch (with a warning). Writes ``ctx.quantization`` (a
+    :class:`QuantizeSummary`).
 
     Stage: cim (tiled) -> cim (quantised). Test: tests/passes/test_quantize.py.
     """
 
     name = "quantize"
+    requires = (Tile,)
     max_level: int = -1
     dac_bits: int = -1
     adc_bits: int = -1
@@ -408,16 +426,11 @@ class Quantize(Pass):
         check_weight_scale(s.weight_scale)  # on every target, with or without tiles
         func = module.main
         tiles = [op for op in func.walk() if op.name == "cim.xbar_mvm"]
-        report: dict[str, Any] = {
-            "max_level": s.max_level, "dac_bits": s.dac_bits, "adc_bits": s.adc_bits,
-            "slices": s.slices, "tiles": len(tiles),
-            "unsigned_dac_tiles": 0,
-        }
         ranges: dict[Op, tuple[float, float]] = {}
         if tiles and (s.dac_bits > 0 or s.adc_bits > 0):
-            ranges, report["calibration"] = self._calibrate(func, tiles, s, ctx)
+            ranges, calibration = self._calibrate(func, tiles, s, ctx)
         else:
-            report["calibration"] = "none needed (no DAC/ADC quantisation)"
+            calibration = "none needed (no DAC/ADC quantisation)"
         nonneg = nonnegative_values(func)
         errors = []
         for op in tiles:
@@ -432,9 +445,11 @@ class Quantize(Pass):
                 op.attrs["dac_range"] = dac if s.dac_bits else 0.0
                 op.attrs["adc_bits"] = s.adc_bits
                 op.attrs["adc_range"] = adc if s.adc_bits else 0.0
-        report["max_weight_error"] = max(errors, default=0.0)
-        report["unsigned_dac_tiles"] = sum(1 for op in tiles if op.attrs.get("dac_signed") is False)
-        ctx.reports["quantize"] = report
+        ctx.quantization = QuantizeSummary(
+            max_level=s.max_level, dac_bits=s.dac_bits, adc_bits=s.adc_bits, slices=s.slices,
+            tiles=len(tiles), calibration=calibration,
+            max_weight_error=max(errors, default=0.0),
+            unsigned_dac_tiles=sum(1 for op in tiles if op.attrs.get("dac_signed") is False))
 
     @staticmethod
     def _quantize_tile(op: Op, s: _Settings) -> float:

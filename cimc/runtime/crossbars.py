@@ -21,7 +21,7 @@ from cimc.runtime.artifact import Artifact
 
 
 @dataclass
-class Crossbar:
+class ProgrammedCrossbar:
     """One programmed crossbar of a chip instance: one array per bit slice (exact weights on
     noiseless devices), with the factor from conductance to weight units per column."""
 
@@ -83,12 +83,12 @@ def _levels_and_scale(art: Artifact, core: int, x: int, shape: tuple[int, ...], 
 
 def program_crossbars(art: Artifact, rng: np.random.Generator,
                       flips: Mapping[str, np.ndarray] | None = None
-                      ) -> dict[tuple[int, int], Crossbar]:
+                      ) -> dict[tuple[int, int], ProgrammedCrossbar]:
     """Program every crossbar of the artifact. ``flips`` (an encryption key's masks) negate
     the stored levels they mark before programming."""
     target = art.target
     model = device.DeviceModel.from_target(target)
-    crossbars: dict[tuple[int, int], Crossbar] = {}
+    crossbars: dict[tuple[int, int], ProgrammedCrossbar] = {}
     unused = set(flips or ())
     for core in sorted(art.programs):
         prog = art.programs[core]
@@ -114,8 +114,9 @@ def program_crossbars(art: Artifact, rng: np.random.Generator,
                                         f"expected {[decl.rows, decl.cols]}")
                 levels = np.where(np.asarray(flip, dtype=bool), -levels, levels)
             slices = levels.reshape(decl.slices, decl.rows, decl.cols)
-            xb = Crossbar(core, x, decl.rows, decl.cols, decl.layer or f"core{core}/xbar{x}",
-                          target.slice_base if decl.slices > 1 else 1)
+            xb = ProgrammedCrossbar(core, x, decl.rows, decl.cols,
+                                    decl.layer or f"core{core}/xbar{x}",
+                                    target.slice_base if decl.slices > 1 else 1)
             if model.kind == "ideal":
                 xb.exact = tuple((s.astype(np.float32) * scale).astype(np.float32)
                                  for s in slices)
@@ -128,7 +129,7 @@ def program_crossbars(art: Artifact, rng: np.random.Generator,
     return crossbars
 
 
-def _program(xb: Crossbar, slices: np.ndarray, scale: np.ndarray, max_level: int,
+def _program(xb: ProgrammedCrossbar, slices: np.ndarray, scale: np.ndarray, max_level: int,
              model: device.DeviceModel, rng: np.random.Generator, where: str) -> None:
     top = float(np.max(np.abs(slices), initial=0.0))
     lmax = float(max_level) if max_level > 0 else (top or 1.0)
@@ -145,14 +146,14 @@ def _program(xb: Crossbar, slices: np.ndarray, scale: np.ndarray, max_level: int
     xb.gdc_ref = device.gdc_reference(_combined(xb, [a.at(0.0).g_eff for a in arrays]))
 
 
-def _combined(xb: Crossbar, g_effs: list[np.ndarray]) -> np.ndarray:
+def _combined(xb: ProgrammedCrossbar, g_effs: list[np.ndarray]) -> np.ndarray:
     """The effective conductances of the whole weights: the slices shifted and added."""
     if len(g_effs) == 1:
         return g_effs[0]
     return sum(np.float32(xb.base ** s) * g for s, g in enumerate(g_effs))
 
 
-def crossbar_at(xb: Crossbar, t: float, compensate: bool) -> CrossbarAt:
+def crossbar_at(xb: ProgrammedCrossbar, t: float, compensate: bool) -> CrossbarAt:
     """The matrices one crossbar multiplies by at time ``t`` (seconds since programming)."""
     if not xb.noisy:
         return CrossbarAt(xb.exact, (None,) * len(xb.exact), 1.0, xb.base)

@@ -66,7 +66,7 @@ def test_with_the_key_outputs_equal_the_unencrypted_artifact(compiled, target):
     assert plain.key is None and enc.key == enc.artifact.with_name(enc.artifact.name + ".key")
     assert enc.key.is_file() and enc.key.parent == enc.artifact.parent  # outside the artifact
     manifest = json.loads((enc.artifact / "manifest.json").read_text())
-    assert manifest["key"]["required"] and manifest["key"]["bits"] == enc.reports["encrypt"]["bits"]
+    assert manifest["key"]["required"] and manifest["key"]["bits"] == enc.encryption.bits
     assert json.loads((plain.artifact / "manifest.json").read_text())["key"] is None
     for seed, t in ((0, 0.0), (3, 3600.0)):
         want = cimc.load(plain.artifact, seed=seed).run({"x": x[150:]}, t=t)["y"]
@@ -78,8 +78,8 @@ def test_with_the_key_outputs_equal_the_unencrypted_artifact(compiled, target):
 def test_without_the_key_accuracy_is_at_most_the_target(compiled, target):
     _, x, labels, out, _ = compiled
     plain, enc = out[target]
-    rep = enc.reports["encrypt"]
-    assert 1 <= rep["bits"] <= ENCRYPT["epsilon"] and rep["target_acc"] == 1 / CLASSES + 0.05
+    rep = enc.encryption
+    assert 1 <= rep.bits <= ENCRYPT["epsilon"] and rep.target_acc == 1 / CLASSES + 0.05
 
     def accuracy(artifact, key=None):
         y = cimc.load(artifact, seed=1, key=key).run({"x": x[150:]})["y"]
@@ -87,7 +87,7 @@ def test_without_the_key_accuracy_is_at_most_the_target(compiled, target):
 
     assert accuracy(plain.artifact) > 0.8
     assert accuracy(enc.artifact, enc.key) == accuracy(plain.artifact)
-    assert accuracy(enc.artifact) <= rep["target_acc"]
+    assert accuracy(enc.artifact) <= rep.target_acc
 
 
 def test_a_key_from_another_artifact_is_refused(compiled):
@@ -124,7 +124,7 @@ def test_command_line_writes_and_takes_the_key(compiled):
     assert np.array_equal(np.load(tmp / "y.npz")["y"], want)
     r = run(main, ["report", str(art), "--json"])
     enc = json.loads(r.output)["encryption"]
-    assert enc["bits"] == out["pcm40"][1].reports["encrypt"]["bits"] and not enc["unlocked"]
+    assert enc["bits"] == out["pcm40"][1].encryption.bits and not enc["unlocked"]
     assert enc["fraction"] == pytest.approx(enc["bits"] / ((16 * 32 + 32 * 4) * 5))
     assert enc["key_space_bits"] > 20
     r = run(main, ["report", str(art), "--key", f"{art}.key"])

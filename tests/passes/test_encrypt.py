@@ -43,10 +43,11 @@ X = np.eye(3, dtype=np.float32)[LABELS] + np.float32(0.1)
 def test_flips_the_fewest_signs_that_reach_chance():
     ctx = PassContext(encrypt_data={"x": X, "labels": LABELS})
     check_pass(SRC, SPEC, EXPECTED, ctx=ctx)
-    rep = ctx.reports["encrypt"]
-    assert rep["bits"] == 2 and rep["candidates"] == 3  # zero weights are never candidates
-    assert rep["accuracy_before"] == 1.0 and rep["accuracy_after"] == 0.25
-    assert rep["reached"] and rep["target_acc"] == pytest.approx(1 / 3 + 0.05)
+    rep = ctx.encryption
+    assert rep.bits == 2 and rep.candidates == 3  # zero weights are never candidates
+    assert rep.accuracy_before == 1.0 and rep.accuracy_after == 0.25
+    assert rep.reached and rep.target_acc == pytest.approx(1 / 3 + 0.05)
+    assert rep.bits_per_layer == {"fc": 2} and rep.seed == 0
 
 
 def test_without_labels_it_pushes_agreement_down():
@@ -54,7 +55,7 @@ def test_without_labels_it_pushes_agreement_down():
     # from --encrypt-data without labels and from the calibration inputs alike
     for ctx in (PassContext(encrypt_data={"x": X}), PassContext(calib={"x": X})):
         check_pass(SRC, SPEC, EXPECTED, ctx=ctx)
-        assert "agreement" in ctx.reports["encrypt"]["data"]
+        assert "agreement" in ctx.encryption.data
 
 
 def test_tiles_on_one_crossbar_share_their_flips():
@@ -68,7 +69,7 @@ def test_tiles_on_one_crossbar_share_their_flips():
     flips = [line.split("flip = ")[1].split("]], ")[0] for line in text.splitlines()
              if "cim.xbar_mvm" in line]
     assert len(flips) == 2 and flips[0] == flips[1]
-    assert ctx.reports["encrypt"]["candidates"] == 3
+    assert ctx.encryption.candidates == 3
 
 
 def test_errors_name_what_is_missing():
