@@ -9,6 +9,7 @@ from cimc.passes.base import Instrument, Pass, PassContext, PassManager, parse_p
 from cimc.passes.canonicalize import Canonicalize
 from cimc.passes.dce import DCE
 from cimc.passes.drift_step_schedule import DriftStepSchedule
+from cimc.passes.encrypt import Encrypt
 from cimc.passes.lower_to_mvm import LowerToMvm
 from cimc.passes.ode_unroll import OdeUnroll
 from cimc.passes.place import Place
@@ -28,6 +29,7 @@ PASSES: list[type[Pass]] = [
     Quantize,
     Place,
     Schedule,
+    Encrypt,
 ]
 
 
