@@ -219,12 +219,8 @@ class Chip:
             raise RuntimeInputError(f"report batch must be >= 1, got {batch}")
         timeline = replay(self.machine.programs, trace, self.machine.timeline(),
                           batch / trace.batch)
-<<<<<<< HEAD
-        return build_report(self.machine, timeline, int(batch), self.last_stats)
-=======
         return build_report(self.machine, timeline, int(batch),
-                            encryption_info(self.artifact, self.unlocked))
->>>>>>> main
+                            encryption_info(self.artifact, self.unlocked), self.last_stats)
 
     def _loop_trace(self) -> Trace | None:
         if not any(p.labels for p in self.machine.programs.values()):

@@ -14,11 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cimc.runtime.isa import Timeline
-<<<<<<< HEAD
-from cimc.runtime.ode_report import OdeUse, format_ode, ode_use
-=======
 from cimc.runtime.key import Encryption
->>>>>>> main
+from cimc.runtime.ode_report import OdeUse, format_ode, ode_use
 
 if TYPE_CHECKING:
     from cimc.runtime.machine import Machine
@@ -61,11 +58,8 @@ class Report:
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
     pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
-<<<<<<< HEAD
-    ode: OdeUse | None = None  # the last ODE solve (artifacts compiled with --ode)
-=======
     encryption: Encryption | None = None  # None: the weights are not encrypted
->>>>>>> main
+    ode: OdeUse | None = None  # the last ODE solve (artifacts compiled with --ode)
 
     @property
     def total_energy_nj(self) -> float:
@@ -87,11 +81,8 @@ class Report:
         d["total_energy_nj"] = self.total_energy_nj
         d["throughput_per_s"] = self.throughput_per_s
         d["utilisation"] = self.utilisation
-<<<<<<< HEAD
-        d["ode"] = self.ode.to_dict() if self.ode is not None else None
-=======
         d["encryption"] = self.encryption.to_dict() if self.encryption else None
->>>>>>> main
+        d["ode"] = self.ode.to_dict() if self.ode is not None else None
         return d
 
     def __str__(self) -> str:
@@ -102,14 +93,10 @@ class Report:
 
 
 def build_report(machine: Machine, timeline: Timeline, batch: int,
-<<<<<<< HEAD
-                 stats: dict[str, Any] | None = None) -> Report:
+                 encryption: Encryption | None = None, stats: dict[str, Any] | None = None
+                 ) -> Report:
     """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``;
     ``stats``: the last run's statistics (``chip.last_stats``, an ODE solve's)."""
-=======
-                 encryption: Encryption | None = None) -> Report:
-    """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``."""
->>>>>>> main
     art, target = machine.art, machine.art.target
     instructions = Counter(ins.mnemonic for p in machine.programs.values() for ins in p.instrs)
     chips = max(art.chips, len(set(machine.chips.values())))
@@ -132,11 +119,8 @@ def build_report(machine: Machine, timeline: Timeline, batch: int,
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
         pruning=art.manifest.get("pruning"),
-<<<<<<< HEAD
-        ode=ode_use(art.manifest, target, stats, executed),
-=======
         encryption=encryption,
->>>>>>> main
+        ode=ode_use(art.manifest, target, stats, executed),
     )
 
 
