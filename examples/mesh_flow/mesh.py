@@ -35,20 +35,19 @@ def icosphere(subdivisions: int) -> tuple[np.ndarray, np.ndarray]:
          (3, 8, 9), (4, 9, 5), (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
     verts = [np.array(x, np.float64) / np.linalg.norm(x) for x in v]
     faces = f
+    def midpoint(a: int, b: int, mid: dict[tuple[int, int], int]) -> int:
+        key = (min(a, b), max(a, b))
+        if key not in mid:
+            m = verts[a] + verts[b]
+            verts.append(m / np.linalg.norm(m))
+            mid[key] = len(verts) - 1
+        return mid[key]
+
     for _ in range(subdivisions):
         mid: dict[tuple[int, int], int] = {}
-
-        def midpoint(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in mid:
-                m = verts[a] + verts[b]
-                verts.append(m / np.linalg.norm(m))
-                mid[key] = len(verts) - 1
-            return mid[key]
-
         new = []
         for a, b, c in faces:
-            ab, bc, ca = midpoint(a, b), midpoint(b, c), midpoint(c, a)
+            ab, bc, ca = midpoint(a, b, mid), midpoint(b, c, mid), midpoint(c, a, mid)
             new += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
         faces = new
     return np.array(verts), np.array(faces, np.int32)

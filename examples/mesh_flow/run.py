@@ -37,7 +37,7 @@ from cimc.frontend.ode import float64_field
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-import mesh  # noqa: E402
+import mesh
 
 DAY = 86400.0
 ODE = {"t1": 1.0, "rtol": 1e-2, "atol": 1e-3}
@@ -154,11 +154,11 @@ def main() -> None:
     print(f"{'':22} {'ASSD':>9} {'HD90':>9} {'SIF':>7} {'max|x-x64|':>10} {'steps':>6} "
           f"{'rej':>4} {'writes':>6} {'ms/iter':>8} {'ms/solve':>9}")
     for name, r in rows.items():
-        def g(key: str, fmt: str) -> str:
-            return format(r[key], fmt) if key in r else "-"
-        print(f"{name:22} {r['assd']:9.2e} {r['hd90']:9.2e} {r['sif']:7.2%} "
-              f"{g('max_from_float64', '10.2e')} {g('steps', '6d')} {g('rejected', '4d')} "
-              f"{g('cell_writes', '6d')} {g('iteration_ms', '8.3g')} {g('solve_ms', '9.4g')}")
+        cells = [format(r[k], f) if k in r else "-".rjust(int(f.rstrip("edg%").split(".")[0]))
+                 for k, f in (("max_from_float64", "10.2e"), ("steps", "6d"), ("rejected", "4d"),
+                              ("cell_writes", "6d"), ("iteration_ms", "8.3g"),
+                              ("solve_ms", "9.4g"))]
+        print(f"{name:22} {r['assd']:9.2e} {r['hd90']:9.2e} {r['sif']:7.2%} " + " ".join(cells))
     print(f"modelled time per iteration on pcm40: {report.iteration_ns * 1e-6:.3g} ms "
           f"(reported by the chip: {report.reported_iteration_ms} ms, {report.pipeline}); "
           "work per iteration: " + ", ".join(f"{k} {v * 1e-6:.3g} ms"

@@ -36,7 +36,7 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import mesh  # noqa: E402
+import mesh
 
 SEED = 0
 HIDDEN = 128
