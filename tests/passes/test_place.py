@@ -197,3 +197,39 @@ def test_tiles_of_one_layer_with_the_same_weights_share_a_crossbar():
             op.attrs["layer"] = "rnn.recurrent"
     run_pipeline(module, "place{cores=4,crossbars_per_core=1}")
     assert [op.attrs["core"] for op in module.walk() if op.name == "cim.xbar_mvm"] == [0, 0, 1]
+
+
+def test_an_ode_loop_is_placed_and_scheduled_with_its_body():
+    """An unrolled ODE solve whose field has two layers on two cores: every stage's tiles share
+    the two crossbars, the loop's controller stays on the loop's core, values move between the
+    cores inside the loop body (once per iteration), and the module computes what it did."""
+    src = """module {
+  func @main(%x: tensor<4x2xf32>) -> (tensor<4x2xf32>) attributes {input_names = ["x"], output_names = ["x"]} {
+    %y = ode.solve(%x) {atol = 1e-05, h0 = 0.0, max_steps = 100, rtol = 0.001, solver = "heun-euler", steady = 0.0, step = "digital", t0 = 0.0, t1 = 1.0, time = "none"} ({
+      ^bb(%s: tensor<4x2xf32>):
+        %w1 = nn.constant() {value = dense<[0.5, -1.0, 1.0, 0.5] : tensor<2x2xf32>>} : tensor<2x2xf32>
+        %w2 = nn.constant() {value = dense<[-0.5, 0.25, -0.25, -0.5] : tensor<2x2xf32>>} : tensor<2x2xf32>
+        %h = cim.mvm(%s, %w1) {layer = "l1"} : tensor<4x2xf32>
+        %a = nn.tanh(%h) : tensor<4x2xf32>
+        %d = cim.mvm(%a, %w2) {layer = "l2"} : tensor<4x2xf32>
+        yield(%d)
+    }) : tensor<4x2xf32>
+    return(%y)
+  }
+}
+"""
+    src = src.replace('module {', 'module attributes {stage = "cim"} {', 1)
+    text = check_pass(src, "ode-unroll,tile{rows=2,cols=2},place{cores=4,crossbars_per_core=1},"
+                           "schedule", rtol=0, atol=0)
+    m = parse_module(text)
+    loop = next(op for op in m.main.body.ops if op.name == "ode.loop")
+    body = list(loop.regions[0].walk())
+    tiles = [op for op in body if op.name == "cim.xbar_mvm"]
+    assert len(tiles) == 4  # two stages of two layers
+    assert {(op.attrs["layer"], op.attrs["core"], op.attrs["xbar"]) for op in tiles} == {
+        ("l1", 0, 0), ("l2", 1, 0)}  # ... on the crossbars of one evaluation
+    assert loop.attrs["core"] == 0
+    transfers = [op for op in body if op.name == "cim.transfer"]
+    assert {(t.attrs["from"], t.attrs["to"]) for t in transfers} == {(0, 1), (1, 0)}
+    controller = [op for op in body if op.name in ("nn.where", "nn.less_equal", "nn.pow")]
+    assert controller and all(op.attrs["core"] == 0 for op in controller)
