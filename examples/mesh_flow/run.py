@@ -103,7 +103,7 @@ def plot_meshes(meshes: list[tuple[str, np.ndarray]], faces: np.ndarray, path: P
         ax.set(xlim=(-lim, lim), ylim=(-lim, lim), zlim=(-lim, lim))
         ax.set_axis_off()
     fig.subplots_adjust(left=0, right=1, bottom=0, top=0.92, wspace=0)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=75)
     plt.close(fig)
 
 
