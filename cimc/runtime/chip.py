@@ -9,6 +9,7 @@ at which a run starts.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -44,6 +45,11 @@ CHUNK_ELEMENTS = 1 << 21
 
 def _rng(seed: int, *path: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=path)))
+
+
+def _program_stream(seed: int, core: int, xbar: int) -> np.random.Generator:
+    """The random stream that programs crossbar ``xbar`` of ``core`` (cimc.runtime.crossbars)."""
+    return _rng(seed, _PROGRAM_STREAM, core, xbar)
 
 
 def _load_key(key: KeyLike, art: Artifact) -> dict[str, np.ndarray] | None:
@@ -95,7 +101,8 @@ class Chip:
         self.seed = check_seed(seed)
         self.drift_compensation = (art.target.device.drift_compensation
                                    if drift_compensation is None else bool(drift_compensation))
-        self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), _load_key(key, art))
+        self.machine = Machine(art, functools.partial(_program_stream, self.seed),
+                               _load_key(key, art))
         self.execution = choose(workers, _WORKER_ERRORS)
         self._closer = weakref.finalize(self, self.execution.close)
         self.runs = 0
@@ -138,8 +145,7 @@ class Chip:
         # names, dtypes and shapes here; finiteness inside each chunk (in parallel)
         feeds = check_inputs(self.artifact.inputs, inputs, flexible)
         comp = self.drift_compensation if drift_compensation is None else bool(drift_compensation)
-        t = device.check_time(t)
-        self.machine.at(t, comp)  # here, so that a bad t is reported before any chunk
+        t = device.check_time(t)  # here, so that a bad t is reported before any chunk
         run_index = self.runs
         self.runs += 1
         batch = next(iter(feeds.values())).shape[0] if feeds and flexible else 1
@@ -150,10 +156,15 @@ class Chip:
                   "batch": b - a},
                  {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds)
                 for i, (a, b) in enumerate(bounds)]
+        frozen = self.machine.at(t, comp)
         try:
             with self.execution.blas_scope():
-                parts = self.execution.map(jobs, self._chunk) if fast else \
-                    [self._chunk(*jobs[0])]
+                if len(jobs) == 1:  # the run makes crossbars as it needs them, helpers ahead
+                    with self.execution.beside(frozen.help):
+                        parts = [self._chunk(*jobs[0])]
+                else:  # all made on this process's threads first (forked workers inherit them)
+                    frozen.fill(self.execution.each)
+                    parts = self.execution.map(jobs, self._chunk)
         except _NotFinite:
             check_finite(feeds)  # the whole batch: the first bad index and the count
             raise AssertionError("a chunk held NaN/Inf but the batch does not") from None
@@ -179,6 +190,8 @@ class Chip:
         """The chunks of a batch: each about CHUNK_ELEMENTS of its largest buffer, at least two
         samples (a product over one vector may sum in another order than over several), and
         of sizes that differ by at most one."""
+        if batch < 4:
+            return [(0, batch)]
         if self._peak_per_sample is None:
             blocked = self.machine.blocked()
             written = [n for key, n in self._dry_trace().written.items() if key not in blocked]
@@ -187,7 +200,7 @@ class Chip:
             # without that field (written by hand) is probed.
             self._splittable = (self.artifact.manifest.get("batch") is not None
                                 or self._samples_independent())
-        if not self._splittable or batch < 4:
+        if not self._splittable:
             return [(0, batch)]
         size = max(1, int(CHUNK_ELEMENTS // self._peak_per_sample))
         n = min(math.ceil(batch / size), batch // 2)
@@ -204,10 +217,11 @@ class Chip:
                         if DTYPES[s.dtype].kind == "f" else np.zeros((2, *s.shape[1:]),
                                                                       DTYPES[s.dtype]))
                for s in self.artifact.inputs}
+        t, comp = self._any_time()
         try:
             with self.execution.blas_scope(), np.errstate(all="ignore"):
-                both, _ = self.machine.execute(two, 0.0, False, _rng(0, 98), noise=False)
-                first, _ = self.machine.execute({k: v[:1] for k, v in two.items()}, 0.0, False,
+                both, _ = self.machine.execute(two, t, comp, _rng(0, 98), noise=False)
+                first, _ = self.machine.execute({k: v[:1] for k, v in two.items()}, t, comp,
                                                 _rng(0, 98), noise=False)
         except CimcError:
             return False  # not batch-flexible: run every batch whole
@@ -255,9 +269,14 @@ class Chip:
                                     "the inputs: run it once before asking for its report")
         return self._last_trace
 
+    def _any_time(self) -> tuple[float, bool]:
+        """A (t, compensate) for runs whose values do not matter, only their shapes and work:
+        the crossbars made last, so that no others are made for them (t = 0 before any)."""
+        return self.machine.latest() or (0.0, False)
+
     def _dry_trace(self) -> Trace:
-        """Trace one noiseless run of the reference machine on zeros of batch 1 (for shapes; no
-        random stream used)."""
+        """Trace one noiseless run of the reference machine on zeros of batch 1 (for shapes and
+        work; no random stream used), on whichever crossbars are at hand."""
         if self._dry is not None:
             return self._dry
         if self.artifact.batch is None:  # exact shapes: trace the compiled shapes themselves
@@ -266,8 +285,10 @@ class Chip:
             feeds = {s.name: np.zeros((1, *s.shape[1:]), DTYPES[s.dtype])
                      for s in self.artifact.inputs}
         trace = Trace(1)
+        t, comp = self._any_time()
         with self.execution.blas_scope(), np.errstate(all="ignore"):
-            self.machine.execute(feeds, 0.0, False, _rng(0, 99), noise=False, trace=trace)
+            self.machine.at(t, comp).fill(self.execution.each)
+            self.machine.execute(feeds, t, comp, _rng(0, 99), noise=False, trace=trace)
         self._dry = trace
         return trace
 
