@@ -1,10 +1,10 @@
 """The public runtime entry: ``load(artifact, seed, key) -> Chip``; ``Chip.run``; ``Chip.report``.
 
 A :class:`Chip` is one simulated chip instance: the artifact plus a seed. Programming noise and
-each device's drift exponent are drawn once, when the instance is loaded; read noise is redrawn
-at every MVM of every run (its random stream also comes from the seed, so the same seed and the
-same sequence of runs give the same numbers); ``t`` is the time since programming, in seconds,
-at which a run starts.
+each device's drift exponent are a fixed function of the seed (drawn, crossbar by crossbar, when
+a run first needs the crossbars at its time); read noise is redrawn at every MVM of every run
+(its random stream also comes from the seed, so the same seed and the same sequence of runs give
+the same numbers); ``t`` is the time since programming, in seconds, at which a run starts.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import threading
 import weakref
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ import numpy as np
 
 from cimc import errors
 from cimc.errors import ArtifactError, CimcError, RuntimeInputError, check_seed
+from cimc.progress import ProgressFn
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, read_artifact
 from cimc.runtime.execution import choose
@@ -50,6 +52,11 @@ def _rng(seed: int, *path: int) -> np.random.Generator:
 def _program_stream(seed: int, core: int, xbar: int) -> np.random.Generator:
     """The random stream that programs crossbar ``xbar`` of ``core`` (cimc.runtime.crossbars)."""
     return _rng(seed, _PROGRAM_STREAM, core, xbar)
+
+
+def _in_process(pid: int, fn: ProgressFn, what: str, done: int, total: int) -> None:
+    if os.getpid() == pid:
+        fn(what, done, total)
 
 
 def _load_key(key: KeyLike, art: Artifact) -> dict[str, np.ndarray] | None:
@@ -95,7 +102,8 @@ class Chip:
     """A programmed chip instance; see the module docstring."""
 
     def __init__(self, art: Artifact, seed: int = 0, key: KeyLike = None,
-                 drift_compensation: bool | None = None, workers: int | None = None) -> None:
+                 drift_compensation: bool | None = None, workers: int | None = None,
+                 progress: ProgressFn | None = None) -> None:
         self.artifact = art
         self.target = art.target
         self.seed = check_seed(seed)
@@ -103,6 +111,7 @@ class Chip:
                                    if drift_compensation is None else bool(drift_compensation))
         self.machine = Machine(art, functools.partial(_program_stream, self.seed),
                                _load_key(key, art))
+        self.progress = progress
         self.execution = choose(workers, _WORKER_ERRORS)
         self._closer = weakref.finalize(self, self.execution.close)
         self.runs = 0
@@ -113,6 +122,19 @@ class Chip:
         self._dry: Trace | None = None
         self._splittable = True
         self._local = threading.local()  # one Workspace per thread that executes chunks
+
+    @property
+    def progress(self) -> ProgressFn | None:
+        """Called with (what, done, total) as a run makes the crossbars at a new time (None:
+        silent); worker processes say nothing."""
+        return self.machine.progress
+
+    @progress.setter
+    def progress(self, fn: ProgressFn | None) -> None:
+        if fn is not None:
+            pid = os.getpid()
+            fn = functools.partial(_in_process, pid, fn)
+        self.machine.progress = fn
 
     @property
     def workers(self) -> int:
@@ -316,7 +338,8 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def load(path: str | Path, seed: int = 0, key: KeyLike = None, *,
-         drift_compensation: bool | None = None, workers: int | None = None) -> Chip:
+         drift_compensation: bool | None = None, workers: int | None = None,
+         progress: ProgressFn | None = None) -> Chip:
     """Read an artifact (``NAME.cimc/`` or ``.cimc.zip``) and program a chip instance.
 
     ``seed`` fixes the programming noise and drift exponents (and the read-noise stream);
@@ -324,7 +347,13 @@ def load(path: str | Path, seed: int = 0, key: KeyLike = None, *,
     (on for PCM targets); ``workers`` sets how many chunks of a batch run at once (default:
     the CPUs available, at most 8): in worker processes forked beside the caller on Linux, on
     threads elsewhere, in the calling thread for 1 (cimc.runtime.execution). ``Chip.close()``
-    (or ``with``) stops them; so does garbage collection.
+    (or ``with``) stops them; so does garbage collection. ``progress`` is called with (what,
+    done, total) while the artifact is read and as the crossbars are made, at a run's new time
+    (:attr:`Chip.progress`): for a bar over big models.
+
+    The crossbars' programming noise and drift exponents are a fixed function of the seed; a
+    chip draws them when a run first needs its crossbars at a time, and keeps only what the runs
+    at that time multiply by (cimc.runtime.crossbars).
     """
-    return Chip(read_artifact(path), seed=seed, key=key, drift_compensation=drift_compensation,
-                workers=workers)
+    return Chip(read_artifact(path, progress), seed=seed, key=key,
+                drift_compensation=drift_compensation, workers=workers, progress=progress)

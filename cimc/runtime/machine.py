@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import ArtifactError, RuntimeInputError
+from cimc.progress import ProgressFn
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, TensorSpec
 from cimc.runtime.crossbars import (
@@ -73,6 +74,8 @@ class Frozen:
         self._making: dict[Key, threading.Event] = {}
         self._failed: dict[Key, BaseException] = {}
         self._lock = threading.Lock()
+        self._progress = machine.progress
+        self._what = f"crossbars at t = {t:g} s"
         self.crossbars: Mapping[Key, CrossbarAt] = _View(self, lambda m: m.at)
         self.matrices: Mapping[Key, Matrices] = _View(self, lambda m: m)
 
@@ -104,6 +107,8 @@ class Frozen:
             raise
         finally:
             event.set()
+        if self._progress is not None:
+            self._progress(self._what, len(self._made), len(self._xbs))
         return hit
 
     def fill(self, each: Each | None = None) -> None:
@@ -165,6 +170,7 @@ class Machine:
                          for c, p in self.programs.items()}
         self._cache: OrderedDict[tuple[float, bool], Frozen] = OrderedDict()
         self._lock = threading.Lock()
+        self.progress: ProgressFn | None = None  # hears of the crossbars made at a new time
 
     @property
     def noisy(self) -> bool:

@@ -199,3 +199,19 @@ def test_the_report_shares_the_crossbars_of_the_last_run(tmp_path):
     chip.run({"x": RNG.uniform(-1, 1, (2, 16)).astype(np.float32)}, t=50.0)
     assert chip.report().latency_ns > 0
     assert list(chip.machine._cache) == [(50.0, True)]  # no crossbars made for the trace
+
+
+def test_load_and_runs_report_their_progress(tmp_path):
+    calls = []
+    chip = load(chain(tmp_path, [16, 8, 4]), seed=1, workers=1,
+                progress=lambda *a: calls.append(a))
+    assert calls == [("core programs", 1, 2), ("core programs", 2, 2)]
+    x = RNG.uniform(-1, 1, (2, 16)).astype(np.float32)
+    calls.clear()
+    chip.run({"x": x}, t=5.0)
+    assert calls == [("crossbars at t = 5 s", 1, 2), ("crossbars at t = 5 s", 2, 2)]
+    calls.clear()
+    chip.run({"x": x}, t=5.0)  # made already
+    chip.progress = None
+    chip.run({"x": x}, t=6.0)
+    assert calls == []
