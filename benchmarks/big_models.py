@@ -72,9 +72,10 @@ print(json.dumps({"load_s": t2 - t1, "run_s": t3 - t2, "again_s": t4 - t3}))
 
 def measure(code: str, *args: str) -> dict[str, float]:
     """Run ``code`` in a fresh interpreter; its JSON line plus its peak resident memory."""
-    wrapper = (code + "\nimport resource\n"
-               "print(json.dumps({'rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
-               " / 1e6}))\n")
+    # VmHWM, not getrusage's ru_maxrss: that one keeps the high-water mark of the parent
+    # across fork and exec (this script's, which compiled the model)
+    wrapper = (code + "\nhwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]"
+               "\nprint(json.dumps({'rss_gb': int(hwm[0].split()[1]) / 1e6}))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True, text=True,
                          env=env, check=False)

@@ -85,7 +85,11 @@ def eval_curve(curve: Sequence[Piece], g: np.ndarray) -> np.ndarray:
     float32 for float32 ``g`` and in float64 otherwise. Piece i holds from its ``from_g`` up to
     the next piece's."""
     g = np.asarray(g)
-    g = np.maximum(g, G_FLOOR, dtype=np.float32 if g.dtype == np.float32 else np.float64)
+    return _eval_floored(curve, np.maximum(g, G_FLOOR, dtype=np.float32 if g.dtype == np.float32
+                                           else np.float64))
+
+
+def _eval_floored(curve: Sequence[Piece], g: np.ndarray) -> np.ndarray:
     out = _eval_piece(curve[0], g)
     blend = all(_bounded(p) for p in curve)
     for piece in curve[1:]:
@@ -222,7 +226,7 @@ def one_over_f_amplitude(g_prog: np.ndarray, g_max: float, read: ReadNoise) -> n
     if not read.q_s:
         return None
     g = np.multiply(g_prog, np.float32(1 / g_max), dtype=np.float32)
-    return eval_curve(read.q_s, g)
+    return _eval_floored(read.q_s, np.maximum(g, G_FLOOR, out=g))
 
 
 def read_noise_variance(g_prog: np.ndarray, g_now: np.ndarray, g_max: float, elapsed: float,
@@ -233,11 +237,10 @@ def read_noise_variance(g_prog: np.ndarray, g_now: np.ndarray, g_max: float, ela
     ``q_s`` may pass ``one_over_f_amplitude(g_prog, ...)`` computed once at programming time.
     """
     if read.q_s:
-        q_s = one_over_f_amplitude(g_prog, g_max, read) if q_s is None else q_s
-        var = np.multiply(q_s, np.float32(one_over_f_scale(elapsed, read.t_read_s)),
-                          dtype=np.float32)
-        var *= np.abs(g_now, dtype=np.float32)
+        var = one_over_f_amplitude(g_prog, g_max, read) if q_s is None else q_s.copy()
+        var *= g_now  # = |G(t)|: conductances are never negative
         np.square(var, out=var)
+        var *= np.float32(one_over_f_scale(elapsed, read.t_read_s) ** 2)
     else:
         var = np.zeros(np.shape(g_now), dtype=np.float32)
     if read.additive_rel:
@@ -365,7 +368,8 @@ class DeviceModel:
         """Per level magnitude in ``values`` (``|level| <= max_level``): the target of each of
         a polarity's units, sigma of its programming noise, and the mean and spread of its
         drift exponent (``[len(values), 4]`` float32; zeros where the model has no such
-        source). Every device's target is a level's: the curves of g are evaluated here once."""
+        source). Every device's target is a level's: the curves of g are evaluated here once
+        (:meth:`program` looks them up per device)."""
         unit_max = self.g_max_unit
         targets = levels_to_conductance(values, max_level, self.g_max)[0] / np.float32(self.units)
         if values.min(initial=0) < 0 or targets.max(initial=0.0) > unit_max * (1 + 1e-6):
@@ -390,21 +394,22 @@ class DeviceModel:
         np.maximum(index, 0, out=at[0, 0])
         np.negative(index, out=at[1, 0])
         np.maximum(at[1, 0], 0, out=at[1, 0])
-        # one gather fetches a device's four numbers (a row of the table is 16 bytes)
-        p = table.view(np.complex128)[:, 0].take(at, mode="wrap").view(np.float32)
-        p = p.reshape(*at.shape, 4)
-        k = 0
+        columns = np.ascontiguousarray(table.T)
+
+        def per_device(column: int) -> np.ndarray:
+            return columns[column].take(at, mode="wrap")  # (every index is in range)
+
         if self.programming is not None:
-            g = np.multiply(p[..., 1], z[0:2])
-            g += p[..., 0]
+            g = np.multiply(per_device(1), z[0:2])
+            g += per_device(0)
             np.maximum(g, 0, out=g)
-            k = 2
         else:
-            g = np.broadcast_to(p[..., 0], (2, self.units, *index.shape)).copy()
+            g = np.broadcast_to(per_device(0), (2, self.units, *index.shape)).copy()
         nu = None
         if self.drift is not None:
-            nu = np.multiply(p[..., 3], z[k:k + 2])
-            nu += p[..., 2]
+            k = 2 if self.programming is not None else 0
+            nu = np.multiply(per_device(3), z[k:k + 2])
+            nu += per_device(2)
             np.abs(nu, out=nu)
         return ProgrammedArray(self, g, nu)
 
