@@ -16,7 +16,8 @@ The pieces, in the order a weight meets them:
    each polarity's target is split equally over its units (``devices_per_weight/2/fit_devices``);
    each unit gets programming noise ``max(G_T + sigma(g) xi, 0)`` and, for drifting devices, a
    drift exponent ``nu = |mean(g) + std(g) xi|``, with standard normals ``xi`` from
-   :func:`normal_f32`.
+   :func:`normal_f32`. The curves of g are evaluated once per level; a weight's device pair is
+   held as the device its level is on and the partner, whose target is 0.
 4. At time t (:meth:`ProgrammedArray.at`): drift ``G(t) = G_prog ((t + t0)/t0)^-nu`` and the
    variance of the read noise of every cell. The device clock follows IBM aihwkit's convention:
    t = 0 is the first read after programming, taken t0 seconds after programming (the drift
@@ -357,8 +358,9 @@ class DeviceModel:
 
     def normals(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """The standard normals that program levels of ``shape``: one :func:`normal_f32` draw
-        of ``[sources, units, *shape]``, the sources in order the programming noise of G+ and
-        of G-, then the drift exponents of G+ and of G- (a source the model lacks draws
+        of ``[sources, units, *shape]``, the sources in order the programming noise of the
+        device that holds each level (G+ for a level >= 0, G- for a negative one) and of its
+        partner, then the drift exponents of the same two (a source the model lacks draws
         nothing). The order is fixed, so a seed reproduces a chip."""
         sources = 2 * (self.programming is not None) + 2 * (self.drift is not None)
         n = sources * self.units * math.prod(shape)
@@ -385,33 +387,37 @@ class DeviceModel:
     def program(self, index: np.ndarray, table: np.ndarray, z: np.ndarray) -> ProgrammedArray:
         """Program signed levels, given as ``index`` into the magnitudes of ``table`` (a
         :meth:`level_table`; level = sign(index) * magnitude[|index|], see :func:`level_index`),
-        with the standard normals ``z`` (:meth:`normals`): ``|level|/max_level * g_max`` on G+
-        for a positive level, on G- for a negative one (:func:`levels_to_conductance`), split
-        equally over each polarity's units; each unit gets programming noise
-        ``max(G_T + sigma(g) xi, 0)`` and, for drifting devices, a drift exponent
-        ``nu = |mean(g) + std(g) xi|``."""
-        at = np.empty((2, 1, *index.shape), np.intp)  # per polarity, the level's magnitude
-        np.maximum(index, 0, out=at[0, 0])
-        np.negative(index, out=at[1, 0])
-        np.maximum(at[1, 0], 0, out=at[1, 0])
+        with the standard normals ``z`` (:meth:`normals`). Each level goes on one device of its
+        differential pair, ``|level|/max_level * g_max`` on G+ for a level >= 0 and on G- for a
+        negative one (:func:`levels_to_conductance`); its partner's target is 0. Each split
+        equally over its units, and each unit gets programming noise ``max(G_T + sigma(g) xi,
+        0)`` and, for drifting devices, a drift exponent ``nu = |mean(g) + std(g) xi|``."""
+        magnitude = np.abs(index)
         columns = np.ascontiguousarray(table.T)
 
-        def per_device(column: int) -> np.ndarray:
-            return columns[column].take(at, mode="wrap")  # (every index is in range)
+        def holder(column: int) -> np.ndarray:  # the holding devices' numbers
+            return columns[column].take(magnitude, mode="wrap")  # (every index is in range)
 
+        partner = table[0]  # target 0
+        g = np.empty((2, self.units, *index.shape), np.float32)
         if self.programming is not None:
-            g = np.multiply(per_device(1), z[0:2])
-            g += per_device(0)
+            np.multiply(holder(1), z[0], out=g[0])
+            g[0] += holder(0)
+            np.multiply(z[1], partner[1], out=g[1])  # (+ a target of 0)
             np.maximum(g, 0, out=g)
         else:
-            g = np.broadcast_to(per_device(0), (2, self.units, *index.shape)).copy()
+            g[0], g[1] = holder(0), partner[0]
         nu = None
         if self.drift is not None:
             k = 2 if self.programming is not None else 0
-            nu = np.multiply(per_device(3), z[k:k + 2])
-            nu += per_device(2)
+            nu = np.empty_like(g)
+            np.multiply(holder(3), z[k], out=nu[0])
+            nu[0] += holder(2)
+            np.multiply(z[k + 1], partner[3], out=nu[1])
+            nu[1] += partner[2]
             np.abs(nu, out=nu)
-        return ProgrammedArray(self, g, nu)
+        sign = np.copysign(np.float32(1), index.astype(np.float32))  # +1 for a level of 0
+        return ProgrammedArray(self, g, sign, nu)
 
 
 def level_index(levels: np.ndarray, max_level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -430,20 +436,29 @@ def level_index(levels: np.ndarray, max_level: float) -> tuple[np.ndarray, np.nd
 
 @dataclass(frozen=True)
 class ProgrammedArray:
-    """One crossbar slice of a chip instance: programmed conductances ``g`` and, for drifting
-    devices, each device's drift exponent ``nu``, both ``[2, units, R, C]``: G+ then G-."""
+    """One crossbar slice of a chip instance: the programmed conductances ``g`` of the device
+    that holds each weight's level and of its partner, and, for drifting devices, each device's
+    drift exponent ``nu`` (both ``[2, units, R, C]``); ``sign`` (``[R, C]``, +1 or -1) says
+    whether the holder is G+ or G-: a weight is ``sign * (g[0] - g[1])``."""
 
     model: DeviceModel
     g: np.ndarray
+    sign: np.ndarray
     nu: np.ndarray | None = None
 
     @property
     def g_programmed(self) -> np.ndarray:
         """Effective conductances (G+ - G-, µS) as programmed (t = 0: before any drift)."""
-        return _effective(self.g)
+        return self._effective(self.g)
+
+    def polarities(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """G+ and G- (``[units, R, C]``) of ``g`` given per holder and partner."""
+        plus = self.sign > 0
+        return np.where(plus, g[0], g[1]), np.where(plus, g[1], g[0])
 
     def conductances(self, t: float) -> np.ndarray:
-        """G+ and G- (``[2, units, R, C]``) at time t, drift applied."""
+        """The holders' and partners' conductances (``[2, units, R, C]``) at time t, drift
+        applied."""
         drift = self.model.drift
         if drift is None or check_time(t) == 0:
             return self.g
@@ -452,21 +467,25 @@ class ProgrammedArray:
     def at(self, t: float) -> ArrayState:
         """The slice at time t: effective conductances (G+ - G-, µS) and read-noise variance."""
         g_now = self.conductances(t)
-        g_eff = _effective(g_now)
+        g_eff = self._effective(g_now)
         read = self.model.read
         if read is None:
             return ArrayState(g_eff)
         elapsed = t + (self.model.drift.t0_s if self.model.drift is not None else 0.0)
-        var = read_noise_variance(self.g, g_now, self.model.g_max_unit, elapsed, read)
-        return ArrayState(g_eff, np.add(var[0], var[1]).sum(axis=0) if self.model.units > 1
-                          else np.add(var[0, 0], var[1, 0]))
+        # holders and partners apart: a partner's conductance stays small, and the curve's
+        # pieces that start above it are not evaluated
+        var = read_noise_variance(self.g[0], g_now[0], self.model.g_max_unit, elapsed, read)
+        var += read_noise_variance(self.g[1], g_now[1], self.model.g_max_unit, elapsed, read)
+        return ArrayState(g_eff, var[0] if self.model.units == 1 else var.sum(axis=0))
 
-
-def _effective(g: np.ndarray) -> np.ndarray:
-    """G+ - G- (``g[0] - g[1]``), summed over the units (float32)."""
-    if g.shape[1] == 1:
-        return np.subtract(g[0, 0], g[1, 0], dtype=np.float32)
-    return np.subtract(g[0].sum(axis=0), g[1].sum(axis=0), dtype=np.float32)
+    def _effective(self, g: np.ndarray) -> np.ndarray:
+        """``sign * (g[0] - g[1])``, summed over the units (float32)."""
+        if g.shape[1] == 1:
+            out = np.subtract(g[0, 0], g[1, 0], dtype=np.float32)
+        else:
+            out = np.subtract(g[0].sum(axis=0), g[1].sum(axis=0), dtype=np.float32)
+        out *= self.sign
+        return out
 
 
 @dataclass(frozen=True)

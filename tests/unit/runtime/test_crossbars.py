@@ -66,18 +66,20 @@ def test_each_crossbar_has_its_own_stream(tmp_path):
 
 def test_programming_follows_the_seed_pinned():
     """The draws of a seed are part of the contract (the seed reproduces a chip): stream
-    (seed, 0, core, crossbar), normals for G+ noise, G- noise, G+ nu, G- nu in turn."""
+    (seed, 0, core, crossbar), normals for the programming noise of each level's device and of
+    its partner, then their drift exponents, in turn."""
     m = dv.DeviceModel.from_target(load_target("hermes64"))
     levels = np.array([[100, -50, 0, 7]])
     index, values = dv.level_index(levels, 127)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(5, spawn_key=(0, 2, 1))))
     arr = m.program(index, m.level_table(values, 127), m.normals(rng, levels.shape))
-    np.testing.assert_allclose(arr.g[:, 0, 0], [[16.174982, 0.0, 0.0, 1.103927],
-                                                [0.0, 6.6353197, 0.0, 0.1572604]],
+    np.testing.assert_allclose(arr.g[:, 0, 0], [[16.174982, 6.991103, 0.0, 1.103927],
+                                                [0.0, 0.0, 0.0, 0.1572604]],
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(arr.nu[:, 0, 0], [[0.02891011, 0.09600072, 0.1493111, 0.15591297],
-                                                 [0.11451432, 0.05861054, 0.07681788, 0.1506964]],
+    np.testing.assert_allclose(arr.nu[:, 0, 0], [[0.02891011, 0.05411897, 0.1493111, 0.15591297],
+                                                 [0.11451432, 0.1156738, 0.07681788, 0.1506964]],
                                rtol=1e-5)
+    np.testing.assert_array_equal(arr.sign, [[1, -1, 1, 1]])  # -50 is held by G-
     # what a chip of that seed programs: its crossbar 1 of core 2 draws from that stream
     from cimc.runtime.chip import _program_stream
     np.testing.assert_array_equal(_program_stream(5, 2, 1).bit_generator.random_raw(3),

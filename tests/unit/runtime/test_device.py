@@ -125,19 +125,24 @@ def test_programmed_conductance_is_never_negative():
 
 
 def test_programming_draws_one_stream_in_order():
-    """Programming noise of G+ and G-, then drift exponents of G+ and G-, from one draw."""
+    """Programming noise of the device holding each level and of its partner, then the drift
+    exponents of the same two, from one draw; the holder is G+ for a level >= 0, else G-."""
     m = model("pcm40")
     levels = np.random.default_rng(0).integers(-8, 9, (6, 5))
     arr = program(m, levels, 8, np.random.default_rng(21))
     z = dv.normal_f32(np.random.default_rng(21), 4 * levels.size).reshape(4, 1, 6, 5)
-    gp, gm = dv.levels_to_conductance(levels, 8, m.g_max)
-    for side, g_t in enumerate((gp, gm)):
+    holder = dv.levels_to_conductance(np.abs(levels), 8, m.g_max)[0]
+    for side, g_t in enumerate((holder, np.zeros_like(holder))):
         sigma = dv.programming_sigma(g_t, m.g_max, m.programming).astype(np.float32)
         np.testing.assert_allclose(arr.g[side, 0], np.maximum(g_t + sigma * z[side, 0], 0),
                                    rtol=1e-6, atol=1e-6)
         mean, std = dv.drift_exponent_stats(g_t, m.g_max, m.drift)
         np.testing.assert_allclose(arr.nu[side, 0], np.abs(mean + std * z[2 + side, 0]),
                                    rtol=1e-5, atol=1e-7)
+    g_plus, g_minus = arr.polarities(arr.g)
+    np.testing.assert_array_equal(g_plus[0], np.where(levels >= 0, arr.g[0, 0], arr.g[1, 0]))
+    np.testing.assert_array_equal(arr.at(0.0).g_eff, g_plus[0] - g_minus[0])
+    assert (g_minus[0][levels > 0] < 0.3 * m.g_max / 8).all()  # G- of a positive level: ~0
 
 
 # ---- drift ------------------------------------------------------------------------------------
