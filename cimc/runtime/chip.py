@@ -178,15 +178,12 @@ class Chip:
                   "batch": b - a},
                  {k: v[a:b] for k, v in feeds.items()} if len(bounds) > 1 else feeds)
                 for i, (a, b) in enumerate(bounds)]
-        frozen = self.machine.at(t, comp)
         try:
             with self.execution.blas_scope():
-                if len(jobs) == 1:  # the run makes crossbars as it needs them, helpers ahead
-                    with self.execution.beside(frozen.help):
-                        parts = [self._chunk(*jobs[0])]
-                else:  # all made on this process's threads first (forked workers inherit them)
-                    frozen.fill(self.execution.each)
-                    parts = self.execution.map(jobs, self._chunk)
+                # the crossbars at t, made on this process's threads before any chunk runs
+                # (worker processes forked for this run inherit them)
+                self.machine.at(t, comp).fill(self.execution.each)
+                parts = self.execution.map(jobs, self._chunk)
         except _NotFinite:
             check_finite(feeds)  # the whole batch: the first bad index and the count
             raise AssertionError("a chunk held NaN/Inf but the batch does not") from None

@@ -66,12 +66,6 @@ class Execution:
         return [fn(x) for x in items]
 
     @contextlib.contextmanager
-    def beside(self, fn: Callable[[], Any]) -> Iterator[None]:
-        """``fn`` on ``workers - 1`` threads of this process while the block runs in this one
-        (waited for at its end; not at all with one worker)."""
-        yield
-
-    @contextlib.contextmanager
     def blas_scope(self) -> Iterator[None]:
         """BLAS on one thread inside the block (see the module docstring)."""
         with self._blas_lock:
@@ -132,29 +126,17 @@ class Threads(Execution):
                     return
                 parts[i] = fn(items[i])
 
-        with self._helping(work, min(self.workers, len(items)) - 1):
-            work()
-        return parts
-
-    @contextlib.contextmanager
-    def beside(self, fn: Callable[[], Any]) -> Iterator[None]:
-        with self._helping(fn, self.workers - 1):
-            yield
-
-    @contextlib.contextmanager
-    def _helping(self, fn: Callable[[], Any], n: int) -> Iterator[None]:
-        """``fn`` on ``n`` pool threads while the block runs; waits for every one at its end
-        and re-raises the first error."""
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="cimc-run")
             pool = self._pool
-        helpers = [pool.submit(fn) for _ in range(n)]
+        helpers = [pool.submit(work) for _ in range(min(self.workers, len(items)) - 1)]
         try:
-            yield
+            work()
         finally:
             for f in helpers:
-                f.result()
+                f.result()  # waits for every helper; re-raises the first error
+        return parts
 
     def close(self) -> None:
         with self._pool_lock:

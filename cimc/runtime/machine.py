@@ -61,10 +61,10 @@ Key = tuple[int, int]  # (core, crossbar index)
 
 class Frozen:
     """A chip's crossbars frozen at one time (``t``, ``compensate``): each made the first time a
-    run asks for it, or ahead of that by :meth:`fill` (on other threads while a run goes on, or
-    before one). Whoever asks first makes a crossbar; whoever asks while it is being made waits
-    for it. ``crossbars`` and ``matrices`` are the mappings the reference machine and the fast
-    executor read."""
+    run asks for it, or ahead of that by :meth:`fill` (on the process's threads: what
+    ``Chip.run`` does). Whoever asks first makes a crossbar; whoever asks while another thread
+    makes it waits for it. ``crossbars`` and ``matrices`` are the mappings the reference machine
+    and the fast executor read."""
 
     def __init__(self, machine: Machine, t: float, compensate: bool) -> None:
         self._xbs = machine.crossbars
@@ -79,9 +79,9 @@ class Frozen:
         self.crossbars: Mapping[Key, CrossbarAt] = _View(self, lambda m: m.at)
         self.matrices: Mapping[Key, Matrices] = _View(self, lambda m: m)
 
-    def get(self, key: Key, wait: bool = True) -> Matrices | None:
+    def get(self, key: Key) -> Matrices:
         """Crossbar ``key`` at this time, made now if no one has begun it; when another thread
-        is making it, that one (or, unless ``wait``, None at once)."""
+        is making it, that one."""
         hit = self._made.get(key)
         if hit is not None:
             return hit
@@ -94,8 +94,6 @@ class Frozen:
             if mine:
                 event = self._making[key] = threading.Event()
         if not mine:
-            if not wait:
-                return None
             event.wait()
             if key in self._failed:
                 raise self._failed[key]
@@ -117,10 +115,6 @@ class Frozen:
         if not self.complete:
             (each or _serial)(self.get, list(self._xbs))
 
-    def help(self) -> None:
-        """Make, in order, every crossbar no one has begun (a helper thread beside a run)."""
-        for key in self._xbs:
-            self.get(key, wait=False)
 
     @property
     def complete(self) -> bool:
@@ -139,7 +133,7 @@ class _View(Mapping[Key, Any]):
     def __getitem__(self, key: Key) -> Any:
         if key not in self._frozen._xbs:
             raise KeyError(key)
-        return self._pick(self._frozen.get(key))  # type: ignore[arg-type]
+        return self._pick(self._frozen.get(key))
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self._frozen._xbs)
