@@ -63,7 +63,7 @@ def main() -> int:
 
         t_ref, _ = best_of(reference, args.repeat)
         t_cimc, result = best_of(compile_once, args.repeat)
-    place = result.reports["place"]
+    place = result.context.placement
     print(f"{args.model} on {args.target}:")
     print(f"  crossbars        {place['crossbars']} (analytic minimum {place['analytic_min']}, "
           f"{100 * (place['crossbars'] / place['analytic_min'] - 1):+.1f} %)")

@@ -74,7 +74,7 @@ class CimcBackend(Backend):
         """Run one node: wrapped into a one-node model whose inputs are ``inputs``."""
         from onnx import helper
 
-        from cimc.frontend.onnx.importer import onnx_elem_type
+        from cimc.frontend.onnx.dtypes import onnx_elem_type
 
         arrays = [np.asarray(x) for x in inputs]
         names = [n for n in node.input if n]

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cimc.frontend.onnx.importer import onnx_elem_type
+from cimc.frontend.onnx.dtypes import onnx_elem_type
 
 
 def ort_run(model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cimc.ir.types import TensorType
+from cimc.ops.registry import infer_types
 
 
 class Value:
@@ -227,8 +228,6 @@ class Builder:
     ) -> Op:
         attrs = dict(attrs or {})
         if result_types is None:
-            from cimc.ops.registry import infer_types
-
             result_types = infer_types(name, [v.type for v in operands], attrs)
         op = Op(name, operands, result_types, attrs, regions, loc=self.loc)
         self.block.insert(self.index, op)

@@ -24,20 +24,32 @@ from cimc.ir.printer import is_ir_file, is_sidecar, to_text, write_module
 from cimc.ir.verify import verify
 
 if TYPE_CHECKING:
+    from cimc.passes.encrypt import EncryptSummary
+    from cimc.passes.place import Placement
     from cimc.passes.prune_similar import PruneSummary
+    from cimc.passes.quantize import QuantizeSummary
+    from cimc.passes.schedule import ScheduleSummary
+    from cimc.passes.tile import TileSummary
+    from cimc.targets.schema import Target
 
 
 @dataclass
 class PassContext:
-    """What passes share: the target description, calibration data, a seed, and reports that
-    passes write for later stages and for the user (e.g. per-layer utilisation)."""
+    """What passes share: the target description, calibration data and a seed; and the typed
+    records passes leave for later passes, the emitter and the user (each pass's own).
+    ``encrypt_data``: the samples the 'encrypt' pass scores keys on (inputs and ``labels``)."""
 
-    target: Any = None
+    target: Target | None = None
     calib: dict[str, Any] | None = None
+    encrypt_data: dict[str, Any] | None = None
     seed: int = 0
-    reports: dict[str, Any] = field(default_factory=dict)
     progress: Any = None
-    pruning: PruneSummary | None = None  # what prune-similar removed (for the manifest)
+    pruning: PruneSummary | None = None  # prune-similar: what it removed
+    tiling: TileSummary | None = None  # tile: crossbar geometry, per-layer stats
+    placement: Placement | None = None  # place: chips, cores, crossbars used
+    quantization: QuantizeSummary | None = None  # quantize: levels, converters, calibration
+    schedule: ScheduleSummary | None = None  # schedule: transfers
+    encryption: EncryptSummary | None = None  # encrypt: the flipped bits, accuracy left
 
 
 @dataclass
@@ -45,6 +57,14 @@ class Pass:
     name: ClassVar[str] = ""
     # The stage the module is at after this pass (None: unchanged).
     produces_stage: ClassVar[str | None] = None
+    # Passes that must have run before this one (earlier in the pipeline, or on the module
+    # already: see applied_to); a pipeline without them is refused before anything runs.
+    requires: ClassVar[tuple[type[Pass], ...]] = ()
+
+    @classmethod
+    def applied_to(cls, module: Module) -> bool:
+        """Whether ``module`` shows that this pass has run on it (e.g. a dump read back)."""
+        return False
 
     def run(self, module: Module, ctx: PassContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -244,6 +264,19 @@ class Progress(Instrument):
 # ----------------------------------------------------------------------------- manager
 
 
+def check_order(passes: Sequence[Pass], module: Module) -> None:
+    """Refuse a pipeline in which a pass runs before one it requires (and the module does not
+    show that one applied already), naming both."""
+    for i, p in enumerate(passes):
+        for req in p.requires:
+            if any(isinstance(q, req) for q in passes[:i]) or req.applied_to(module):
+                continue
+            earlier = ", ".join(q.name for q in passes[:i]) or "none"
+            raise PassError(f"pass '{p.name}' needs '{req.name}' to run before it, and the "
+                            f"pipeline does not run it first (passes before it: {earlier}); "
+                            f"add '{req.name}' before '{p.name}'")
+
+
 class PassManager:
     """Runs passes in order, verifying after each one; errors name the failing pass and the
     passes that ran before it."""
@@ -257,6 +290,7 @@ class PassManager:
 
     def run(self, module: Module, ctx: PassContext | None = None) -> Module:
         ctx = ctx or PassContext()
+        check_order(self.passes, module)
         for ins in self.instruments:
             ins.before_pipeline(module)
         done: list[str] = []

@@ -413,6 +413,10 @@ class LowerToMvm(Pass):
     name = "lower-to-mvm"
     produces_stage = "cim"
 
+    @classmethod
+    def applied_to(cls, module: Module) -> bool:
+        return module.attrs.get("stage") == "cim"
+
     def run(self, module: Module, ctx: PassContext) -> None:
         names = layer_names(module)
         for f in module.funcs:

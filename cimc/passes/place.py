@@ -19,7 +19,8 @@ input lives on the core of the first tile that depends on it (``input_cores`` at
 function). An ``cim.im2col`` whose patches all feed tiles of one core runs on that core (its input
 is smaller than its patches, so that is what travels). Constants are not placed: every core that
 uses one gets its own copy.
-``ctx.reports["place"]`` holds crossbars, cores and chips used and the analytic minimum.
+``ctx.placement`` (a :class:`Placement`) holds the chips, the input cores, and the crossbars,
+cores and analytic minimum of the placed module.
 
 Stage: cim (tiled) -> cim (placed). Test: tests/passes/test_place.py.
 """
@@ -35,7 +36,7 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
-from cimc.passes.tile import analytic_minimum, target_geometry
+from cimc.passes.tile import Geometry, Tile, layer_stats, target_geometry
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,73 @@ def _set_chips(func: Func, shape: ChipShape) -> None:
                     inner.attrs["chip"] = core // shape.cores
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a placed module runs: the place pass's record, which schedule and the emitter read.
+
+    In the IR it is the module's ``chips`` and ``cores_per_chip``, @main's ``input_cores`` and
+    every placed op's ``core`` and ``chip`` (and a tile's ``xbar``), so dumps show it and parse
+    back; :meth:`write` and :meth:`read` (and :meth:`core_of`, :meth:`xbar_of`) are the one
+    place that spells those attributes. The counts come from :func:`summarise`."""
+
+    chips: int
+    cores_per_chip: int
+    input_cores: tuple[int, ...]
+    crossbars: int
+    cores_used: int
+    cores_with_crossbars: int
+    utilisation: float  # mean over the crossbars
+    analytic_min: int | None  # None without a crossbar geometry
+
+    def chip_of(self, core: int) -> int:
+        return core // self.cores_per_chip if self.cores_per_chip else 0
+
+    @staticmethod
+    def core_of(op: Op) -> int | None:
+        return op.attrs.get("core")
+
+    @staticmethod
+    def xbar_of(op: Op) -> int | None:
+        return op.attrs.get("xbar")
+
+    def write(self, module: Module) -> None:
+        module.attrs["chips"] = self.chips
+        module.attrs["cores_per_chip"] = self.cores_per_chip
+        module.main.attrs["input_cores"] = list(self.input_cores)
+
+    @classmethod
+    def read(cls, module: Module, geo: Geometry | None, what: str) -> Placement:
+        """The placement a placed module records (``what`` names the reader in the error
+        when it is not placed)."""
+        func = module.main
+        input_cores = func.attrs.get("input_cores")
+        if input_cores is None or len(input_cores) != len(func.args):
+            raise CimcError(f"{what}: @main has no input_cores; run the 'place' pass first")
+        for op in func.body.ops:
+            if op.name not in ("return", "nn.constant") and cls.core_of(op) is None:
+                where = f" at {op.loc}" if op.loc else ""
+                raise CimcError(f"{what}: {op.name}{where} has no core; run the 'place' pass "
+                                "first")
+        cores_per_chip = int(module.attrs.get("cores_per_chip") or 0)
+        chips = int(module.attrs.get("chips") or 1)
+        return cls.summarise(func, chips, cores_per_chip, input_cores, geo)
+
+    @classmethod
+    def summarise(cls, func: Func, chips: int, cores_per_chip: int, input_cores: list[int],
+                  geo: Geometry | None) -> Placement:
+        """The record of ``func`` as placed (its tiles' stats from :func:`layer_stats`)."""
+        layers = layer_stats(func, geo)
+        crossbars = sum(lay.crossbars for lay in layers)
+        cores = {op.attrs["core"] for op in func.body.ops if "core" in op.attrs}
+        return cls(
+            chips=chips, cores_per_chip=cores_per_chip, input_cores=tuple(input_cores),
+            crossbars=crossbars, cores_used=len(cores | set(input_cores)),
+            cores_with_crossbars=len({c for lay in layers for c in lay.cores}),
+            utilisation=(sum(lay.utilisation * lay.crossbars for lay in layers) / crossbars
+                         if crossbars else 0.0),
+            analytic_min=None if geo is None else sum(lay.analytic_min or 0 for lay in layers))
+
+
 @dataclass
 class Place(Pass):
     """Assign crossbar tiles to (chip, core, crossbar) and digital ops to cores.
@@ -182,15 +250,20 @@ class Place(Pass):
     ``chips=0``: as many chips as needed; ``chips=N``: refuse a model needing more than N chips.
     ``cores``/``crossbars_per_core`` (> 0) override the target's chip. Writes ``chip``, ``core``
     (global id) and, on tiles, ``xbar`` attributes, the function's ``input_cores``, the module's
-    ``chips`` and ``cores_per_chip``, and ``ctx.reports["place"]``.
+    ``chips`` and ``cores_per_chip`` (:meth:`Placement.write`), and ``ctx.placement``.
 
     Stage: cim (tiled) -> cim (placed). Test: tests/passes/test_place.py.
     """
 
     name = "place"
+    requires = (Tile,)
     chips: int = 0
     cores: int = 0
     crossbars_per_core: int = 0
+
+    @classmethod
+    def applied_to(cls, module: Module) -> bool:
+        return "input_cores" in module.main.attrs
 
     def run(self, module: Module, ctx: PassContext) -> None:
         if self.chips < 0:
@@ -217,27 +290,20 @@ class Place(Pass):
             op.attrs["core"], op.attrs["xbar"] = divmod(slot[op], shape.crossbars_per_core)
             tile_core[op] = op.attrs["core"]
         first = tile_core[tiles[0]] if tiles else 0
-        func.attrs["input_cores"] = _input_cores(func, tile_core, first)
-        home: dict[Value, int] = dict(zip(func.args, func.attrs["input_cores"]))
+        input_cores = _input_cores(func, tile_core, first)
+        home: dict[Value, int] = dict(zip(func.args, input_cores))
         unplaced: list[Op] = []
         _place_digital(func, home, unplaced)
         _place_by_users(func, unplaced, first)
         _pull_im2col(func)
         _set_chips(func, shape)
-        used_cores = sorted({op.attrs["core"] for op in func.body.ops if "core" in op.attrs}
-                            | set(func.attrs["input_cores"]))
-        chips_used = max((c // shape.cores for c in used_cores), default=0) + 1
-        module.attrs["chips"] = chips_used
-        module.attrs["cores_per_chip"] = shape.cores
-        ctx.reports["place"] = {
-            "crossbars": n_xbars,
-            "analytic_min": self._analytic_min(tiles, ctx),
-            "chips": chips_used,
-            "cores_used": len(used_cores),
-            "cores_with_crossbars": len(set(tile_core.values())),
-            "crossbars_per_chip": shape.crossbars,
-            "utilisation": _mean_utilisation(list({slot[op]: op for op in tiles}.values())),
-        }
+        used_cores = {op.attrs["core"] for op in func.body.ops if "core" in op.attrs}
+        chips_used = max((c // shape.cores for c in used_cores | set(input_cores)),
+                         default=0) + 1
+        geo = ctx.tiling.geometry if ctx.tiling is not None else (
+            target_geometry(ctx.target) if ctx.target is not None else None)
+        ctx.placement = Placement.summarise(func, chips_used, shape.cores, input_cores, geo)
+        ctx.placement.write(module)
 
     def _check_capacity(self, n_tiles: int, needed: int, shape: ChipShape) -> None:
         if self.chips and needed > self.chips:
@@ -248,24 +314,3 @@ class Place(Pass):
                 f"{self.chips * shape.crossbars}; use --chips auto (or --chips {needed}), or a "
                 "target with more or larger crossbars"
             )
-
-    @staticmethod
-    def _analytic_min(tiles: list[Op], ctx: PassContext) -> int | None:
-        tile_report = ctx.reports.get("tile")
-        if tile_report:
-            return tile_report.get("analytic_min")
-        if ctx.target is not None:
-            geo = target_geometry(ctx.target)
-            layers: dict[str, tuple[int, ...]] = {}
-            for op in tiles:
-                shape = tuple(op.attrs.get("weight_shape") or ())
-                if shape:
-                    layers.setdefault(str(op.attrs.get("layer", id(op))), shape)
-            return sum(analytic_minimum(s, geo) for s in layers.values())
-        return None
-
-
-def _mean_utilisation(tiles: list[Op]) -> float:
-    if not tiles:
-        return 0.0
-    return sum(float(op.attrs.get("utilisation", 0.0)) for op in tiles) / len(tiles)

@@ -29,7 +29,7 @@ batch first, any number of samples, at most ``calib_samples`` of them used). The
 the compiled batch are adjusted, every result's shape is checked), else one compiled batch at a
 time. Without calibration data the pass uses ONE batch of seeded standard-normal inputs of the
 model's input shapes (``ctx.seed``) and says so in a warning and in
-``ctx.reports["quantize"]["calibration"]``: real data usually calibrates better.
+``ctx.quantization.calibration``: real data usually calibrates better.
 
 The result has exact noise-free semantics in the interpreter (``cim.xbar_mvm``: DAC quantise ->
 ``levels * scale`` -> ADC clip/quantise), so it can be compared with the IR before this pass:
@@ -49,10 +49,11 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import CimcError
-from cimc.ops import registry
 from cimc.ir.core import Block, Func, Module, Op, Value
 from cimc.ir.interpreter import run_block
+from cimc.ops import registry
 from cimc.passes.base import Pass, PassContext
+from cimc.passes.tile import Tile
 
 SAMPLES_PER_BATCH = 1 << 15
 
@@ -199,7 +200,7 @@ def _region_runner(region: Block, env: dict[Value, np.ndarray]) -> Callable[[lis
     return runner
 
 
-class _BatchMismatch(Exception):
+class BatchMismatch(Exception):
     """A value's shape does not follow the calibration batch: run at the compiled batch."""
 
 
@@ -214,7 +215,7 @@ def _batched_attrs(op: Op, attrs: dict[str, Any], batch: int, compiled: int) -> 
     return attrs
 
 
-def _evaluate(
+def evaluate_at_batch(
     op: Op, inputs: list[np.ndarray], env: dict[Value, np.ndarray], batch: int, compiled: int
 ) -> list[np.ndarray]:
     """One op with the interpreter's semantics (results cast to their IR dtype), run on a batch
@@ -236,7 +237,7 @@ def _evaluate(
             shape = v.type.shape
             want = (batch, *shape[1:]) if shape and shape[0] == compiled else shape
             if a.shape != want:
-                raise _BatchMismatch(op.name)
+                raise BatchMismatch(op.name)
         results.append(a)
     return results
 
@@ -258,12 +259,12 @@ def _observe(
             break
         inputs = [env[v] for v in op.operands]
         try:
-            outs = _evaluate(op, inputs, env, batch, compiled)
-        except (CimcError, _BatchMismatch):
+            outs = evaluate_at_batch(op, inputs, env, batch, compiled)
+        except (CimcError, BatchMismatch):
             raise
         except Exception as e:
             if batch != compiled:
-                raise _BatchMismatch(op.name) from e
+                raise BatchMismatch(op.name) from e
             raise CimcError(f"quantize: calibration run failed at {op.name}: {e}") from e
         if op in tiles:
             x = op.operands[0]
@@ -354,6 +355,21 @@ class _Settings:
     weight_scale: str
 
 
+@dataclass(frozen=True)
+class QuantizeSummary:
+    """What the quantize pass did: the level grid and converters, how the converters were
+    calibrated, and the largest weight error it made (relative to a tile's max |W|)."""
+
+    max_level: int
+    dac_bits: int
+    adc_bits: int
+    slices: int
+    tiles: int
+    calibration: str
+    max_weight_error: float
+    unsigned_dac_tiles: int
+
+
 @dataclass
 class Quantize(Pass):
     """Map tile weights to the target's conductance levels; set DAC/ADC ranges from calibration.
@@ -364,12 +380,14 @@ class Quantize(Pass):
     ``adc_bits``, ``dac_percentile``, ``adc_percentile``;
     ``calib_samples`` caps the calibration samples used, ``calib_batch`` how many run at once.
     Calibration data: ``ctx.calib``, else one
-    seeded standard-normal batch (with a warning). Writes ``ctx.reports["quantize"]``.
+    seeded standard-normal batch (with a warning). Writes ``ctx.quantization`` (a
+    :class:`QuantizeSummary`).
 
     Stage: cim (tiled) -> cim (quantised). Test: tests/passes/test_quantize.py.
     """
 
     name = "quantize"
+    requires = (Tile,)
     max_level: int = -1
     dac_bits: int = -1
     adc_bits: int = -1
@@ -408,16 +426,11 @@ class Quantize(Pass):
         check_weight_scale(s.weight_scale)  # on every target, with or without tiles
         func = module.main
         tiles = [op for op in func.walk() if op.name == "cim.xbar_mvm"]
-        report: dict[str, Any] = {
-            "max_level": s.max_level, "dac_bits": s.dac_bits, "adc_bits": s.adc_bits,
-            "slices": s.slices, "tiles": len(tiles),
-            "unsigned_dac_tiles": 0,
-        }
         ranges: dict[Op, tuple[float, float]] = {}
         if tiles and (s.dac_bits > 0 or s.adc_bits > 0):
-            ranges, report["calibration"] = self._calibrate(func, tiles, s, ctx)
+            ranges, calibration = self._calibrate(func, tiles, s, ctx)
         else:
-            report["calibration"] = "none needed (no DAC/ADC quantisation)"
+            calibration = "none needed (no DAC/ADC quantisation)"
         nonneg = nonnegative_values(func)
         errors = []
         for op in tiles:
@@ -432,9 +445,11 @@ class Quantize(Pass):
                 op.attrs["dac_range"] = dac if s.dac_bits else 0.0
                 op.attrs["adc_bits"] = s.adc_bits
                 op.attrs["adc_range"] = adc if s.adc_bits else 0.0
-        report["max_weight_error"] = max(errors, default=0.0)
-        report["unsigned_dac_tiles"] = sum(1 for op in tiles if op.attrs.get("dac_signed") is False)
-        ctx.reports["quantize"] = report
+        ctx.quantization = QuantizeSummary(
+            max_level=s.max_level, dac_bits=s.dac_bits, adc_bits=s.adc_bits, slices=s.slices,
+            tiles=len(tiles), calibration=calibration,
+            max_weight_error=max(errors, default=0.0),
+            unsigned_dac_tiles=sum(1 for op in tiles if op.attrs.get("dac_signed") is False))
 
     @staticmethod
     def _quantize_tile(op: Op, s: _Settings) -> float:
@@ -480,7 +495,7 @@ class Quantize(Pass):
                 for args in cal.batches(size):
                     _observe(func, args, top, stats, cal.batch)
                 return stats
-            except _BatchMismatch:
+            except BatchMismatch:
                 pass  # some op pins the batch size: run at the compiled batch
         stats = _Stats(np.random.default_rng(seed))
         for args in cal.batches(cal.batch):

@@ -11,7 +11,7 @@ programs cannot deadlock (every core follows one global topological order). Send
 the producer lets the receiver's transfer overlap the sender's remaining work.
 
 Constants are never transferred: every core that uses one loads its own copy. Graph inputs live
-on their ``input_cores``; transfers of inputs go first. ``ctx.reports["schedule"]`` counts the
+on their ``input_cores``; transfers of inputs go first. ``ctx.schedule`` counts the
 ops per core and the transfers (and how many cross chips).
 
 Stage: cim (placed) -> cim (scheduled). Test: tests/passes/test_schedule.py.
@@ -22,31 +22,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cimc.errors import CimcError
 from cimc.ir.core import Builder, Func, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
+from cimc.passes.place import Place, Placement
 
 
-def value_homes(func: Func) -> dict[Value, int]:
-    """The core each non-constant value lives on (arguments: ``input_cores``)."""
-    homes: dict[Value, int] = {}
-    input_cores = func.attrs.get("input_cores")
-    if input_cores is None or len(input_cores) != len(func.args):
-        raise CimcError("schedule: @main has no input_cores; run the 'place' pass first")
-    homes.update(zip(func.args, input_cores))
+def value_homes(func: Func, placement: Placement) -> dict[Value, int]:
+    """The core each non-constant value lives on (arguments: the placement's input cores)."""
+    homes: dict[Value, int] = dict(zip(func.args, placement.input_cores))
     for op in func.body.ops:
         if op.name in ("return", "nn.constant"):
             continue
-        if "core" not in op.attrs:
-            where = f" at {op.loc}" if op.loc else ""
-            raise CimcError(f"schedule: {op.name}{where} has no core; run the 'place' pass first")
         for r in op.results:
-            homes[r] = op.attrs["core"]
+            homes[r] = placement.core_of(op)
     return homes
 
 
-def _chip_of(core: int, cores_per_chip: int | None) -> int:
-    return core // cores_per_chip if cores_per_chip else 0
+@dataclass(frozen=True)
+class ScheduleSummary:
+    """What the schedule pass did: the transfers it inserted, and how many cross chips."""
+
+    transfers: int
+    chip_transfers: int
+    ops_per_core: dict[int, int]
 
 
 @dataclass
@@ -55,17 +53,22 @@ class Schedule(Pass):
 
     Needs a placed module (``place``). Each core runs its ops in body order; a value used on
     another core than its home gets one cim.transfer per destination core, right after its
-    definition. Writes ``ctx.reports["schedule"]``.
+    definition. Writes ``ctx.schedule`` (a :class:`ScheduleSummary`).
 
     Stage: cim (placed) -> cim (scheduled). Test: tests/passes/test_schedule.py.
     """
 
     name = "schedule"
+    requires = (Place,)
+
+    @classmethod
+    def applied_to(cls, module: Module) -> bool:
+        return any(op.name == "cim.transfer" for op in module.main.body.ops)
 
     def run(self, module: Module, ctx: PassContext) -> None:
         func = module.main
-        cores_per_chip = module.attrs.get("cores_per_chip")
-        homes = value_homes(func)
+        placement = Placement.read(module, None, "schedule")
+        homes = value_homes(func, placement)
         moved: dict[tuple[Value, int], Value] = {}
         transfers: list[Op] = []
         for op in list(func.body.ops):
@@ -73,7 +76,7 @@ class Schedule(Pass):
                 continue
             if op.name == "return":
                 continue  # outputs are read on their home core
-            dest = op.attrs["core"]
+            dest = placement.core_of(op)
             new_operands = []
             for v in op.operands:
                 src = homes.get(v)
@@ -82,14 +85,14 @@ class Schedule(Pass):
                     continue
                 key = (v, dest)
                 if key not in moved:
-                    moved[key] = self._transfer(func, v, src, dest, cores_per_chip, transfers)
+                    moved[key] = self._transfer(func, v, src, dest, placement, transfers)
                 new_operands.append(moved[key])
             op.operands = new_operands
-        ctx.reports["schedule"] = _report(func, transfers, cores_per_chip)
+        ctx.schedule = _summary(func, transfers, placement)
 
     @staticmethod
     def _transfer(
-        func: Func, v: Value, src: int, dest: int, cores_per_chip: int | None, transfers: list[Op]
+        func: Func, v: Value, src: int, dest: int, placement: Placement, transfers: list[Op]
     ) -> Value:
         if v.op is None:  # an argument: after the transfers already made for arguments
             index = sum(1 for t in transfers if t.operands[0].op is None)
@@ -100,7 +103,7 @@ class Schedule(Pass):
             while b.index < len(func.body.ops) and _is_transfer_of(func.body.ops[b.index], v):
                 b.index += 1
         attrs: dict[str, Any] = {"from": src, "to": dest, "core": dest,
-                                 "chip": _chip_of(dest, cores_per_chip)}
+                                 "chip": placement.chip_of(dest)}
         t = b.create("cim.transfer", [v], attrs)
         transfers.append(t)
         return t.result
@@ -110,17 +113,12 @@ def _is_transfer_of(op: Op, v: Value) -> bool:
     return op.name == "cim.transfer" and op.operands[0] is v
 
 
-def _report(func: Func, transfers: list[Op], cores_per_chip: int | None) -> dict[str, Any]:
+def _summary(func: Func, transfers: list[Op], placement: Placement) -> ScheduleSummary:
     per_core: dict[int, int] = {}
     for op in func.body.ops:
-        if "core" in op.attrs:
-            per_core[op.attrs["core"]] = per_core.get(op.attrs["core"], 0) + 1
-    chip_hops = sum(
-        1 for t in transfers
-        if _chip_of(t.attrs["from"], cores_per_chip) != _chip_of(t.attrs["to"], cores_per_chip)
-    )
-    return {
-        "transfers": len(transfers),
-        "chip_transfers": chip_hops,
-        "ops_per_core": dict(sorted(per_core.items())),
-    }
+        core = placement.core_of(op)
+        if core is not None:
+            per_core[core] = per_core.get(core, 0) + 1
+    chip_hops = sum(1 for t in transfers
+                    if placement.chip_of(t.attrs["from"]) != placement.chip_of(t.attrs["to"]))
+    return ScheduleSummary(len(transfers), chip_hops, dict(sorted(per_core.items())))

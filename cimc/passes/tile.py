@@ -23,9 +23,9 @@ recurrent layer) are one layer: their tiles get the same layer name and tile ind
 two uses of one constant are two layers.)
 
 Each tile records ``utilisation`` (used weight cells / crossbar weight cells), the layer's
-``weight_shape`` and how many ``groups`` it packs; ``ctx.reports["tile"]`` holds per-layer stats
-(tiles, crossbars, the analytic minimum ``ceil(K/R)*ceil(M/C)`` for dense layers and
-``max(ceil(G*Kg/R), ceil(G*Mg/C))`` for grouped ones, mean utilisation) and the totals.
+``weight_shape`` and how many ``groups`` it packs; ``ctx.tiling`` holds per-layer stats
+(:func:`layer_stats`: crossbars, the analytic minimum ``ceil(K/R)*ceil(M/C)`` for dense layers
+and ``max(ceil(G*Kg/R), ceil(G*Mg/C))`` for grouped ones, utilisation) and the totals.
 
 Tiles come out with float32 ``levels`` (the weights), unit ``scale`` and no DAC/ADC
 quantisation: the ``quantize`` pass maps them onto the target's conductance levels.
@@ -44,6 +44,7 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.ir.core import Builder, Func, Module, Op, Value
 from cimc.passes.base import Pass, PassContext
+from cimc.passes.lower_to_mvm import LowerToMvm
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,70 @@ def tile_count(shape: tuple[int, ...], geo: Geometry) -> int:
                for n in (min(per, g - g0) for g0 in range(0, g, per)))
 
 
+@dataclass(frozen=True)
+class LayerStats:
+    """One layer's crossbar use. :func:`layer_stats` is the one place that works these out: the
+    tile pass's summary, place's totals and the artifact's manifest all come from it."""
+
+    name: str
+    weight_shape: tuple[int, ...]
+    crossbars: int  # distinct crossbars (tiles that share one, such as a recurrence's, once)
+    analytic_min: int | None  # None without a crossbar geometry
+    utilisation: float  # weight cells used / offered, over its crossbars
+    cores: tuple[int, ...] = ()  # once placed
+
+    @property
+    def groups(self) -> int:
+        return self.weight_shape[0] if len(self.weight_shape) == 3 else 1
+
+
+@dataclass(frozen=True)
+class TileSummary:
+    """What the tile pass made: the crossbar geometry and every layer's stats."""
+
+    geometry: Geometry
+    layers: tuple[LayerStats, ...]
+
+    @property
+    def crossbars(self) -> int:
+        return sum(lay.crossbars for lay in self.layers)
+
+    @property
+    def analytic_min(self) -> int:
+        return sum(lay.analytic_min or 0 for lay in self.layers)
+
+    @property
+    def utilisation(self) -> float:
+        n = self.crossbars
+        return sum(lay.utilisation * lay.crossbars for lay in self.layers) / n if n else 0.0
+
+
+def layer_stats(func: Func, geo: Geometry | None) -> list[LayerStats]:
+    """Per layer (in program order), from the ``cim.xbar_mvm`` tiles of ``func``: its distinct
+    crossbars (by ``(core, xbar)`` once placed, else by tile index: tiles of one layer with one
+    index share their crossbar), their mean ``utilisation``, the analytic minimum of its
+    ``weight_shape`` and, once placed, its cores."""
+    by_layer: dict[str, dict[tuple[int, ...], Op]] = {}
+    for op in func.body.ops:
+        if op.name != "cim.xbar_mvm":
+            continue
+        a = op.attrs
+        key = (int(a["core"]), int(a["xbar"])) if "xbar" in a and "core" in a else \
+            tuple(a["tile"])
+        by_layer.setdefault(str(a.get("layer", "")), {}).setdefault(key, op)
+    out = []
+    for name, crossbars in by_layer.items():
+        tiles = list(crossbars.values())
+        shape = tuple(int(d) for d in tiles[0].attrs.get("weight_shape") or ())
+        cores = tuple(sorted({int(t.attrs["core"]) for t in tiles if "core" in t.attrs}))
+        out.append(LayerStats(
+            name, shape, len(tiles),
+            None if geo is None else analytic_minimum(shape, geo) if len(shape) in (2, 3)
+            else len(tiles),
+            sum(float(t.attrs.get("utilisation", 0.0)) for t in tiles) / len(tiles), cores))
+    return out
+
+
 def _weight(op: Op) -> np.ndarray:
     w_val = op.operands[1]
     if w_val.op is None or w_val.op.name != "nn.constant":
@@ -169,13 +234,12 @@ def _weight(op: Op) -> np.ndarray:
 class _Tiler:
     def __init__(self, geo: Geometry) -> None:
         self.geo = geo
-        self.layers: list[dict[str, Any]] = []
         self.names: set[str] = set()
 
     def layer_name(self, op: Op) -> str:
         name = op.attrs.get("layer")
         if not isinstance(name, str) or not name:
-            name = f"mvm{len(self.layers)}"
+            name = f"mvm{len(self.names)}"
         base, k = name, 1
         while name in self.names:  # two mvms of one ONNX node (rare): keep names distinct
             name = f"{base}#{k}"
@@ -199,13 +263,10 @@ class _Tiler:
         geo = self.geo
         cells = geo.rows * geo.cols
         col_outputs: list[Value] = []
-        tiles: list[dict[str, Any]] = []
-        row_blocks_max = 0
         j = 0
         for pack in _packs(w, geo):
             k_rows, m_cols = pack.weights.shape
             rows = _blocks(k_rows, geo.rows)
-            row_blocks_max = max(row_blocks_max, len(rows))
             inputs = []
             for r0, r1 in rows:
                 lo, hi = pack.offset + r0, pack.offset + r1
@@ -232,8 +293,6 @@ class _Tiler:
                     if pack.groups > 1:
                         attrs["groups"] = pack.groups
                     t = b.create("cim.xbar_mvm", [inputs[i]], attrs).result
-                    tiles.append({"tile": [i, j], "rows": r1 - r0, "cols": c1 - c0,
-                                  "groups": pack.groups, "used": used, "utilisation": util})
                     partial = t if partial is None else b.create(
                         "nn.add", [partial, t], {"layer": layer}).result
                 assert partial is not None
@@ -245,27 +304,7 @@ class _Tiler:
             y = b.create("nn.concat", col_outputs, {"axis": last, "layer": layer}).result
         func.replace_all_uses(op.result, y)
         op.parent.remove(op)
-        if shared is None:
-            self.layers.append(self._layer_report(layer, w, tiles, row_blocks_max, j))
         return layer
-
-    def _layer_report(
-        self, layer: str, w: np.ndarray, tiles: list[dict[str, Any]], row_blocks: int,
-        col_blocks: int,
-    ) -> dict[str, Any]:
-        used = sum(t["used"] for t in tiles)
-        return {
-            "layer": layer,
-            "weight_shape": [int(d) for d in w.shape],
-            "groups": int(w.shape[0]) if w.ndim == 3 else 1,
-            "row_blocks": row_blocks,
-            "col_blocks": col_blocks,
-            "tiles": len(tiles),
-            "crossbars": len(tiles),
-            "analytic_min": analytic_minimum(tuple(w.shape), self.geo),
-            "utilisation": used / (len(tiles) * self.geo.rows * self.geo.cols),
-            "tile_list": tiles,
-        }
 
 
 @dataclass
@@ -274,16 +313,22 @@ class Tile(Pass):
 
     Reads the crossbar size (rows, columns, devices per weight, bit slices) from ``ctx.target``;
     the options ``rows``/``cols`` (weights per crossbar, > 0) override it. Grouped weights are
-    packed block-diagonally. Writes per-tile ``utilisation`` attributes and per-layer stats to
-    ``ctx.reports["tile"]``.
+    packed block-diagonally. Writes per-tile ``utilisation`` attributes and ``ctx.tiling`` (a
+    :class:`TileSummary`).
 
     Stage: cim -> cim (cim.mvm -> nn.slice + cim.xbar_mvm + nn.add + nn.concat).
     Test: tests/passes/test_tile.py.
     """
 
     name = "tile"
+    requires = (LowerToMvm,)
     rows: int = 0
     cols: int = 0
+
+    @classmethod
+    def applied_to(cls, module: Module) -> bool:
+        return module.attrs.get("stage") == "cim" and not any(
+            op.name == "cim.mvm" for op in module.walk())
 
     def run(self, module: Module, ctx: PassContext) -> None:
         geo = geometry(ctx.target, self.rows, self.cols, "tile")
@@ -300,7 +345,7 @@ class Tile(Pass):
                 key = (op.operands[1].op, name)
                 shared[key] = tiler.tile(f, op, shared.get(key))
             _drop_unused(f, weights)
-        ctx.reports["tile"] = _summary(tiler.layers, geo)
+        ctx.tiling = TileSummary(geo, tuple(layer_stats(module.main, geo)))
 
 
 def _drop_unused(func: Func, ops: set[Op | None]) -> None:
@@ -311,20 +356,3 @@ def _drop_unused(func: Func, ops: set[Op | None]) -> None:
     for op in ops:
         if op is not None and op.parent is not None and not any(r in used for r in op.results):
             op.parent.remove(op)
-
-
-def _summary(layers: list[dict[str, Any]], geo: Geometry) -> dict[str, Any]:
-    crossbars = sum(lay["crossbars"] for lay in layers)
-    minimum = sum(lay["analytic_min"] for lay in layers)
-    cells = crossbars * geo.rows * geo.cols
-    used = sum(t["used"] for lay in layers for t in lay["tile_list"])
-    return {
-        "crossbar_rows": geo.rows,
-        "crossbar_weight_cols": geo.cols,
-        "cols_per_weight": geo.cols_per_weight,
-        "slices": geo.slices,
-        "layers": layers,
-        "crossbars": crossbars,
-        "analytic_min": minimum,
-        "utilisation": used / cells if cells else 0.0,
-    }

@@ -30,7 +30,7 @@ Streams = Callable[[int, int], np.random.Generator]
 
 
 @dataclass
-class Crossbar:
+class DeclaredCrossbar:
     """One crossbar of a chip instance: its levels per bit slice and the factor from levels
     (noiseless devices) or conductances (noisy ones) to weight units per column."""
 
@@ -109,12 +109,12 @@ def _levels_and_scale(art: Artifact, core: int, x: int, shape: tuple[int, ...], 
 
 
 def declare_crossbars(art: Artifact, flips: Mapping[str, np.ndarray] | None = None
-                      ) -> dict[tuple[int, int], Crossbar]:
+                      ) -> dict[tuple[int, int], DeclaredCrossbar]:
     """Every crossbar of the artifact, checked (cores and crossbars in ascending order).
     ``flips`` (an encryption key's masks) negate the stored levels they mark."""
     target = art.target
     model = device.DeviceModel.from_target(target)
-    crossbars: dict[tuple[int, int], Crossbar] = {}
+    crossbars: dict[tuple[int, int], DeclaredCrossbar] = {}
     unused = set(flips or ())
     for core in sorted(art.programs):
         prog = art.programs[core]
@@ -149,7 +149,7 @@ def declare_crossbars(art: Artifact, flips: Mapping[str, np.ndarray] | None = No
                 if top > max_level * (1 + 1e-6):
                     raise ArtifactError(f"{where}: crossbar {x} holds levels up to {top:g}, "
                                         f"beyond the target's ±{max_level:g}")
-            xb = Crossbar(core, x, decl.rows, decl.cols, decl.layer or f"core{core}/xbar{x}",
+            xb = DeclaredCrossbar(core, x, decl.rows, decl.cols, decl.layer or f"core{core}/xbar{x}",
                           target.slice_base if decl.slices > 1 else 1, slices, scale,
                           max_level, model)
             crossbars[xb.key] = xb
@@ -159,7 +159,7 @@ def declare_crossbars(art: Artifact, flips: Mapping[str, np.ndarray] | None = No
     return crossbars
 
 
-def _combined(xb: Crossbar, g_effs: list[np.ndarray]) -> np.ndarray:
+def _combined(xb: DeclaredCrossbar, g_effs: list[np.ndarray]) -> np.ndarray:
     """The effective conductances of the whole weights: the slices shifted and added."""
     if len(g_effs) == 1:
         return g_effs[0]
@@ -171,7 +171,7 @@ def _combined(xb: Crossbar, g_effs: list[np.ndarray]) -> np.ndarray:
 BLOCK_DEVICES = 1 << 14
 
 
-def _slices(xb: Crossbar, streams: Streams
+def _slices(xb: DeclaredCrossbar, streams: Streams
             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per bit slice, in order: the levels as indices into their table, the table, and the
     standard normals that program them (drawn from the crossbar's stream)."""
@@ -182,13 +182,13 @@ def _slices(xb: Crossbar, streams: Streams
                                                                                  levels.shape)
 
 
-def programmed(xb: Crossbar, streams: Streams) -> list[device.ProgrammedArray]:
+def programmed(xb: DeclaredCrossbar, streams: Streams) -> list[device.ProgrammedArray]:
     """A noisy crossbar's slices as programmed: its devices' conductances and drift
     exponents (what :func:`crossbar_at` makes block by block and does not keep)."""
     return [xb.model.program(index, table, z) for index, table, z in _slices(xb, streams)]
 
 
-def crossbar_at(xb: Crossbar, t: float, compensate: bool, streams: Streams) -> CrossbarAt:
+def crossbar_at(xb: DeclaredCrossbar, t: float, compensate: bool, streams: Streams) -> CrossbarAt:
     """The matrices one crossbar multiplies by at time ``t`` (seconds since programming): its
     slices programmed from its stream (see the module docstring), block of rows by block of
     rows."""

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cimc.runtime.isa import Timeline
+from cimc.runtime.key import Encryption
 
 if TYPE_CHECKING:
     from cimc.runtime.machine import Machine
@@ -56,6 +57,7 @@ class Report:
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
     pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
+    encryption: Encryption | None = None  # None: the weights are not encrypted
 
     @property
     def total_energy_nj(self) -> float:
@@ -77,6 +79,7 @@ class Report:
         d["total_energy_nj"] = self.total_energy_nj
         d["throughput_per_s"] = self.throughput_per_s
         d["utilisation"] = self.utilisation
+        d["encryption"] = self.encryption.to_dict() if self.encryption else None
         return d
 
     def __str__(self) -> str:
@@ -86,7 +89,8 @@ class Report:
 # ------------------------------------------------------------------------------ building
 
 
-def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
+def build_report(machine: Machine, timeline: Timeline, batch: int,
+                 encryption: Encryption | None = None) -> Report:
     """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``."""
     art, target = machine.art, machine.art.target
     instructions = Counter(ins.mnemonic for p in machine.programs.values() for ins in p.instrs)
@@ -109,6 +113,7 @@ def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
         pruning=art.manifest.get("pruning"),
+        encryption=encryption,
     )
 
 
@@ -170,6 +175,7 @@ def format_report(r: Report) -> str:
         + ", ".join(f"{k} {_energy(v)}" for k, v in r.energy_nj.items()) + ")",
         (f"  area {r.area_mm2:.3g} mm² used ({r.area_total_mm2:.3g} mm² for all cores of "
         f"{r.chips} chip(s))"),
+        *([f"  {r.encryption}"] if r.encryption else []),
         "",
     ]
     rows = [[u.name, str(u.crossbars), str(u.weights), f"{u.utilisation:.1%}",

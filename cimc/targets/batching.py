@@ -12,6 +12,13 @@ arguments, through every op in order; each op has a rule (:data:`RULES`) saying 
 results carry the batch when it reads a batched value, or why they do not. An op that reads no
 batched value produces non-batched values. Every output must carry the batch. When in doubt the
 answer is None: running the artifact at the compiled shapes only is always right.
+
+Loops. An op with regions (a loop, such as an ODE solve, which becomes labels and branches in the
+core programs) keeps the batch only when its trip count and every branch condition treat the
+samples alike (a counter, not a reduction over the batch): chunks of a batch would otherwise take
+different paths than the whole. Nothing here proves that yet, so such an op that reads a batched
+value decides None (with its name in the reason), and its programs run whole, at the compiled
+shapes.
 """
 
 from __future__ import annotations

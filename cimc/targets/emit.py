@@ -18,6 +18,9 @@ place; nothing half-written on error):
 - ``manifest.json``: format, version, the resolved target (``Target.to_dict()``), inputs and
   outputs, chips, cores, per-layer stats, the compiler version and pipeline, a mapping summary,
   and the sha256 of every other file.
+- For a module the ``encrypt`` pass encrypted (tiles with ``flip``): the levels are written with
+  those signs flipped, the manifest's ``key`` says so, and the key (the flip masks,
+  ``cimc/runtime/key.py``) is written beside the artifact as ``NAME.cimc.key``.
 """
 
 from __future__ import annotations
@@ -39,9 +42,15 @@ from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.ops.registry import COMMON_ATTRS
+from cimc.runtime.artifact import content_hash
+from cimc.passes.base import PassContext
+from cimc.passes.place import Placement
+from cimc.passes.tile import layer_stats, target_geometry
 from cimc.runtime.device import slice_levels
+from cimc.runtime.key import is_key, key_path, mask_name, write_key
 from cimc.runtime.program import format_instr
 from cimc.targets.batching import analyze_batch
+from cimc.targets.schema import Target
 
 FORMAT = "cimc-artifact"
 VERSION = 1
@@ -93,28 +102,30 @@ def _json_attr(op: Op, key: str, value: Any) -> Any:
 
 
 class _Emitter:
-    def __init__(self, func: Func, cores_per_chip: int, slice_base: int) -> None:
-        self.func = func
-        self.slice_base = slice_base
-        self.batch = analyze_batch(func)
-        self.cores_per_chip = cores_per_chip
+    def __init__(self, module: Module, target: Target) -> None:
+        self.func = module.main
+        self.module = module
+        self.target = target
+        self.slice_base = target.slice_base
+        self.batch = analyze_batch(self.func)
+        self.placement: Placement | None = None  # read once the module is known to be tiled
         self.cores: dict[int, _Core] = {}
         self.weights: dict[str, np.ndarray] = {}
+        self.flips: dict[str, np.ndarray] = {}  # the key: sign-flip mask per crossbar
         self.const_names: dict[Op, str] = {}
 
     # ---- helpers
-    def core(self, core_id: int, chip: int | None = None) -> _Core:
+    def core(self, core_id: int) -> _Core:
         if core_id not in self.cores:
-            if chip is None:
-                chip = core_id // self.cores_per_chip if self.cores_per_chip else 0
-            self.cores[core_id] = _Core(core_id, chip)
+            self.cores[core_id] = _Core(core_id, self.placement.chip_of(core_id))
         return self.cores[core_id]
 
     def op_core(self, op: Op) -> _Core:
-        if "core" not in op.attrs:
+        core = self.placement.core_of(op)
+        if core is None:
             raise EmitError(f"{op.name}{_where(op)} has no core; run the 'place' and 'schedule' "
                             "passes before emitting an artifact")
-        return self.core(op.attrs["core"], op.attrs.get("chip"))
+        return self.core(core)
 
     def read(self, core: _Core, v: Value, user: Op) -> str:
         """The buffer holding ``v`` on ``core`` (declaring a constant there when needed)."""
@@ -149,10 +160,11 @@ class _Emitter:
         if untiled is not None:
             raise EmitError(f"cim.mvm{_where(untiled)} is not tiled; run the mapping passes "
                             "(tile, quantize, place, schedule) before emitting")
-        input_cores = f.attrs.get("input_cores")
-        if input_cores is None or len(input_cores) != len(f.args):
-            raise EmitError("@main has no input_cores; run the 'place' pass before emitting")
-        for name, arg, core_id in zip(f.input_names, f.args, input_cores):
+        try:
+            self.placement = Placement.read(self.module, target_geometry(self.target), "emit")
+        except CimcError as e:
+            raise EmitError(str(e)) from None
+        for name, arg, core_id in zip(f.input_names, f.args, self.placement.input_cores):
             core = self.core(core_id)
             core.add("input", [self.define(core, arg)], [], name=name)
         for op in f.body.ops:
@@ -185,7 +197,7 @@ class _Emitter:
             if v.op is not None and v.op.name == "nn.constant":
                 core = self.core(first)
             elif v.op is None:
-                core = self.core(self.func.attrs["input_cores"][v.index])
+                core = self.core(self.placement.input_cores[v.index])
             else:
                 core = self.op_core(v.op)
             core.add("output", [], [self.read(core, v, op)], name=name)
@@ -202,7 +214,7 @@ class _Emitter:
     def mvm(self, op: Op) -> None:
         core = self.op_core(op)
         a = op.attrs
-        x = a.get("xbar", -1)
+        x = self.placement.xbar_of(op)
         if not isinstance(x, int) or x < 0:
             raise EmitError(f"cim.xbar_mvm{_where(op)} has no crossbar; run 'place' first")
         levels, scale = a["levels"], a["scale"]
@@ -211,6 +223,11 @@ class _Emitter:
         slices = int(a.get("slices", 1))
         decl = {"index": x, "rows": rows, "cols": cols, "layer": layer, "tile": list(a["tile"]),
                 "slices": slices}
+        if a.get("flip"):  # encrypted: store these signs flipped, the mask goes to the key
+            mask = np.zeros((rows, cols), dtype=bool)
+            mask[tuple(np.array(a["flip"]).T)] = True
+            levels = np.where(mask, -levels, levels)
+            self.flips[mask_name(core.id, x)] = mask
         if slices > 1:  # one digit per device pair, least significant first
             levels = slice_levels(levels, self.slice_base, slices)
         key = f"xbar/{core.id}/{x}"
@@ -309,32 +326,12 @@ def _tensor_specs(names: list[str], values: list[Value]) -> list[dict[str, Any]]
             for n, v in zip(names, values)]
 
 
-def _layers(func: Func, target: Any) -> list[dict[str, Any]]:
-    from cimc.passes.tile import analytic_minimum, target_geometry
-
-    geo = target_geometry(target)
-    by_layer: dict[str, dict[tuple[int, int], Op]] = {}  # one entry per crossbar
-    for op in func.body.ops:
-        if op.name == "cim.xbar_mvm":
-            crossbar = (int(op.attrs["core"]), int(op.attrs["xbar"]))
-            by_layer.setdefault(str(op.attrs.get("layer", "")), {}).setdefault(crossbar, op)
-    out = []
-    for name, crossbars in by_layer.items():
-        tiles = list(crossbars.values())
-        shape = [int(d) for d in tiles[0].attrs.get("weight_shape") or []]
-        utils = [float(t.attrs.get("utilisation", 0.0)) for t in tiles]
-        entry: dict[str, Any] = {
-            "name": name,
-            "weight_shape": shape,
-            "tiles": len(tiles),
-            "crossbars": len(tiles),
-            "utilisation": sum(utils) / len(utils),
-            "cores": sorted({int(t.attrs["core"]) for t in tiles}),
-        }
-        if len(shape) in (2, 3):
-            entry["analytic_min"] = analytic_minimum(tuple(shape), geo)
-        out.append(entry)
-    return out
+def _layers(func: Func, target: Target) -> list[dict[str, Any]]:
+    """The manifest's ``layers``: :func:`cimc.passes.tile.layer_stats` of the placed module."""
+    return [{"name": lay.name, "weight_shape": list(lay.weight_shape), "crossbars": lay.crossbars,
+             "utilisation": lay.utilisation, "cores": list(lay.cores),
+             "analytic_min": lay.analytic_min}
+            for lay in layer_stats(func, target_geometry(target))]
 
 
 def _sha256(path: Path) -> str:
@@ -345,20 +342,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _mapping_summary(reports: Mapping[str, Any] | None) -> dict[str, Any]:
-    reports = reports or {}
-    out: dict[str, Any] = {}
-    place = reports.get("place") or {}
-    for key in ("crossbars", "analytic_min", "chips", "cores_used", "utilisation"):
-        if key in place:
-            out[key] = place[key]
-    sched = reports.get("schedule") or {}
-    for key in ("transfers", "chip_transfers"):
-        if key in sched:
-            out[key] = sched[key]
-    quant = reports.get("quantize") or {}
-    if "calibration" in quant:
-        out["calibration"] = quant["calibration"]
+def _mapping_summary(placement: Placement, ctx: PassContext | None) -> dict[str, Any]:
+    """The manifest's ``mapping``: the compiler's summary (informational)."""
+    out: dict[str, Any] = {
+        "crossbars": placement.crossbars, "analytic_min": placement.analytic_min,
+        "chips": placement.chips, "cores_used": placement.cores_used,
+        "utilisation": placement.utilisation,
+    }
+    if ctx is not None and ctx.schedule is not None:
+        out["transfers"] = ctx.schedule.transfers
+        out["chip_transfers"] = ctx.schedule.chip_transfers
+    if ctx is not None and ctx.quantization is not None:
+        out["calibration"] = ctx.quantization.calibration
     return out
 
 
@@ -367,23 +362,26 @@ def _mapping_summary(reports: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def emit_artifact(
     module: Module,
-    target: Any,
+    target: Target,
     path: str | Path,
     *,
     pipeline: str = "",
-    reports: Mapping[str, Any] | None = None,
-    pruning: Mapping[str, Any] | None = None,
+    ctx: PassContext | None = None,
 ) -> Path:
     """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
-    ``target``) at ``path``, atomically. Returns ``path``. ``pruning``: prune-similar's summary
-    (``PruneSummary.to_dict()``), written as the manifest's ``pruning``."""
-    if target is None or not hasattr(target, "to_dict"):
+    ``target``) at ``path``, atomically. Returns ``path``. ``ctx``, the pipeline's context, adds
+    its passes' records to the manifest (``mapping``; prune-similar's ``pruning``)."""
+    if not isinstance(target, Target):
         raise EmitError("emit_artifact needs the Target the module was compiled for")
     path = Path(path)
     func = module.main
-    cores_per_chip = int(module.attrs.get("cores_per_chip") or target.chip.cores)
-    em = _Emitter(func, cores_per_chip, target.slice_base)
+    em = _Emitter(module, target)
     em.emit()
+    assert em.placement is not None
+    key = key_path(path)
+    if em.flips and key.exists() and not is_key(key):
+        raise EmitError(f"{key} exists and is not a cimc key; move it away (the key of "
+                        f"{path.name} goes there)")
     cores = [em.cores[c] for c in sorted(em.cores)]
     for core in cores:
         core.xbars.sort(key=lambda d: d["index"])
@@ -411,15 +409,22 @@ def emit_artifact(
             # may vary and split it (null: run exactly the compiled shapes; batch_reason says why)
             "batch": em.batch.size,
             "batch_reason": em.batch.reason,
-            "chips": int(module.attrs.get("chips") or max((c.chip + 1 for c in cores), default=1)),
+            "chips": em.placement.chips,
             "cores": core_list,
             "layers": _layers(func, target),
-            "mapping": _mapping_summary(reports),
-            "pruning": dict(pruning) if pruning else None,
+            "mapping": _mapping_summary(em.placement, ctx),
+            "pruning": ctx.pruning.to_dict() if ctx is not None and ctx.pruning else None,
             "weights": "weights.npz",
-            "key": None,
+            "key": None if not em.flips else {
+                "required": True, "artifact_hash": content_hash(files),
+                "bits": int(sum(m.sum() for m in em.flips.values()))},
             "compiler": {"version": __version__, "pipeline": pipeline},
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if em.flips:  # outside the artifact; written first, so no artifact lacks its key
+            with atomic_path(key) as key_tmp:
+                write_key(key_tmp, em.flips, content_hash(files))
+    if not em.flips and is_key(key):
+        key.unlink()  # the key of the encrypted artifact this one replaced
     return path

@@ -89,7 +89,7 @@ Curve = tuple[Piece, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
-class Crossbar:
+class CrossbarSpec:
     """Geometry of one crossbar array and how a signed weight is stored in it."""
 
     rows: int = field(metadata=_doc(
@@ -117,7 +117,7 @@ class Crossbar:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Chip:
+class ChipSpec:
     """How many crossbars a chip has, how they are grouped into cores, area and clock."""
 
     cores: int = field(metadata=_doc("Cores per chip.", minimum=1, maximum=65536))
@@ -249,8 +249,8 @@ class Target:
     name: str = field(metadata=_doc("Profile name (`--target NAME`)."))
     description: str = field(metadata=_doc("One line saying what the profile models."))
     reference: str = field(default="", metadata=_doc("Publication(s) the numbers come from."))
-    crossbar: Crossbar = field(metadata=_doc("Crossbar geometry and weight storage."))
-    chip: Chip = field(metadata=_doc("Cores, crossbars, area and clock."))
+    crossbar: CrossbarSpec = field(metadata=_doc("Crossbar geometry and weight storage."))
+    chip: ChipSpec = field(metadata=_doc("Cores, crossbars, area and clock."))
     converters: Converters = field(metadata=_doc("DACs and ADCs."))
     costs: Costs = field(metadata=_doc("Latency and energy."))
     device: Device = field(metadata=_doc("Device kind and its models."))
@@ -325,14 +325,14 @@ class Target:
         return _build_target(data, source)
 
 
-def _max_level(cb: Crossbar) -> int:
+def _max_level(cb: CrossbarSpec) -> int:
     grid = 2 ** (cb.weight_bits - 1) - 1 if cb.weight_bits >= 2 else 0
     if cb.bit_slicing or cb.levels == 0:
         return grid
     return min(cb.levels - 1, grid) if grid else cb.levels - 1
 
 
-def _slices(cb: Crossbar) -> int:
+def _slices(cb: CrossbarSpec) -> int:
     """Digits of balanced base ``2*levels - 1`` that hold every level up to max_level: n digits
     reach ``((2*levels - 1)^n - 1) / 2``."""
     if not cb.bit_slicing:

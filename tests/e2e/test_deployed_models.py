@@ -63,9 +63,9 @@ def test_deployed_model_end_to_end(name, tmp_path):
     ctx = PassContext(target=target)
     run_pipeline(module, MAPPING, ctx)
     if name in CROSSBARS:  # every weight matrix once: the unrolled steps share R's crossbar
-        assert ctx.reports["place"]["crossbars"] == CROSSBARS[name]
+        assert ctx.placement.crossbars == CROSSBARS[name]
     path = emit_artifact(module, target, tmp_path / f"{name}.cimc", pipeline=MAPPING,
-                         reports=ctx.reports)
+                         ctx=ctx)
     chip = cimc.load(path, seed=0)
     _assert_matches(chip.run(inputs), want, "runtime (ideal target)")
 

@@ -64,12 +64,12 @@ def test_light_model_end_to_end(name, tmp_path):
     target = load_target("ideal")
     ctx = PassContext(target=target)
     run_pipeline(module, MAPPING, ctx)
-    artifact = emit_artifact(module, target, tmp_path / f"{name}.cimc", pipeline=MAPPING, reports=ctx.reports)
+    artifact = emit_artifact(module, target, tmp_path / f"{name}.cimc", pipeline=MAPPING, ctx=ctx)
     with cimc.load(artifact, seed=0) as chip:
         got = chip.run(inputs)
         _assert_matches(got, want, "runtime (ideal target)")
         _assert_identical(got, chip.run(inputs, reference=True), "ideal")
-    assert ctx.reports["place"]["crossbars"] >= 1
+    assert ctx.placement.crossbars >= 1
 
     if name in BIG:
         return

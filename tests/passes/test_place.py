@@ -66,8 +66,8 @@ def test_several_crossbars_per_core():
     tiles = [op for op in module.walk() if op.name == "cim.xbar_mvm"]
     assert [(t.attrs["core"], t.attrs["xbar"]) for t in tiles] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert module.attrs["chips"] == 1
-    rep = ctx.reports["place"]
-    assert rep["crossbars"] == 4 and rep["analytic_min"] == 4 and rep["cores_with_crossbars"] == 2
+    rep = ctx.placement
+    assert rep.crossbars == 4 and rep.analytic_min == 4 and rep.cores_with_crossbars == 2
 
 
 def test_a_model_too_large_for_the_chips_allowed_is_refused_with_the_numbers():
@@ -80,7 +80,7 @@ def test_a_model_too_large_for_the_chips_allowed_is_refused_with_the_numbers():
 
 def test_chips_auto_spreads_and_chips_n_accepts_what_fits():
     module, ctx = _placed(f"{TILE},place{{cores=1,crossbars_per_core=1}}")
-    assert module.attrs["chips"] == ctx.reports["place"]["chips"] == 4
+    assert module.attrs["chips"] == ctx.placement.chips == 4
     module, _ = _placed(f"{TILE},place{{chips=4,cores=1,crossbars_per_core=1}}")
     assert {op.attrs["chip"] for op in module.walk() if "chip" in op.attrs} == {0, 1, 2, 3}
 
@@ -97,7 +97,7 @@ def test_refusal_names_the_target():
     # neurram48: 3 row blocks x 5 column blocks of 256x128 weights = 15 crossbars; fits one chip
     ctx = PassContext(target=load_target("neurram48"))
     run_pipeline(_big_layer(600, 600), "tile,place{chips=1}", ctx)
-    assert ctx.reports["place"]["crossbars"] == 15
+    assert ctx.placement.crossbars == 15
     with pytest.raises(PassError, match=r"15 crossbars, i\.e\. 2 chips of 'neurram48'"):
         run_pipeline(_big_layer(600, 600), "tile,place{chips=1,cores=8}",
                      PassContext(target=load_target("neurram48")))
@@ -142,7 +142,7 @@ def test_a_model_without_inputs_or_weights_is_placed_on_one_chip():
 """
     module, ctx = _placed("place{cores=2,crossbars_per_core=1}", src)
     assert module.attrs["chips"] == 1
-    assert ctx.reports["place"]["crossbars"] == 0 and ctx.reports["place"]["chips"] == 1
+    assert ctx.placement.crossbars == 0 and ctx.placement.chips == 1
 
 
 def test_without_target_or_sizes_place_says_what_it_needs():
@@ -159,13 +159,13 @@ def test_resnet50_on_hermes64_is_within_ten_percent_of_the_analytic_minimum():
     module = import_onnx(light_model("resnet50"))
     ctx = PassContext(target=load_target("hermes64"))
     run_pipeline(module, "canonicalize,lower-to-mvm,canonicalize,tile,place", ctx)
-    rep = ctx.reports["place"]
-    assert rep["analytic_min"] > 300  # ~25 M weights on 64 K-weight crossbars
-    assert rep["crossbars"] <= 1.1 * rep["analytic_min"]
-    assert rep["chips"] == -(-rep["crossbars"] // 64)
-    layers = ctx.reports["tile"]["layers"]
+    rep = ctx.placement
+    assert rep.analytic_min > 300  # ~25 M weights on 64 K-weight crossbars
+    assert rep.crossbars <= 1.1 * rep.analytic_min
+    assert rep.chips == -(-rep.crossbars // 64)
+    layers = ctx.tiling.layers
     assert len(layers) == 54  # 53 convolutions and the classifier
-    assert sum(lay["crossbars"] for lay in layers) == rep["crossbars"]
+    assert sum(lay.crossbars for lay in layers) == rep.crossbars
 
 
 def test_tiles_of_one_layer_with_the_same_weights_share_a_crossbar():
@@ -186,7 +186,7 @@ def test_tiles_of_one_layer_with_the_same_weights_share_a_crossbar():
     tiles = [op for op in module.walk() if op.name == "cim.xbar_mvm"]
     assert [(t.attrs["layer"], t.attrs["core"]) for t in tiles] == [
         ("rnn.recurrent", 0), ("rnn.recurrent", 0), ("rnn.recurrent#1", 1)]
-    assert ctx.reports["place"]["crossbars"] == 2
+    assert ctx.placement.crossbars == 2
     # the same name and tile index with other weights (hand-written IR) is not shared
     renamed = src.replace('%c = cim.mvm(%b, %v) {layer = "rnn.recurrent"}',
                           '%c = cim.mvm(%b, %v) {layer = "other"}')

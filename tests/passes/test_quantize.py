@@ -148,7 +148,7 @@ def test_ideal_target_keeps_exact_floats_and_needs_no_calibration():
     assert err < 1e-6
     tiles = [op for op in module.walk() if op.name == "cim.xbar_mvm"]
     assert all(t.attrs["levels"].dtype == np.float32 and t.attrs["dac_bits"] == 0 for t in tiles)
-    assert ctx.reports["quantize"]["calibration"].startswith("none needed")
+    assert ctx.quantization.calibration.startswith("none needed")
 
 
 @pytest.mark.parametrize("target,bound", [("hermes64", 0.03), ("pcm40", 0.2), ("neurram48", 0.3)])
@@ -164,7 +164,7 @@ def test_quantised_targets_stay_within_quantisation_error(target, bound):
         assert op.attrs["dac_bits"] == t.converters.dac_bits
         assert op.attrs["adc_bits"] == t.converters.adc_bits
         assert op.attrs["dac_range"] > 0 and op.attrs["adc_range"] > 0
-    assert ctx.reports["quantize"]["calibration"] == "calibration data: 64 sample(s)"
+    assert ctx.quantization.calibration == "calibration data: 64 sample(s)"
 
 
 def test_ranges_are_percentiles_of_the_calibration_data():
@@ -180,7 +180,7 @@ def test_ranges_are_percentiles_of_the_calibration_data():
     assert fc1.attrs["adc_range"] == pytest.approx(np.abs(calib @ w1).max(), rel=1e-5)
     # fc2 reads relu outputs: an unsigned DAC over [0, range]
     assert fc2.attrs["dac_signed"] is False and "dac_signed" not in fc1.attrs
-    assert ctx.reports["quantize"]["unsigned_dac_tiles"] == 1
+    assert ctx.quantization.unsigned_dac_tiles == 1
 
 
 def test_tiles_reading_one_input_share_its_dac_range():
@@ -198,7 +198,7 @@ def test_without_calibration_data_a_seeded_default_is_used_and_said():
     ctx = PassContext(seed=5)
     with pytest.warns(UserWarning, match="no calibration data"):
         run_pipeline(module, "quantize{max_level=7,dac_bits=8,adc_bits=8}", ctx)
-    assert "seeded (seed 5) standard-normal" in ctx.reports["quantize"]["calibration"]
+    assert "seeded (seed 5) standard-normal" in ctx.quantization.calibration
     ranges = [op.attrs["dac_range"] for op in module.walk() if op.name == "cim.xbar_mvm"]
     again = _mlp()
     run_pipeline(again, "tile{rows=32,cols=32}")
@@ -225,7 +225,7 @@ def test_calibration_samples_are_capped():
     run_pipeline(module, "tile{rows=32,cols=32}")
     ctx = PassContext(calib={"x": np.ones((100, 20), np.float32)})
     run_pipeline(module, "quantize{max_level=7,dac_bits=8,adc_bits=8,calib_samples=10}", ctx)
-    assert ctx.reports["quantize"]["calibration"] == "calibration data: 10 sample(s)"
+    assert ctx.quantization.calibration == "calibration data: 10 sample(s)"
 
 
 def test_bit_slicing_keeps_the_full_integer_and_records_the_slices():

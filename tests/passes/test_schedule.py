@@ -57,10 +57,10 @@ def test_transfers_are_inserted_after_the_producer_once_per_destination():
 def test_report_counts_transfers_and_chip_crossings():
     ctx = PassContext()
     run_pipeline(parse_module(PLACED), "schedule", ctx)
-    rep = ctx.reports["schedule"]
-    assert rep["transfers"] == 4
-    assert rep["chip_transfers"] == 3  # x, a and b go from chip 0 to chip 1
-    assert rep["ops_per_core"] == {0: 1, 1: 3, 2: 5}
+    rep = ctx.schedule
+    assert rep.transfers == 4
+    assert rep.chip_transfers == 3  # x, a and b go from chip 0 to chip 1
+    assert rep.ops_per_core == {0: 1, 1: 3, 2: 5}
 
 
 def test_scheduling_twice_adds_nothing():
@@ -100,7 +100,7 @@ def test_every_op_reads_values_of_its_own_core_and_semantics_hold():
     run_pipeline(module, "tile{rows=4,cols=3},place{cores=3,crossbars_per_core=2},schedule", ctx)
     np.testing.assert_allclose(run(module, {"x": x})["y"], want, rtol=1e-5, atol=1e-6)
     func = module.main
-    homes = value_homes(func)
+    homes = value_homes(func, ctx.placement)
     for op in func.body.ops:
         if op.name in ("return", "nn.constant"):
             continue
@@ -109,5 +109,5 @@ def test_every_op_reads_values_of_its_own_core_and_semantics_hold():
                 assert homes[v] == op.attrs["from"]
             else:
                 assert v not in homes or homes[v] == op.attrs["core"], op
-    assert ctx.reports["schedule"]["transfers"] > 0
-    assert ctx.reports["schedule"]["chip_transfers"] > 0  # 13 tiles on chips of 6 crossbars
+    assert ctx.schedule.transfers > 0
+    assert ctx.schedule.chip_transfers > 0  # 13 tiles on chips of 6 crossbars

@@ -104,8 +104,8 @@ def test_depthwise_groups_are_packed_block_diagonally():
     first = tiles[0].attrs
     np.testing.assert_array_equal(first["levels"], [[1, 0], [2, 0], [0, 3], [0, 4]])
     assert first["groups"] == 2 and first["utilisation"] == 4 / 16
-    layer = ctx.reports["tile"]["layers"][0]
-    assert layer["groups"] == 6 and layer["crossbars"] == 3 and layer["analytic_min"] == 3
+    layer = ctx.tiling.layers[0]
+    assert layer.groups == 6 and layer.crossbars == 3 and layer.analytic_min == 3
 
 
 def test_grouped_weight_larger_than_a_crossbar_is_tiled_per_group():
@@ -121,7 +121,7 @@ def test_many_groups_do_not_take_one_crossbar_each():
     ctx = PassContext(target=load_target("hermes64"))
     module = _tile_and_compare(_module(w, (1, 4, 4, 576)), "tile", ctx)
     assert len(_tiles(module)) == 3  # 28 channels per 256x256 crossbar
-    assert ctx.reports["tile"]["crossbars"] == ctx.reports["tile"]["analytic_min"] == 3
+    assert ctx.tiling.crossbars == ctx.tiling.analytic_min == 3
 
 
 @pytest.mark.parametrize("shape,rows,cols", [
@@ -154,7 +154,7 @@ def test_target_decides_the_tile_grid(target, tiles):
     w = np.random.default_rng(4).standard_normal((300, 200))
     ctx = PassContext(target=load_target(target))
     module = _tile_and_compare(_module(w, (2, 300)), "tile", ctx)
-    assert len(_tiles(module)) == tiles == ctx.reports["tile"]["analytic_min"]
+    assert len(_tiles(module)) == tiles == ctx.tiling.analytic_min
 
 
 def test_options_override_the_target():
@@ -166,15 +166,15 @@ def test_options_override_the_target():
 
 def test_report_has_per_layer_and_per_tile_utilisation():
     ctx = PassContext()
-    run_pipeline(parse_module(DENSE), "tile{rows=3,cols=2}", ctx)
-    rep = ctx.reports["tile"]
-    assert rep["crossbars"] == 4 and rep["analytic_min"] == 4
-    (layer,) = rep["layers"]
-    assert layer["layer"] == "fc" and layer["weight_shape"] == [5, 3]
-    assert (layer["row_blocks"], layer["col_blocks"]) == (2, 2)
-    utils = [t["utilisation"] for t in layer["tile_list"]]
+    module = parse_module(DENSE)
+    run_pipeline(module, "tile{rows=3,cols=2}", ctx)
+    rep = ctx.tiling
+    assert rep.crossbars == 4 and rep.analytic_min == 4
+    (layer,) = rep.layers
+    assert layer.name == "fc" and layer.weight_shape == (5, 3)
+    utils = [t.attrs["utilisation"] for t in _tiles(module)]
     assert utils == pytest.approx([6 / 6, 4 / 6, 3 / 6, 2 / 6])
-    assert rep["utilisation"] == pytest.approx(15 / 24)
+    assert layer.utilisation == rep.utilisation == pytest.approx(15 / 24)
 
 
 def test_without_target_or_sizes_tile_says_what_it_needs():
@@ -208,7 +208,7 @@ def test_unnamed_layers_get_names_and_two_layers_stay_apart():
     module = parse_module(src)
     run_pipeline(module, "tile{rows=4,cols=4}", ctx)
     assert [t.attrs["layer"] for t in _tiles(module)] == ["mvm0", "mvm1"]
-    assert [lay["layer"] for lay in ctx.reports["tile"]["layers"]] == ["mvm0", "mvm1"]
+    assert [lay.name for lay in ctx.tiling.layers] == ["mvm0", "mvm1"]
 
 
 SHARED = """module attributes {stage = "cim"} {
@@ -231,5 +231,5 @@ def test_one_constant_under_one_layer_name_is_one_layer():
     tiles = _tiles(module)
     assert [(t.attrs["layer"], t.attrs["tile"]) for t in tiles] == [
         ("rnn.recurrent", [0, 0]), ("rnn.recurrent", [1, 0])] * 2
-    assert [lay["layer"] for lay in ctx.reports["tile"]["layers"]] == ["rnn.recurrent"]
-    assert ctx.reports["tile"]["crossbars"] == 2
+    assert [lay.name for lay in ctx.tiling.layers] == ["rnn.recurrent"]
+    assert ctx.tiling.crossbars == 2

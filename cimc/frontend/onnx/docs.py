@@ -1,22 +1,13 @@
-"""docs/supported_ops.md, generated from the converter registry and the op library.
-
-``python -m cimc.frontend.onnx.docs [PATH]`` writes it; ``tests/unit/test_docs.py`` fails when the
-committed file differs from :func:`supported_ops_markdown`.
-"""
+"""The text of docs/supported_ops.md, generated from the converter registry and the op library
+(``python -m cimc.docs`` writes it; ``tests/unit/test_docs.py`` keeps it current)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-from cimc.atomic import write_text
 from cimc.frontend.onnx.registry import all_converters
 from cimc.ops.registry import OpDef, all_ops
 from cimc.passes.lower_to_mvm import LOWERED_OPS
-
-DOC = Path("docs") / "supported_ops.md"
-
 
 def _operands(opdef: OpDef) -> str:
     lo, hi = opdef.operands
@@ -55,7 +46,7 @@ def supported_ops_markdown() -> str:
         "# Supported operators",
         "",
         ("Generated from the converter registry and the op library by "
-         "`python -m cimc.frontend.onnx.docs`; do not edit (a test checks the file is current)."),
+         "`python -m cimc.docs`; do not edit (a test checks the file is current)."),
         "",
         "## ONNX operators",
         "",
@@ -86,12 +77,3 @@ def supported_ops_markdown() -> str:
         lines.append(f"| `{name}` | {_operands(opdef)} | {_attrs(opdef)} | {stages} | "
                      f"{_RUNS_ON.get(name, 'digital')} | {opdef.summary} |")
     return "\n".join(lines) + "\n"
-
-
-def write(path: Path = DOC) -> Path:
-    write_text(path, supported_ops_markdown())
-    return path
-
-
-if __name__ == "__main__":
-    print(f"wrote {write(Path(sys.argv[1]) if len(sys.argv) > 1 else DOC)}")

@@ -19,33 +19,15 @@ from onnx import helper, numpy_helper
 
 from cimc.errors import CimcError, FrontendError
 from cimc.frontend.onnx import registry
-from cimc.ops import registry as op_registry
+from cimc.frontend.onnx.dtypes import ONNX_DTYPES
 from cimc.ir.core import Builder, Func, Module, Op, Value
 from cimc.ir.types import TensorType, dtype_name
 from cimc.ir.verify import verify
-
-# ONNX elem_type -> IR dtype
-ONNX_DTYPES = {
-    onnx.TensorProto.FLOAT: "f32",
-    onnx.TensorProto.DOUBLE: "f64",
-    onnx.TensorProto.FLOAT16: "f16",
-    onnx.TensorProto.INT64: "i64",
-    onnx.TensorProto.INT32: "i32",
-    onnx.TensorProto.INT16: "i16",
-    onnx.TensorProto.INT8: "i8",
-    onnx.TensorProto.UINT8: "u8",
-    onnx.TensorProto.BOOL: "i1",
-}
-_ELEM_TYPES = {v: k for k, v in ONNX_DTYPES.items()}
+from cimc.ops import registry as op_registry
 
 # The largest value (elements) computed at import: constants a model builds (ConstantOfShape,
 # folded shape arithmetic). A quarter of a billion: 1 GiB of float32, beyond any weight matrix.
 MAX_FOLDED_ELEMENTS = 2**28
-
-
-def onnx_elem_type(dtype: np.dtype | type) -> int:
-    """The ONNX TensorProto elem_type of a numpy dtype."""
-    return _ELEM_TYPES[dtype_name(dtype)]
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -104,3 +104,40 @@ def test_every_registered_pass_has_docstring_and_test_file():
         test = root / "passes" / f"test_{p.name.replace('-', '_')}.py"
         assert test.is_file(), f"pass {p.name} has no test file {test}"
         assert p.name == p.name.lower() and " " not in p.name
+
+
+MLP = """module {
+  func @main(%x: tensor<2x4xf32>) -> (tensor<2x3xf32>) {
+    %w = nn.constant() {value = dense<[1.0, 0.0, 2.0, 0.5, -1.0, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0, -1.0] : tensor<4x3xf32>>} : tensor<4x3xf32>
+    %y = nn.matmul(%x, %w) : tensor<2x3xf32>
+    return(%y)
+  }
+}
+"""
+
+
+def test_a_pass_before_the_ones_it_needs_is_refused_before_anything_runs():
+    from cimc.passes.registry import available_passes
+
+    module = parse_module(MLP)
+    before = to_text(module)
+    for spec, missing in (("lower-to-mvm,place{cores=2,crossbars_per_core=1}", "tile"),
+                          ("lower-to-mvm,tile{rows=4,cols=4},schedule", "place"),
+                          ("tile{rows=4,cols=4}", "lower-to-mvm")):
+        passes = parse_pipeline(spec, available_passes())
+        with pytest.raises(PassError, match=f"needs '{missing}' to run before it"):
+            PassManager(passes).run(module, PassContext())
+        assert to_text(module) == before  # nothing ran
+    # a module that shows the earlier passes (a dump read back) needs only the rest
+    PassManager(parse_pipeline("lower-to-mvm,tile{rows=4,cols=4},place{cores=2,"
+                               "crossbars_per_core=1}", available_passes())).run(module)
+    ctx = PassContext()
+    PassManager(parse_pipeline("schedule", available_passes())).run(
+        parse_module(to_text(module)), ctx)
+    assert ctx.schedule is not None
+
+
+def test_every_requirement_is_a_registered_pass():
+    names = {p.name for p in PASSES}
+    for p in PASSES:
+        assert {r.name for r in p.requires} <= names, p.name

@@ -64,7 +64,7 @@ def cnn(batch: int = 1, seed: int = 0) -> Module:
 def compile_ir(module: Module, target: Target, path: Path, calib=None) -> PassContext:
     ctx = PassContext(target=target, calib=calib)
     run_pipeline(module, MAPPING, ctx)
-    emit_artifact(module, target, path, pipeline=MAPPING, reports=ctx.reports)
+    emit_artifact(module, target, path, pipeline=MAPPING, ctx=ctx)
     return ctx
 
 
@@ -99,11 +99,11 @@ def test_artifact_files_manifest_and_checksums(tmp_path):
     for name, digest in m["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
     # 3 + 10 tiles on chips of 3 single-crossbar cores: 5 chips
-    assert m["chips"] == 5 == ctx.reports["place"]["chips"]
+    assert m["chips"] == 5 == ctx.placement.chips
     assert [c["id"] for c in m["cores"]] == list(range(13))
     assert [c["chip"] for c in m["cores"]] == [i // 3 for i in range(13)]
     layers = {lay["name"]: lay for lay in m["layers"]}
-    assert layers["conv"]["tiles"] == 3 and layers["fc"]["tiles"] == 10
+    assert layers["conv"]["crossbars"] == 3 and layers["fc"]["crossbars"] == 10
     assert layers["fc"]["analytic_min"] == 10 and layers["fc"]["weight_shape"] == [36, 10]
     assert m["mapping"]["crossbars"] == 13 == m["mapping"]["analytic_min"]
     with np.load(out / "weights.npz", allow_pickle=False) as z:
@@ -346,7 +346,7 @@ def test_a_shared_crossbar_is_declared_once_and_read_by_each_step(tmp_path):
     want = run(module, {"h": x})["y"]
     out = tmp_path / "rnn.cimc"
     ctx = compile_ir(module, tiny(), out)
-    assert ctx.reports["place"]["crossbars"] == 1
+    assert ctx.placement.crossbars == 1
     programs = "".join(p.read_text() for p in out.glob("core_*.s"))
     assert programs.count(".xbar") == 1 and programs.count("  mvm ") == 3
     assert read_artifact(out).manifest["layers"][0]["crossbars"] == 1

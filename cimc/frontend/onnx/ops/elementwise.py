@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from cimc.errors import CimcError
-from cimc.frontend.onnx.importer import ONNX_DTYPES
+from cimc.frontend.onnx.dtypes import ONNX_DTYPES
 from cimc.frontend.onnx.registry import converter, register_for
 from cimc.ir.types import DTYPES, TensorType, dtype_name
 
