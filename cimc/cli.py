@@ -280,20 +280,21 @@ def run_cmd(artifact, inputs, output, t, seed, force, key) -> None:
 
     from cimc.atomic import atomic_path, check_output
     from cimc.data import npz_names
-    from cimc.progress import progress
+    from cimc.progress import postfix, progress
     from cimc.runtime import load
 
     feeds, files = _read_inputs(inputs)
     with progress(3, "run") as bar:
-        bar.set_postfix_str("programming the chip")
-        chip = load(artifact, seed=seed, key=key)
+        bar.set_postfix_str("reading the artifact")
+        chip = load(artifact, seed=seed, key=key, progress=postfix(bar, "reading the artifact"))
         names = {o.name for o in chip.artifact.outputs}
         check_output(output, "the outputs of a run", force=force,
                      inputs=[artifact, *files, *([key] if key else [])],
                      ours=lambda p: npz_names(p) == names)
         bar.update()
-        bar.set_postfix_str(f"running {max((len(a) for a in feeds.values() if a.ndim), default=1)} "
-                            "samples")
+        running = f"running {max((len(a) for a in feeds.values() if a.ndim), default=1)} samples"
+        bar.set_postfix_str(running)
+        chip.progress = postfix(bar, running)  # the crossbars are programmed as the run starts
         outs = chip.run(feeds, t=t)
         bar.update()
         bar.set_postfix_str("writing")

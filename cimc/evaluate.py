@@ -100,6 +100,7 @@ def evaluate_accuracy(
     import cimc
     from cimc.compiler import resolve_target
     from cimc.frontend.onnx.importer import load_model
+    from cimc.progress import postfix
     from cimc.progress import progress as progress_bar
     from cimc.runtime.device import check_time
     from cimc.testing import ort_run
@@ -163,8 +164,9 @@ def evaluate_accuracy(
             bar.update()
         chips = []
         for s in seeds:
-            bar.set_postfix_str(f"programming chip {s}")
-            chips.append(cimc.load(artifact, seed=s, key=key))
+            bar.set_postfix_str(f"loading chip {s}")
+            chips.append(cimc.load(artifact, seed=s, key=key,
+                                   progress=postfix(bar, f"loading chip {s}")))
             bar.update()
         for t in times:
             for comp in modes(t):
@@ -174,6 +176,7 @@ def evaluate_accuracy(
                 accs = []
                 for s, chip in zip(seeds, chips):
                     bar.set_postfix_str(f"{label}, seed {s}")
+                    chip.progress = postfix(bar, f"{label}, seed {s}")  # programming, first
                     out = chip.run({name: x_test}, t=t, drift_compensation=comp)
                     accs.append(accuracy(next(iter(out.values()))))
                     bar.update()

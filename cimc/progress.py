@@ -8,8 +8,12 @@ import contextlib
 import functools
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
+
+# A callback for long steps inside a library call (cimc.load, a chip's first run at a time):
+# (what is being done, how many of its parts are done, of how many).
+ProgressFn = Callable[[str, int, int], None]
 
 DELAY_S = 2.0  # work shorter than this shows no bar at all
 TICK_S = 0.5  # how often a bar redraws during a long step (its clock keeps moving)
@@ -87,3 +91,11 @@ def progress(
         stop.set()
         ticker.join()
         bar.close()
+
+
+def postfix(bar: Any, prefix: str) -> ProgressFn:
+    """A :data:`ProgressFn` that shows ``prefix: what done/total`` as ``bar``'s postfix."""
+    def show(what: str, done: int, total: int) -> None:
+        bar.set_postfix_str(f"{prefix}: {what} {done}/{total}")
+
+    return show

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cimc.errors import ArtifactError, TargetError
+from cimc.progress import ProgressFn
 from cimc.runtime.program import Program, parse_program
 from cimc.targets.schema import Target
 
@@ -277,10 +278,10 @@ def _weights(name: str, data: bytes, path: Path) -> dict[str, np.ndarray]:
 # ------------------------------------------------------------------------------ entry point
 
 
-def read_artifact(path: str | Path | bytes) -> Artifact:
+def read_artifact(path: str | Path | bytes, progress: ProgressFn | None = None) -> Artifact:
     """Read and check an artifact; see the module docstring. ``bytes`` are the contents of a
     ``.cimc.zip`` held in memory (an artifact sent to another machine); its errors name it
-    ``<bytes>``."""
+    ``<bytes>``. ``progress`` hears of the core programs parsed."""
     if isinstance(path, bytes):
         files = _Files(Path("<bytes>"), path)
     else:
@@ -307,7 +308,7 @@ def read_artifact(path: str | Path | bytes) -> Artifact:
                        "unchecked file")
     target = _target(manifest, path)
     programs = {}
-    for c in cores:
+    for i, c in enumerate(cores, start=1):
         try:
             text = files.read(c.program).decode("utf-8")
         except UnicodeDecodeError:
@@ -320,6 +321,8 @@ def read_artifact(path: str | Path | bytes) -> Artifact:
             raise _err(path, c.program, f"says chip={prog.chip} but the manifest puts core {c.id} "
                        f"on chip {c.chip}")
         programs[c.id] = prog
+        if progress is not None:
+            progress("core programs", i, len(cores))
     return Artifact(
         path=path,
         manifest=manifest,

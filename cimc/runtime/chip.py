@@ -1,16 +1,18 @@
 """The public runtime entry: ``load(artifact, seed, key) -> Chip``; ``Chip.run``; ``Chip.report``.
 
 A :class:`Chip` is one simulated chip instance: the artifact plus a seed. Programming noise and
-each device's drift exponent are drawn once, when the instance is loaded; read noise is redrawn
-at every MVM of every run (its random stream also comes from the seed, so the same seed and the
-same sequence of runs give the same numbers); ``t`` is the time since programming, in seconds,
-at which a run starts.
+each device's drift exponent are a fixed function of the seed (drawn, crossbar by crossbar, when
+a run first needs the crossbars at its time); read noise is redrawn at every MVM of every run
+(its random stream also comes from the seed, so the same seed and the same sequence of runs give
+the same numbers); ``t`` is the time since programming, in seconds, at which a run starts.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import os
 import threading
 import weakref
 from collections.abc import Mapping
@@ -21,6 +23,7 @@ import numpy as np
 
 from cimc import errors
 from cimc.errors import CimcError, RuntimeInputError, check_seed
+from cimc.progress import ProgressFn
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, read_artifact
 from cimc.runtime.execution import choose
@@ -45,6 +48,16 @@ def _rng(seed: int, *path: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=path)))
 
 
+def _program_stream(seed: int, core: int, xbar: int) -> np.random.Generator:
+    """The random stream that programs crossbar ``xbar`` of ``core`` (cimc.runtime.crossbars)."""
+    return _rng(seed, _PROGRAM_STREAM, core, xbar)
+
+
+def _in_process(pid: int, fn: ProgressFn, what: str, done: int, total: int) -> None:
+    if os.getpid() == pid:
+        fn(what, done, total)
+
+
 class _NotFinite(Exception):
     """A chunk of the batch holds NaN or Inf (Chip.run then names the first in the batch)."""
 
@@ -58,7 +71,8 @@ class Chip:
     """A programmed chip instance; see the module docstring."""
 
     def __init__(self, art: Artifact, seed: int = 0, key: KeyLike = None,
-                 drift_compensation: bool | None = None, workers: int | None = None) -> None:
+                 drift_compensation: bool | None = None, workers: int | None = None,
+                 progress: ProgressFn | None = None) -> None:
         self.artifact = art
         self.target = art.target
         self.seed = check_seed(seed)
@@ -66,7 +80,8 @@ class Chip:
                                    if drift_compensation is None else bool(drift_compensation))
         flips = read_key(key, art)  # checked before anything is programmed
         self.unlocked = flips is not None  # an encrypted artifact runs scrambled without its key
-        self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), flips)
+        self.machine = Machine(art, functools.partial(_program_stream, self.seed), flips)
+        self.progress = progress
         self.execution = choose(workers, _WORKER_ERRORS)
         self._closer = weakref.finalize(self, self.execution.close)
         self.runs = 0
@@ -78,6 +93,19 @@ class Chip:
         self._dry: Trace | None = None
         self._splittable = True
         self._local = threading.local()  # one Workspace per thread that executes chunks
+
+    @property
+    def progress(self) -> ProgressFn | None:
+        """Called with (what, done, total) as a run makes the crossbars at a new time (None:
+        silent); worker processes say nothing."""
+        return self.machine.progress
+
+    @progress.setter
+    def progress(self, fn: ProgressFn | None) -> None:
+        if fn is not None:
+            pid = os.getpid()
+            fn = functools.partial(_in_process, pid, fn)
+        self.machine.progress = fn
 
     @property
     def workers(self) -> int:
@@ -110,8 +138,7 @@ class Chip:
         # names, dtypes and shapes here; finiteness inside each chunk (in parallel)
         feeds = check_inputs(self.artifact.inputs, inputs, flexible)
         comp = self.drift_compensation if drift_compensation is None else bool(drift_compensation)
-        t = device.check_time(t)
-        self.machine.at(t, comp)  # here, so that a bad t is reported before any chunk
+        t = device.check_time(t)  # here, so that a bad t is reported before any chunk
         self.last_stats = None
         run_index = self.runs
         self.runs += 1
@@ -125,8 +152,10 @@ class Chip:
                 for i, (a, b) in enumerate(bounds)]
         try:
             with self.execution.blas_scope():
-                parts = self.execution.map(jobs, self._chunk) if fast else \
-                    [self._chunk(*jobs[0])]
+                # the crossbars at t, made on this process's threads before any chunk runs
+                # (worker processes forked for this run inherit them)
+                self.machine.at(t, comp).fill(self.execution.each)
+                parts = self.execution.map(jobs, self._chunk)
         except _NotFinite:
             check_finite(feeds)  # the whole batch: the first bad index and the count
             raise AssertionError("a chunk held NaN/Inf but the batch does not") from None
@@ -153,6 +182,8 @@ class Chip:
         """The chunks of a batch: each about CHUNK_ELEMENTS of its largest buffer, at least two
         samples (a product over one vector may sum in another order than over several), and
         of sizes that differ by at most one."""
+        if batch < 4:
+            return [(0, batch)]
         if self._peak_per_sample is None:
             blocked = self.machine.blocked()
             written = [n for key, n in self._dry_trace().written.items() if key not in blocked]
@@ -161,7 +192,7 @@ class Chip:
             # without that field (written by hand) is probed.
             self._splittable = (self.artifact.manifest.get("batch") is not None
                                 or self._samples_independent())
-        if not self._splittable or batch < 4:
+        if not self._splittable:
             return [(0, batch)]
         size = max(1, int(CHUNK_ELEMENTS // self._peak_per_sample))
         n = min(math.ceil(batch / size), batch // 2)
@@ -178,10 +209,11 @@ class Chip:
                         if DTYPES[s.dtype].kind == "f" else np.zeros((2, *s.shape[1:]),
                                                                       DTYPES[s.dtype]))
                for s in self.artifact.inputs}
+        t, comp = self._any_time()
         try:
             with self.execution.blas_scope(), np.errstate(all="ignore"):
-                both, _ = self.machine.execute(two, 0.0, False, _rng(0, 98), noise=False)
-                first, _ = self.machine.execute({k: v[:1] for k, v in two.items()}, 0.0, False,
+                both, _ = self.machine.execute(two, t, comp, _rng(0, 98), noise=False)
+                first, _ = self.machine.execute({k: v[:1] for k, v in two.items()}, t, comp,
                                                 _rng(0, 98), noise=False)
         except CimcError:
             return False  # not batch-flexible: run every batch whole
@@ -231,9 +263,14 @@ class Chip:
                                     "(cimc report --input NAME=FILE.npy runs it)")
         return self._last_trace
 
+    def _any_time(self) -> tuple[float, bool]:
+        """A (t, compensate) for runs whose values do not matter, only their shapes and work:
+        the crossbars made last, so that no others are made for them (t = 0 before any)."""
+        return self.machine.latest() or (0.0, False)
+
     def _dry_trace(self) -> Trace:
-        """Trace one noiseless run of the reference machine on zeros of batch 1 (for shapes; no
-        random stream used)."""
+        """Trace one noiseless run of the reference machine on zeros of batch 1 (for shapes and
+        work; no random stream used), on whichever crossbars are at hand."""
         if self._dry is not None:
             return self._dry
         if self.artifact.batch is None:  # exact shapes: trace the compiled shapes themselves
@@ -242,8 +279,10 @@ class Chip:
             feeds = {s.name: np.zeros((1, *s.shape[1:]), DTYPES[s.dtype])
                      for s in self.artifact.inputs}
         trace = Trace(1)
+        t, comp = self._any_time()
         with self.execution.blas_scope(), np.errstate(all="ignore"):
-            self.machine.execute(feeds, 0.0, False, _rng(0, 99), noise=False, trace=trace)
+            self.machine.at(t, comp).fill(self.execution.each)
+            self.machine.execute(feeds, t, comp, _rng(0, 99), noise=False, trace=trace)
         self._dry = trace
         return trace
 
@@ -295,7 +334,8 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def load(path: str | Path, seed: int = 0, key: KeyLike = None, *,
-         drift_compensation: bool | None = None, workers: int | None = None) -> Chip:
+         drift_compensation: bool | None = None, workers: int | None = None,
+         progress: ProgressFn | None = None) -> Chip:
     """Read an artifact (``NAME.cimc/`` or ``.cimc.zip``) and program a chip instance.
 
     ``seed`` fixes the programming noise and drift exponents (and the read-noise stream);
@@ -303,7 +343,13 @@ def load(path: str | Path, seed: int = 0, key: KeyLike = None, *,
     (on for PCM targets); ``workers`` sets how many chunks of a batch run at once (default:
     the CPUs available, at most 8): in worker processes forked beside the caller on Linux, on
     threads elsewhere, in the calling thread for 1 (cimc.runtime.execution). ``Chip.close()``
-    (or ``with``) stops them; so does garbage collection.
+    (or ``with``) stops them; so does garbage collection. ``progress`` is called with (what,
+    done, total) while the artifact is read and as the crossbars are made, at a run's new time
+    (:attr:`Chip.progress`): for a bar over big models.
+
+    The crossbars' programming noise and drift exponents are a fixed function of the seed; a
+    chip draws them when a run first needs its crossbars at a time, and keeps only what the runs
+    at that time multiply by (cimc.runtime.crossbars).
     """
-    return Chip(read_artifact(path), seed=seed, key=key, drift_compensation=drift_compensation,
-                workers=workers)
+    return Chip(read_artifact(path, progress), seed=seed, key=key,
+                drift_compensation=drift_compensation, workers=workers, progress=progress)

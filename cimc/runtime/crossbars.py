@@ -1,16 +1,22 @@
-"""The crossbars of a chip instance: programmed once from the artifact's levels, then read at a
-time ``t`` as the matrices an ``mvm`` multiplies by.
+"""The crossbars of a chip instance, and the matrices an ``mvm`` multiplies by at a time ``t``.
 
-:func:`program_crossbars` programs every crossbar the programs declare (cores and crossbars in
-ascending order, bit slices least significant first: the order the seed's draws follow), through
-the device model of :mod:`cimc.runtime.device`. :func:`crossbar_at` freezes one at time ``t``:
-drift applied, the column scale folded in (weight units), the variance of one read of each
-device, and the global drift compensation's gain.
+:func:`declare_crossbars` reads every crossbar the programs declare, with its levels (an
+encryption key's sign flips applied) and scales, and checks them against the target. A noisy
+crossbar's programmed state (programming noise and each device's drift exponent, drawn through
+the device model of :mod:`cimc.runtime.device`) is a fixed function of the chip's seed and the
+crossbar: it comes from the crossbar's own random stream (``streams(core, index)``), so the
+crossbars can be drawn in any order, on any number of threads, with the same result.
+
+:func:`crossbar_at` freezes one crossbar at time ``t``: it programs the crossbar from its stream,
+applies drift, folds the column scale in (weight units), works out the variance of one read of
+each device and the global drift compensation's gain, and keeps only those matrices. The
+programmed state itself is not kept: a chip holds one set of matrices per time, not the
+several arrays per device its state would take, and a later time draws the same state again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +25,14 @@ from cimc.errors import ArtifactError
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact
 
+# The random stream of one crossbar's programming: (core, crossbar index) -> generator.
+Streams = Callable[[int, int], np.random.Generator]
+
 
 @dataclass
-class ProgrammedCrossbar:
-    """One programmed crossbar of a chip instance: one array per bit slice (exact weights on
-    noiseless devices), with the factor from conductance to weight units per column."""
+class DeclaredCrossbar:
+    """One crossbar of a chip instance: its levels per bit slice and the factor from levels
+    (noiseless devices) or conductances (noisy ones) to weight units per column."""
 
     core: int
     index: int
@@ -31,10 +40,12 @@ class ProgrammedCrossbar:
     cols: int
     layer: str
     base: int  # slice s of a weight is worth base**s
-    exact: tuple[np.ndarray, ...] = ()  # per slice, weight units (noiseless devices)
-    arrays: tuple[device.ProgrammedArray, ...] = ()
-    out_scale: np.ndarray | None = None  # [cols]: µS -> weight units
-    gdc_ref: float = 0.0
+    levels: np.ndarray  # [slices, rows, cols] as stored in the artifact (key flips applied)
+    scale: np.ndarray  # [cols] float32: level -> weight units
+    max_level: float  # the largest |level| a device pair holds
+    model: device.DeviceModel
+    gdc_ref: float | None = None  # the compensation's reference, once worked out
+    _exact: tuple[np.ndarray, ...] | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -42,7 +53,19 @@ class ProgrammedCrossbar:
 
     @property
     def noisy(self) -> bool:
-        return bool(self.arrays)
+        return not self.model.noiseless
+
+    @property
+    def out_scale(self) -> np.ndarray:
+        """[cols] float32: µS -> weight units."""
+        return (self.scale * np.float32(self.max_level / self.model.g_max)).astype(np.float32)
+
+    def exact(self) -> tuple[np.ndarray, ...]:
+        """Per slice, the weights on noiseless devices (float32, made once)."""
+        if self._exact is None:
+            self._exact = tuple((s.astype(np.float32) * self.scale).astype(np.float32)
+                                for s in self.levels)
+        return self._exact
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +80,10 @@ class CrossbarAt:
     @property
     def slices(self) -> int:
         return len(self.weights)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.weights, *self.read_vars) if a is not None)
 
 
 def _levels_and_scale(art: Artifact, core: int, x: int, shape: tuple[int, ...], where: str
@@ -81,14 +108,13 @@ def _levels_and_scale(art: Artifact, core: int, x: int, shape: tuple[int, ...], 
     return levels, scale.astype(np.float32)
 
 
-def program_crossbars(art: Artifact, rng: np.random.Generator,
-                      flips: Mapping[str, np.ndarray] | None = None
-                      ) -> dict[tuple[int, int], ProgrammedCrossbar]:
-    """Program every crossbar of the artifact. ``flips`` (an encryption key's masks) negate
-    the stored levels they mark before programming."""
+def declare_crossbars(art: Artifact, flips: Mapping[str, np.ndarray] | None = None
+                      ) -> dict[tuple[int, int], DeclaredCrossbar]:
+    """Every crossbar of the artifact, checked (cores and crossbars in ascending order).
+    ``flips`` (an encryption key's masks) negate the stored levels they mark."""
     target = art.target
     model = device.DeviceModel.from_target(target)
-    crossbars: dict[tuple[int, int], ProgrammedCrossbar] = {}
+    crossbars: dict[tuple[int, int], DeclaredCrossbar] = {}
     unused = set(flips or ())
     for core in sorted(art.programs):
         prog = art.programs[core]
@@ -112,16 +138,20 @@ def program_crossbars(art: Artifact, rng: np.random.Generator,
                 if np.shape(flip) != (decl.rows, decl.cols):
                     raise ArtifactError(f"key: '{name}' has shape {list(np.shape(flip))}, "
                                         f"expected {[decl.rows, decl.cols]}")
-                levels = np.where(np.asarray(flip, dtype=bool), -levels, levels)
+                # levels * ±1 (a select on a scattered mask is many times slower)
+                levels = levels * (1 - 2 * np.asarray(flip, dtype=bool).astype(np.int8))
             slices = levels.reshape(decl.slices, decl.rows, decl.cols)
-            xb = ProgrammedCrossbar(core, x, decl.rows, decl.cols,
-                                    decl.layer or f"core{core}/xbar{x}",
-                                    target.slice_base if decl.slices > 1 else 1)
-            if model.kind == "ideal":
-                xb.exact = tuple((s.astype(np.float32) * scale).astype(np.float32)
-                                 for s in slices)
-            else:
-                _program(xb, slices, scale, target.slice_max_level, model, rng, where)
+            max_level = 1.0
+            if not model.noiseless:
+                top = float(np.max(np.abs(slices), initial=0.0))
+                lmax = target.slice_max_level
+                max_level = float(lmax) if lmax > 0 else (top or 1.0)
+                if top > max_level * (1 + 1e-6):
+                    raise ArtifactError(f"{where}: crossbar {x} holds levels up to {top:g}, "
+                                        f"beyond the target's ±{max_level:g}")
+            xb = DeclaredCrossbar(core, x, decl.rows, decl.cols, decl.layer or f"core{core}/xbar{x}",
+                          target.slice_base if decl.slices > 1 else 1, slices, scale,
+                          max_level, model)
             crossbars[xb.key] = xb
     if unused:
         raise ArtifactError(f"key: {', '.join(sorted(unused)[:3])} name(s) no crossbar of "
@@ -129,38 +159,69 @@ def program_crossbars(art: Artifact, rng: np.random.Generator,
     return crossbars
 
 
-def _program(xb: ProgrammedCrossbar, slices: np.ndarray, scale: np.ndarray, max_level: int,
-             model: device.DeviceModel, rng: np.random.Generator, where: str) -> None:
-    top = float(np.max(np.abs(slices), initial=0.0))
-    lmax = float(max_level) if max_level > 0 else (top or 1.0)
-    if top > lmax * (1 + 1e-6):
-        raise ArtifactError(f"{where}: crossbar {xb.index} holds levels up to {top:g}, beyond "
-                            f"the target's ±{lmax:g}")
-    arrays = []
-    for digits in slices:
-        g_plus, g_minus = device.levels_to_conductance(digits.astype(np.float32), lmax,
-                                                       model.g_max)
-        arrays.append(model.program(g_plus, g_minus, rng))
-    xb.arrays = tuple(arrays)
-    xb.out_scale = (scale * np.float32(lmax / model.g_max)).astype(np.float32)
-    xb.gdc_ref = device.gdc_reference(_combined(xb, [a.at(0.0).g_eff for a in arrays]))
-
-
-def _combined(xb: ProgrammedCrossbar, g_effs: list[np.ndarray]) -> np.ndarray:
+def _combined(xb: DeclaredCrossbar, g_effs: list[np.ndarray]) -> np.ndarray:
     """The effective conductances of the whole weights: the slices shifted and added."""
     if len(g_effs) == 1:
         return g_effs[0]
     return sum(np.float32(xb.base ** s) * g for s, g in enumerate(g_effs))
 
 
-def crossbar_at(xb: ProgrammedCrossbar, t: float, compensate: bool) -> CrossbarAt:
-    """The matrices one crossbar multiplies by at time ``t`` (seconds since programming)."""
+# Rows of a crossbar programmed at a time: about this many devices per polarity, so that the
+# arrays of a block stay in the cache.
+BLOCK_DEVICES = 1 << 14
+
+
+def _slices(xb: DeclaredCrossbar, streams: Streams
+            ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per bit slice, in order: the levels as indices into their table, the table, and the
+    standard normals that program them (drawn from the crossbar's stream)."""
+    rng = streams(xb.core, xb.index)
+    for levels in xb.levels:
+        index, values = device.level_index(levels, xb.max_level)
+        yield index, xb.model.level_table(values, xb.max_level), xb.model.normals(rng,
+                                                                                 levels.shape)
+
+
+def programmed(xb: DeclaredCrossbar, streams: Streams) -> list[device.ProgrammedArray]:
+    """A noisy crossbar's slices as programmed: its devices' conductances and drift
+    exponents (what :func:`crossbar_at` makes block by block and does not keep)."""
+    return [xb.model.program(index, table, z) for index, table, z in _slices(xb, streams)]
+
+
+def crossbar_at(xb: DeclaredCrossbar, t: float, compensate: bool, streams: Streams) -> CrossbarAt:
+    """The matrices one crossbar multiplies by at time ``t`` (seconds since programming): its
+    slices programmed from its stream (see the module docstring), block of rows by block of
+    rows."""
     if not xb.noisy:
-        return CrossbarAt(xb.exact, (None,) * len(xb.exact), 1.0, xb.base)
-    states = [a.at(t) for a in xb.arrays]
-    weights = tuple((s.g_eff * xb.out_scale).astype(np.float32) for s in states)
-    var = tuple(None if s.read_var is None or not np.any(s.read_var > 0)
-                else (s.read_var * np.square(xb.out_scale)).astype(np.float32) for s in states)
-    gain = device.gdc_factor(xb.gdc_ref, _combined(xb, [s.g_eff for s in states])) \
-        if compensate else 1.0
-    return CrossbarAt(weights, var, float(gain), xb.base)
+        exact = xb.exact()
+        return CrossbarAt(exact, (None,) * len(exact), 1.0, xb.base)
+    model = xb.model
+    out_scale = xb.out_scale
+    var_scale = np.square(out_scale)
+    step = max(1, BLOCK_DEVICES // (xb.cols * model.units))
+    weights, variances, g_prog, g_now = [], [], [], []
+    shape = (xb.rows, xb.cols)
+    for index, table, z in _slices(xb, streams):
+        w = np.empty(shape, np.float32)
+        var = np.empty(shape, np.float32) if model.read is not None else None
+        g0, g1 = (np.empty(shape, np.float32) for _ in range(2)) if compensate \
+            else (None, None)
+        for r in range(0, xb.rows, step):
+            rows = slice(r, r + step)
+            array = model.program(index[rows], table, z[:, :, rows])
+            state = array.at(t)
+            if g0 is not None:
+                g0[rows], g1[rows] = array.g_programmed, state.g_eff
+            np.multiply(state.g_eff, out_scale, out=w[rows])
+            if var is not None:
+                np.multiply(state.read_var, var_scale, out=var[rows])
+        weights.append(w)
+        variances.append(None if var is None or not var.any() else var)
+        g_prog.append(g0)
+        g_now.append(g1)
+    gain = 1.0
+    if compensate:
+        if xb.gdc_ref is None:  # the same for every time: worked out once
+            xb.gdc_ref = device.gdc_reference(_combined(xb, g_prog))
+        gain = device.gdc_factor(xb.gdc_ref, _combined(xb, g_now))
+    return CrossbarAt(tuple(weights), tuple(variances), float(gain), xb.base)

@@ -12,10 +12,12 @@ The pieces, in the order a weight meets them:
    targets (the emitter writes them; the runtime programs each digit on its own device pair).
 2. Levels to conductance: ``levels_to_conductance`` puts the positive part on G+ and the negative
    part on G-, ``|q|/max_level * g_max`` per polarity.
-3. Programming (once per chip instance, :meth:`DeviceModel.program`): each polarity's target is
-   split equally over its units (``devices_per_weight/2/fit_devices``); each unit gets programming
-   noise ``max(G_T + sigma(g) xi, 0)`` and, for drifting devices, a drift exponent
-   ``nu = |mean(g) + std(g) xi|``.
+3. Programming (a fixed function of the chip instance's seed, :meth:`DeviceModel.program`):
+   each polarity's target is split equally over its units (``devices_per_weight/2/fit_devices``);
+   each unit gets programming noise ``max(G_T + sigma(g) xi, 0)`` and, for drifting devices, a
+   drift exponent ``nu = |mean(g) + std(g) xi|``, with standard normals ``xi`` from
+   :func:`normal_f32`. The curves of g are evaluated once per level; a weight's device pair is
+   held as the device its level is on and the partner, whose target is 0.
 4. At time t (:meth:`ProgrammedArray.at`): drift ``G(t) = G_prog ((t + t0)/t0)^-nu`` and the
    variance of the read noise of every cell. The device clock follows IBM aihwkit's convention:
    t = 0 is the first read after programming, taken t0 seconds after programming (the drift
@@ -51,30 +53,58 @@ G_FLOOR = 1e-7
 
 
 def _eval_piece(piece: Piece, g: np.ndarray) -> np.ndarray:
-    if piece.poly:
-        out = np.polynomial.polynomial.polyval(g, piece.poly)
+    """One piece at ``g`` (floored), computed in g's float type."""
+    dt = g.dtype.type
+    if piece.poly:  # Horner, in place
+        c = piece.poly
+        out = np.multiply(g, dt(c[-1])) if len(c) > 1 else np.full_like(g, c[0])
+        for k in range(len(c) - 2, -1, -1):
+            out += dt(c[k])
+            if k:
+                out *= g
     elif piece.log_linear:
         a, b = piece.log_linear
-        out = a * np.log(g) + b
+        out = np.log(g)
+        out *= dt(a)
+        out += dt(b)
     else:
         c, p = piece.power
-        out = c * np.power(g, p)
+        out = np.power(g, dt(p))
+        out *= dt(c)
     if piece.clip:
-        out = np.clip(out, piece.clip[0], piece.clip[1])
-    return np.asarray(out, dtype=g.dtype)
+        np.clip(out, dt(piece.clip[0]), dt(piece.clip[1]), out=out)
+    return out
+
+
+def _bounded(piece: Piece) -> bool:
+    """Whether the piece is finite for every g >= G_FLOOR (a negative power is not, unclipped)."""
+    return bool(piece.clip) or not (piece.power and piece.power[1] < 0)
 
 
 def eval_curve(curve: Sequence[Piece], g: np.ndarray) -> np.ndarray:
-    """Evaluate a piecewise curve at normalised conductances ``g`` (floored at G_FLOOR)."""
-    g = np.maximum(np.asarray(g, dtype=np.float64), G_FLOOR)
-    if len(curve) == 1:
-        return _eval_piece(curve[0], g)
-    index = np.searchsorted([p.from_g for p in curve[1:]], g, side="right")
-    out = np.empty_like(g)
-    for i, piece in enumerate(curve):
-        mask = index == i
-        if mask.any():
-            out[mask] = _eval_piece(piece, g[mask])
+    """Evaluate a piecewise curve at normalised conductances ``g`` (floored at G_FLOOR), in
+    float32 for float32 ``g`` and in float64 otherwise. Piece i holds from its ``from_g`` up to
+    the next piece's."""
+    g = np.asarray(g)
+    return _eval_floored(curve, np.maximum(g, G_FLOOR, dtype=np.float32 if g.dtype == np.float32
+                                           else np.float64))
+
+
+def _eval_floored(curve: Sequence[Piece], g: np.ndarray) -> np.ndarray:
+    out = _eval_piece(curve[0], g)
+    blend = all(_bounded(p) for p in curve)
+    for piece in curve[1:]:
+        above = g >= piece.from_g
+        if above.all():
+            out = _eval_piece(piece, g)
+        elif above.any():
+            v = _eval_piece(piece, g)
+            if blend:  # out + above * (v - out): many times faster than selecting by a mask
+                v -= out
+                v *= above.astype(g.dtype)
+                out += v
+            else:
+                np.copyto(out, v, where=above)
     return out
 
 
@@ -159,30 +189,11 @@ def programming_sigma(g_target: np.ndarray, g_max: float,
     return np.maximum(sigma * (g_max / noise.fit_g_max_us), 0.0)
 
 
-def program(g_target: np.ndarray, g_max: float, noise: ProgrammingNoise | None,
-            rng: np.random.Generator) -> np.ndarray:
-    """Programmed conductances ``max(G_T + sigma(g) xi, 0)`` (float32); exact without noise."""
-    g_target = np.asarray(g_target, dtype=np.float32)
-    if noise is None:
-        return g_target.copy()
-    sigma = programming_sigma(g_target, g_max, noise).astype(np.float32)
-    xi = rng.standard_normal(g_target.shape, dtype=np.float32)
-    return np.maximum(g_target + sigma * xi, 0.0, dtype=np.float32)
-
-
 def drift_exponent_stats(g_target: np.ndarray, g_max: float,
                          drift: Drift) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of the drift exponent nu at each target conductance."""
     g = np.asarray(g_target, dtype=np.float64) / g_max
     return eval_curve(drift.nu_mean, g), np.maximum(eval_curve(drift.nu_std, g), 0.0)
-
-
-def draw_drift_exponents(g_target: np.ndarray, g_max: float, drift: Drift,
-                         rng: np.random.Generator) -> np.ndarray:
-    """nu = |mean(g) + std(g) xi|, drawn once per device (float32)."""
-    mean, std = drift_exponent_stats(g_target, g_max, drift)
-    xi = rng.standard_normal(np.shape(g_target), dtype=np.float32)
-    return np.abs(mean + std * xi).astype(np.float32)
 
 
 def check_time(t: float) -> float:
@@ -194,14 +205,16 @@ def check_time(t: float) -> float:
 
 
 def drift_factor(nu: np.ndarray, t: float, t0: float) -> np.ndarray:
-    """``((t + t0)/t0)^-nu``: 1 at t = 0 (the first read, t0 after programming)."""
-    log_ratio = np.log1p(check_time(t) / t0)
-    return np.exp(-np.asarray(nu, dtype=np.float32) * np.float32(log_ratio))
+    """``((t + t0)/t0)^-nu`` (float32): 1 at t = 0 (the first read, t0 after programming)."""
+    out = np.multiply(nu, np.float32(-np.log1p(check_time(t) / t0)), dtype=np.float32)
+    return np.exp(out, out=out)
 
 
 def drifted(g_prog: np.ndarray, nu: np.ndarray, t: float, t0: float) -> np.ndarray:
     """PCM drift ``G(t) = G_prog ((t + t0)/t0)^-nu``."""
-    return g_prog * drift_factor(nu, t, t0)
+    g = drift_factor(nu, t, t0)
+    g *= g_prog
+    return g
 
 
 def one_over_f_scale(elapsed: float, t_read: float) -> float:
@@ -213,7 +226,8 @@ def one_over_f_amplitude(g_prog: np.ndarray, g_max: float, read: ReadNoise) -> n
     """Q_s(G_prog/g_max) per device (float32), or None without 1/f noise."""
     if not read.q_s:
         return None
-    return eval_curve(read.q_s, np.asarray(g_prog) / g_max).astype(np.float32)
+    g = np.multiply(g_prog, np.float32(1 / g_max), dtype=np.float32)
+    return _eval_floored(read.q_s, np.maximum(g, G_FLOOR, out=g))
 
 
 def read_noise_variance(g_prog: np.ndarray, g_now: np.ndarray, g_max: float, elapsed: float,
@@ -223,21 +237,23 @@ def read_noise_variance(g_prog: np.ndarray, g_now: np.ndarray, g_max: float, ela
 
     ``q_s`` may pass ``one_over_f_amplitude(g_prog, ...)`` computed once at programming time.
     """
-    var = np.zeros(np.shape(g_now), dtype=np.float32)
     if read.q_s:
-        q_s = one_over_f_amplitude(g_prog, g_max, read) if q_s is None else q_s
-        rel = q_s * np.float32(one_over_f_scale(elapsed, read.t_read_s))
-        var += np.square(rel * np.abs(g_now))
+        var = one_over_f_amplitude(g_prog, g_max, read) if q_s is None else q_s.copy()
+        var *= g_now  # = |G(t)|: conductances are never negative
+        np.square(var, out=var)
+        var *= np.float32(one_over_f_scale(elapsed, read.t_read_s) ** 2)
+    else:
+        var = np.zeros(np.shape(g_now), dtype=np.float32)
     if read.additive_rel:
         var += np.float32((read.additive_rel * g_max) ** 2)
     return var
 
 
 # --------------------------------------------------------------------------------------------
-# Standard normals of the read noise
+# Standard normals of the programming and read noise
 # --------------------------------------------------------------------------------------------
 
-# Each read-noise normal comes from 16 random bits through a table of quantiles.
+# Each normal comes from 16 random bits through a table of quantiles.
 NORMAL_TABLE_BITS = 16
 
 
@@ -254,6 +270,10 @@ def normal_table() -> np.ndarray:
     return q.astype(np.float32)
 
 
+# Normals looked up at a time: their indices and the table stay in the cache.
+NORMAL_BLOCK = 1 << 16
+
+
 def normal_f32(rng: np.random.Generator, n: int, out: np.ndarray | None = None) -> np.ndarray:
     """``n`` standard normal float32 samples (in ``out`` when given), by inversion through
     :func:`normal_table`: each takes 16 bits of the generator's raw output (one 64-bit draw gives
@@ -262,10 +282,13 @@ def normal_f32(rng: np.random.Generator, n: int, out: np.ndarray | None = None) 
     variance exactly 1 and no samples beyond ±4.325 (the normal puts 1.5e-5 of its mass there).
     Draws made one after another use the random stream as one draw of their total would, when
     every draw but the last takes a multiple of 4 samples."""
-    raw = rng.bit_generator.random_raw((n + 3) // 4)
     out = np.empty(n, np.float32) if out is None else out
-    # mode="wrap" skips the bounds check; every uint16 index is in range
-    np.take(normal_table(), raw.view(np.uint16)[:n], out=out, mode="wrap")
+    table = normal_table()
+    for a in range(0, n, NORMAL_BLOCK):  # NORMAL_BLOCK is a multiple of 4: one stream
+        b = min(a + NORMAL_BLOCK, n)
+        raw = rng.bit_generator.random_raw((b - a + 3) // 4)
+        # mode="wrap" skips the bounds check; every uint16 index is in range
+        np.take(table, raw.view(np.uint16)[: b - a].astype(np.intp), out=out[a:b], mode="wrap")
     return out
 
 
@@ -274,12 +297,16 @@ def normal_f32(rng: np.random.Generator, n: int, out: np.ndarray | None = None) 
 # --------------------------------------------------------------------------------------------
 
 
+@functools.cache
 def gdc_probe(rows: int, n: int = 32) -> np.ndarray:
-    """The known input pushed through a tile: ``n`` fixed ±1 vectors of length ``rows``.
+    """The known input pushed through a tile: ``n`` fixed ±1 vectors of length ``rows``
+    (read-only).
 
     Part of the chip, not of an instance: the same for every seed.
     """
-    return np.random.default_rng(0x6DC).choice(np.array([-1.0, 1.0], np.float32), (n, rows))
+    probe = np.random.default_rng(0x6DC).choice(np.array([-1.0, 1.0], np.float32), (n, rows))
+    probe.flags.writeable = False
+    return probe
 
 
 def gdc_reference(g_eff: np.ndarray, probe: np.ndarray | None = None) -> float:
@@ -329,65 +356,136 @@ class DeviceModel:
     def noiseless(self) -> bool:
         return self.programming is None and self.drift is None and self.read is None
 
-    def program(self, g_plus: np.ndarray, g_minus: np.ndarray,
-                rng: np.random.Generator) -> ProgrammedArray:
-        """Program target conductances (µS per polarity, e.g. from ``levels_to_conductance``).
+    def normals(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """The standard normals that program levels of ``shape``: one :func:`normal_f32` draw
+        of ``[sources, units, *shape]``, the sources in order the programming noise of the
+        device that holds each level (G+ for a level >= 0, G- for a negative one) and of its
+        partner, then the drift exponents of the same two (a source the model lacks draws
+        nothing). The order is fixed, so a seed reproduces a chip."""
+        sources = 2 * (self.programming is not None) + 2 * (self.drift is not None)
+        n = sources * self.units * math.prod(shape)
+        return normal_f32(rng, n).reshape(sources, self.units, *shape)
 
-        Draw order (fixed, so a seed reproduces a chip): programming noise of G+ then G-, then
-        the drift exponents of G+ then G-.
-        """
-        targets = [self._split(g) for g in (g_plus, g_minus)]
-        progs = [program(g, self.g_max_unit, self.programming, rng) for g in targets]
-        nus: list[np.ndarray | None] = [None, None]
-        if self.drift is not None:
-            nus = [draw_drift_exponents(g, self.g_max_unit, self.drift, rng) for g in targets]
-        q_s: list[np.ndarray | None] = [None, None]
-        if self.read is not None:
-            q_s = [one_over_f_amplitude(g, self.g_max_unit, self.read) for g in progs]
-        return ProgrammedArray(self, progs[0], progs[1], nus[0], nus[1], q_s[0], q_s[1])
-
-    def _split(self, g: np.ndarray) -> np.ndarray:
-        g = np.asarray(g, dtype=np.float32)
-        if g.min(initial=0.0) < 0 or g.max(initial=0.0) > self.g_max * (1 + 1e-6):
+    def level_table(self, values: np.ndarray, max_level: float) -> np.ndarray:
+        """Per level magnitude in ``values`` (``|level| <= max_level``): the target of each of
+        a polarity's units, sigma of its programming noise, and the mean and spread of its
+        drift exponent (``[len(values), 4]`` float32; zeros where the model has no such
+        source). Every device's target is a level's: the curves of g are evaluated here once
+        (:meth:`program` looks them up per device)."""
+        unit_max = self.g_max_unit
+        targets = levels_to_conductance(values, max_level, self.g_max)[0] / np.float32(self.units)
+        if values.min(initial=0) < 0 or targets.max(initial=0.0) > unit_max * (1 + 1e-6):
             raise ValueError(f"target conductances must lie in [0, {self.g_max}] µS")
-        return np.broadcast_to(g / np.float32(self.units), (self.units, *g.shape))
+        table = np.zeros((len(values), 4), np.float32)
+        table[:, 0] = targets
+        if self.programming is not None:
+            table[:, 1] = programming_sigma(targets, unit_max, self.programming)
+        if self.drift is not None:
+            table[:, 2], table[:, 3] = drift_exponent_stats(targets, unit_max, self.drift)
+        return table
+
+    def program(self, index: np.ndarray, table: np.ndarray, z: np.ndarray) -> ProgrammedArray:
+        """Program signed levels, given as ``index`` into the magnitudes of ``table`` (a
+        :meth:`level_table`; level = sign(index) * magnitude[|index|], see :func:`level_index`),
+        with the standard normals ``z`` (:meth:`normals`). Each level goes on one device of its
+        differential pair, ``|level|/max_level * g_max`` on G+ for a level >= 0 and on G- for a
+        negative one (:func:`levels_to_conductance`); its partner's target is 0. Each split
+        equally over its units, and each unit gets programming noise ``max(G_T + sigma(g) xi,
+        0)`` and, for drifting devices, a drift exponent ``nu = |mean(g) + std(g) xi|``."""
+        magnitude = np.abs(index)
+        columns = np.ascontiguousarray(table.T)
+
+        def holder(column: int) -> np.ndarray:  # the holding devices' numbers
+            return columns[column].take(magnitude, mode="wrap")  # (every index is in range)
+
+        partner = table[0]  # target 0
+        g = np.empty((2, self.units, *index.shape), np.float32)
+        if self.programming is not None:
+            np.multiply(holder(1), z[0], out=g[0])
+            g[0] += holder(0)
+            np.multiply(z[1], partner[1], out=g[1])  # (+ a target of 0)
+            np.maximum(g, 0, out=g)
+        else:
+            g[0], g[1] = holder(0), partner[0]
+        nu = None
+        if self.drift is not None:
+            k = 2 if self.programming is not None else 0
+            nu = np.empty_like(g)
+            np.multiply(holder(3), z[k], out=nu[0])
+            nu[0] += holder(2)
+            np.multiply(z[k + 1], partner[3], out=nu[1])
+            nu[1] += partner[2]
+            np.abs(nu, out=nu)
+        sign = np.copysign(np.float32(1), index.astype(np.float32))  # +1 for a level of 0
+        return ProgrammedArray(self, g, sign, nu)
+
+
+def level_index(levels: np.ndarray, max_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Signed indices into the level magnitudes of ``levels`` (level = sign(index) *
+    values[|index|]) and those magnitudes, ``values[0] == 0``: for integer levels and an
+    integer ``max_level`` every integer up to it (the same for every crossbar of a target)."""
+    if levels.dtype.kind in "iu" and float(max_level).is_integer():
+        index = levels.astype(np.intp)
+        top = max(int(max_level), int(index.max(initial=0)), -int(index.min(initial=0)))
+        return index, np.arange(top + 1, dtype=np.float32)  # beyond max_level: refused later
+    mag = np.abs(levels.astype(np.float32))
+    values, inverse = np.unique(np.concatenate([[0.0], mag.ravel()]), return_inverse=True)
+    index = inverse[1:].reshape(levels.shape) * np.sign(levels).astype(np.intp)
+    return index, values.astype(np.float32)
 
 
 @dataclass(frozen=True)
 class ProgrammedArray:
-    """One crossbar tile of a chip instance: programmed conductances ``[units, R, C]`` per
-    polarity, each device's drift exponent (drifting devices) and 1/f amplitude Q_s (PCM)."""
+    """One crossbar slice of a chip instance: the programmed conductances ``g`` of the device
+    that holds each weight's level and of its partner, and, for drifting devices, each device's
+    drift exponent ``nu`` (both ``[2, units, R, C]``); ``sign`` (``[R, C]``, +1 or -1) says
+    whether the holder is G+ or G-: a weight is ``sign * (g[0] - g[1])``."""
 
     model: DeviceModel
-    g_plus: np.ndarray
-    g_minus: np.ndarray
-    nu_plus: np.ndarray | None = None
-    nu_minus: np.ndarray | None = None
-    q_s_plus: np.ndarray | None = None
-    q_s_minus: np.ndarray | None = None
+    g: np.ndarray
+    sign: np.ndarray
+    nu: np.ndarray | None = None
 
-    def conductances(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """G+ and G- (``[units, R, C]``) at time t, drift applied."""
+    @property
+    def g_programmed(self) -> np.ndarray:
+        """Effective conductances (G+ - G-, µS) as programmed (t = 0: before any drift)."""
+        return self._effective(self.g)
+
+    def polarities(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """G+ and G- (``[units, R, C]``) of ``g`` given per holder and partner."""
+        plus = self.sign > 0
+        return np.where(plus, g[0], g[1]), np.where(plus, g[1], g[0])
+
+    def conductances(self, t: float) -> np.ndarray:
+        """The holders' and partners' conductances (``[2, units, R, C]``) at time t, drift
+        applied."""
         drift = self.model.drift
-        if drift is None:
-            check_time(t)
-            return self.g_plus, self.g_minus
-        return (drifted(self.g_plus, self.nu_plus, t, drift.t0_s),
-                drifted(self.g_minus, self.nu_minus, t, drift.t0_s))
+        if drift is None or check_time(t) == 0:
+            return self.g
+        return drifted(self.g, self.nu, t, drift.t0_s)
 
     def at(self, t: float) -> ArrayState:
-        """The tile at time t: effective conductances (G+ - G-, µS) and read-noise variance."""
-        gp, gm = self.conductances(t)
-        g_eff = (gp.sum(axis=0) - gm.sum(axis=0)).astype(np.float32)
+        """The slice at time t: effective conductances (G+ - G-, µS) and read-noise variance."""
+        g_now = self.conductances(t)
+        g_eff = self._effective(g_now)
         read = self.model.read
         if read is None:
             return ArrayState(g_eff)
         elapsed = t + (self.model.drift.t0_s if self.model.drift is not None else 0.0)
-        g_max = self.model.g_max_unit
-        var = (read_noise_variance(self.g_plus, gp, g_max, elapsed, read, self.q_s_plus)
-               + read_noise_variance(self.g_minus, gm, g_max, elapsed, read, self.q_s_minus))
-        var = var.sum(axis=0)
-        return ArrayState(g_eff, var.astype(np.float32))
+        # holders and partners apart: a partner's conductance stays small, and the curve's
+        # pieces that start above it are not evaluated
+        var = read_noise_variance(self.g[0], g_now[0], self.model.g_max_unit, elapsed, read)
+        var += read_noise_variance(self.g[1], g_now[1], self.model.g_max_unit, elapsed, read)
+        return ArrayState(g_eff, var[0] if self.model.units == 1 else var.sum(axis=0))
+
+    def _effective(self, g: np.ndarray) -> np.ndarray:
+        """``sign * (g[0] - g[1])``, summed over the units (float32)."""
+        if g.shape[1] == 1:
+            out = np.subtract(g[0, 0], g[1, 0], dtype=np.float32)
+        else:
+            out = np.subtract(g[0].sum(axis=0), g[1].sum(axis=0), dtype=np.float32)
+        out *= self.sign
+        return out
 
 
 @dataclass(frozen=True)

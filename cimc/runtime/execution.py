@@ -59,6 +59,12 @@ class Execution:
         """``fn`` on every job, results in order."""
         return [fn(*job) for job in jobs]
 
+    def each(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``fn`` on every item, results in order, on threads of this process (``workers`` at
+        once; in this thread for one): for work that numpy does with the interpreter lock
+        released, such as making a chip's crossbars at a new time."""
+        return [fn(x) for x in items]
+
     @contextlib.contextmanager
     def blas_scope(self) -> Iterator[None]:
         """BLAS on one thread inside the block (see the module docstring)."""
@@ -97,14 +103,19 @@ class Threads(Execution):
         self._pool_lock = threading.Lock()
 
     def map(self, jobs: Sequence[Job], fn: ChunkFn) -> list[Mapping[str, np.ndarray]]:
-        """The calling thread and ``workers - 1`` pool threads each take the next chunk until
-        none is left (the caller works instead of waiting)."""
         if len(jobs) == 1:
             return [fn(*jobs[0])]
         for args, _ in jobs:
             args["threaded"] = True
-        parts: list[Mapping[str, np.ndarray] | None] = [None] * len(jobs)
-        todo = iter(range(len(jobs)))
+        return self.each(lambda job: fn(*job), jobs)
+
+    def each(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """The calling thread and ``workers - 1`` pool threads each take the next item until
+        none is left (the caller works instead of waiting)."""
+        if len(items) < 2:
+            return [fn(x) for x in items]
+        parts: list[Any] = [None] * len(items)
+        todo = iter(range(len(items)))
         lock = threading.Lock()
 
         def work() -> None:
@@ -113,19 +124,19 @@ class Threads(Execution):
                     i = next(todo, None)
                 if i is None:
                     return
-                parts[i] = fn(*jobs[i])
+                parts[i] = fn(items[i])
 
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="cimc-run")
             pool = self._pool
-        helpers = [pool.submit(work) for _ in range(min(self.workers, len(jobs)) - 1)]
+        helpers = [pool.submit(work) for _ in range(min(self.workers, len(items)) - 1)]
         try:
             work()
         finally:
             for f in helpers:
                 f.result()  # waits for every helper; re-raises the first error
-        return parts  # type: ignore[return-value]
+        return parts
 
     def close(self) -> None:
         with self._pool_lock:

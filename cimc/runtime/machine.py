@@ -1,13 +1,14 @@
-"""A programmed chip instance's machine: the parsed programs, their constants, the programmed
-crossbars, and the two executors over them.
+"""A programmed chip instance's machine: the parsed programs, their constants, the crossbars, and
+the two executors over them.
 
 :class:`Machine` is built once per chip instance (``cimc.load``): it checks that the programs
 fit the artifact (constants exist, transfers name existing cores, inputs and outputs match the
-manifest), programs every crossbar (:mod:`cimc.runtime.crossbars`), and makes each core's code
-for the reference machine (:mod:`cimc.runtime.reference`) and, unless a program reads the chip
-clock, the fast executor's plan (:mod:`cimc.runtime.plan`). Per time ``t`` it freezes the
-crossbars (drift applied, scales folded in, read-noise variances, compensation gains) and keeps
-the last few times, so repeated runs at one time do not redo the drift.
+manifest), reads and checks every crossbar (:mod:`cimc.runtime.crossbars`), and makes each
+core's code for the reference machine (:mod:`cimc.runtime.reference`) and, unless a program
+reads the chip clock, the fast executor's plan (:mod:`cimc.runtime.plan`). Per time ``t`` it
+freezes the crossbars (programmed from their streams, drift applied, scales folded in, read-noise
+variances, compensation gains) and keeps the last few times within :data:`CACHE_BYTES`, so
+repeated runs at one time do not redo them.
 
 Crossbar weights keep one drift time per run: the run's ``t``. A run lasts milliseconds of chip
 time, which drift's logarithmic clock cannot tell from its start; the chip clock that
@@ -16,16 +17,25 @@ instructions advance is for the state that changes within a run (``time``).
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from cimc.errors import ArtifactError, RuntimeInputError
+from cimc.progress import ProgressFn
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, TensorSpec
-from cimc.runtime.crossbars import CrossbarAt, crossbar_at, program_crossbars
+from cimc.runtime.crossbars import (
+    CrossbarAt,
+    Streams,
+    crossbar_at,
+    declare_crossbars,
+    programmed,
+)
 from cimc.runtime.fastpath import FastRun, Matrices
 from cimc.runtime.isa import Run, Timeline
 from cimc.runtime.plan import plan_core, plannable
@@ -39,19 +49,112 @@ DTYPES: dict[str, np.dtype] = {
     "i8": np.dtype(np.int8), "u8": np.dtype(np.uint8), "i1": np.dtype(np.bool_),
 }
 
+# The crossbar matrices of at most this many times are kept, and of as many as fit in
+# CACHE_BYTES (the newest always).
 _T_CACHE_SIZE = 4
+CACHE_BYTES = 1 << 30
+
+# Runs a function on every item of a list, results in order (the execution strategy's each).
+Each = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+Key = tuple[int, int]  # (core, crossbar index)
+
+
+class Frozen:
+    """A chip's crossbars frozen at one time (``t``, ``compensate``): each made the first time a
+    run asks for it, or ahead of that by :meth:`fill` (on the process's threads: what
+    ``Chip.run`` does). Whoever asks first makes a crossbar; whoever asks while another thread
+    makes it waits for it. ``crossbars`` and ``matrices`` are the mappings the reference machine
+    and the fast executor read."""
+
+    def __init__(self, machine: Machine, t: float, compensate: bool) -> None:
+        self._xbs = machine.crossbars
+        self._make_at = functools.partial(crossbar_at, t=t, compensate=compensate,
+                                          streams=machine.streams)
+        self._made: dict[Key, Matrices] = {}
+        self._making: dict[Key, threading.Event] = {}
+        self._failed: dict[Key, BaseException] = {}
+        self._lock = threading.Lock()
+        self._progress = machine.progress
+        self._what = f"crossbars at t = {t:g} s"
+        self.crossbars: Mapping[Key, CrossbarAt] = _View(self, lambda m: m.at)
+        self.matrices: Mapping[Key, Matrices] = _View(self, lambda m: m)
+
+    def get(self, key: Key) -> Matrices:
+        """Crossbar ``key`` at this time, made now if no one has begun it; when another thread
+        is making it, that one."""
+        hit = self._made.get(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            hit = self._made.get(key)
+            if hit is not None:
+                return hit
+            event = self._making.get(key)
+            mine = event is None
+            if mine:
+                event = self._making[key] = threading.Event()
+        if not mine:
+            event.wait()
+            if key in self._failed:
+                raise self._failed[key]
+            return self._made[key]
+        try:
+            hit = self._made[key] = Matrices(self._make_at(self._xbs[key]))
+        except BaseException as e:
+            self._failed[key] = e
+            raise
+        finally:
+            event.set()
+        if self._progress is not None:
+            self._progress(self._what, len(self._made), len(self._xbs))
+        return hit
+
+    def fill(self, each: Each | None = None) -> None:
+        """Make every crossbar no one has begun, by ``each`` (default: one after another),
+        and wait for those others are making."""
+        if not self.complete:
+            (each or _serial)(self.get, list(self._xbs))
+
+
+    @property
+    def complete(self) -> bool:
+        return len(self._made) == len(self._xbs)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the matrices made (the noiseless crossbars' are the crossbars' own)."""
+        return sum(m.at.nbytes for k, m in list(self._made.items()) if self._xbs[k].noisy)
+
+
+class _View(Mapping[Key, Any]):
+    def __init__(self, frozen: Frozen, pick: Callable[[Matrices], Any]) -> None:
+        self._frozen, self._pick = frozen, pick
+
+    def __getitem__(self, key: Key) -> Any:
+        if key not in self._frozen._xbs:
+            raise KeyError(key)
+        return self._pick(self._frozen.get(key))
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._frozen._xbs)
+
+    def __len__(self) -> int:
+        return len(self._frozen._xbs)
 
 
 class Machine:
-    """A programmed chip instance: crossbars plus the code of every core."""
+    """A chip instance: crossbars plus the code of every core. ``streams`` gives each
+    crossbar's random stream of programming (see :mod:`cimc.runtime.crossbars`)."""
 
-    def __init__(self, art: Artifact, rng: np.random.Generator,
+    def __init__(self, art: Artifact, streams: Streams,
                  flips: Mapping[str, np.ndarray] | None = None) -> None:
         self.art = art
         self.programs = dict(sorted(art.programs.items()))
         self.consts = {c: _consts(p, art) for c, p in self.programs.items()}
         _check_links(self.programs, art)
-        self.crossbars = program_crossbars(art, rng, flips)
+        self.crossbars = declare_crossbars(art, flips)
+        self.streams = streams
         self.chips = {c: p.chip for c, p in self.programs.items()}
         self.reference = reference_codes(self.programs, self.consts)
         self.fast: dict[int, Coded] | None = None
@@ -60,27 +163,50 @@ class Machine:
                       for c, p in self.programs.items()}
             self.fast = {c: plan_core(p, self.consts[c], sliced[c])
                          for c, p in self.programs.items()}
-        self._cache: OrderedDict[tuple[float, bool], tuple[dict, dict]] = OrderedDict()
+        self._cache: OrderedDict[tuple[float, bool], Frozen] = OrderedDict()
+        self._lock = threading.Lock()
+        self.progress: ProgressFn | None = None  # hears of the crossbars made at a new time
 
     @property
     def noisy(self) -> bool:
         return any(xb.noisy for xb in self.crossbars.values())
 
-    def at(self, t: float, compensate: bool
-           ) -> tuple[dict[tuple[int, int], CrossbarAt], dict[tuple[int, int], Matrices]]:
-        """The crossbars at time ``t`` and the fast executor's matrices of them (cached for the
-        last few (t, compensate) pairs)."""
+    def at(self, t: float, compensate: bool) -> Frozen:
+        """The crossbars at time ``t`` (cached, see the module docstring), made as they are
+        asked for (or by :meth:`Frozen.fill`)."""
         key = (device.check_time(t), bool(compensate))
         hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
+        if hit is not None:  # without the lock: a forked worker may inherit it held
+            try:
+                self._cache.move_to_end(key)
+            except KeyError:  # dropped by another thread just now: it is still ours
+                pass
             return hit
-        ats = {k: crossbar_at(xb, key[0], key[1]) for k, xb in self.crossbars.items()}
-        hit = (ats, {k: Matrices(a) for k, a in ats.items()})
-        self._cache[key] = hit
-        while len(self._cache) > _T_CACHE_SIZE:
-            self._cache.popitem(last=False)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                self._make_room()
+                hit = self._cache[key] = Frozen(self, *key)
+            self._cache.move_to_end(key)
         return hit
+
+    def programmed(self, key: tuple[int, int]) -> list[device.ProgrammedArray]:
+        """The programmed slices of crossbar ``key`` (core, index) of a noisy chip: its
+        devices' conductances and drift exponents, drawn again from its stream."""
+        return programmed(self.crossbars[key], self.streams)
+
+    def latest(self) -> tuple[float, bool] | None:
+        """The (t, compensate) whose crossbars were made or used last, if any."""
+        return next(reversed(self._cache), None)
+
+    def _make_room(self) -> None:
+        """Drop the oldest times until one more fits."""
+        sizes = [f.nbytes for f in self._cache.values()]
+        need = max(sizes, default=0)
+        while self._cache and (len(self._cache) >= _T_CACHE_SIZE
+                               or sum(sizes) + need > CACHE_BYTES):
+            self._cache.popitem(last=False)
+            sizes.pop(0)
 
     def blocked(self) -> set[tuple[int, int]]:
         """(core, instruction index) of the instructions whose whole result the fast plan
@@ -104,13 +230,14 @@ class Machine:
         """Run every core program on one batch: on the fast executor when ``fast`` and the
         programs allow it (and no ``trace`` is asked for), else on the reference machine, which
         keeps the chip clock. Returns the graph outputs and the run (its timeline, if kept)."""
-        ats, mats = self.at(t, compensate)
-        common: dict[str, Any] = {"crossbars": ats, "rng": rng, "inputs": inputs, "t": t,
+        frozen = self.at(t, compensate)
+        common: dict[str, Any] = {"crossbars": frozen.crossbars, "rng": rng, "inputs": inputs,
+                                  "t": t,
                                   "noise": noise, "batch": self.art.batch}
         if max_iterations is not None:
             common["max_iterations"] = int(max_iterations)
         if fast and trace is None and self.fast is not None:
-            run: Run = FastRun(**common, matrices=mats, threaded=threaded,
+            run: Run = FastRun(**common, matrices=frozen.matrices, threaded=threaded,
                                **({} if ws is None else {"ws": ws}))
             run_cores(self.fast, run)
         else:
@@ -119,6 +246,10 @@ class Machine:
                       step_cells=StepCells(cell) if cell is not None else None)
             run_cores(self.reference, run, trace)
         return run.outputs, run
+
+
+def _serial(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    return [fn(x) for x in items]
 
 
 def _consts(prog: Any, art: Artifact) -> dict[str, np.ndarray]:

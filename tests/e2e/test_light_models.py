@@ -29,7 +29,7 @@ from cimc.targets.emit import emit_artifact
 from cimc.testing import ort_run
 
 RTOL, ATOL = 1e-4, 1e-5
-# 60-140 M weights each: programming them with PCM noise takes most of a minute apiece, so the
+# 60-140 M weights each: compiling them once more for pcm40 takes tens of seconds apiece, so the
 # pcm40 comparison runs on the other six (the same layer kinds, smaller).
 BIG = ("vgg19", "bvlc_alexnet", "zfnet512")
 

@@ -44,3 +44,18 @@ def test_a_long_step_is_drawn_and_erased_without_any_update():
     assert drawn.is_set()
     assert "run:   0%" in out.getvalue() and "0/3" in out.getvalue()
     assert out.getvalue().endswith("\r")  # erased at the end (leave=False)
+
+
+def test_postfix_shows_the_callbacks_steps():
+    from cimc.progress import postfix
+
+    out = Terminal()
+    drawn = threading.Event()
+    with progress(3, "run", delay=0.0, file=out) as bar:
+        postfix(bar, "running 1 samples")("crossbars at t = 0 s", 7, 20)
+        for _ in range(200):
+            if "running 1 samples: crossbars at t = 0 s 7/20" in out.getvalue():
+                drawn.set()
+                break
+            drawn.wait(0.1)
+    assert drawn.is_set()

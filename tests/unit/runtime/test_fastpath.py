@@ -203,7 +203,7 @@ def test_read_noise_of_blocked_convolutions_is_exact_in_distribution(tmp_path, m
     t = 3600.0
     y = chip.run({"x": x}, t=t, drift_compensation=False)["y"]
     exact = chip.run({"x": x1}, t=t, drift_compensation=False, noise=False)["y"][0]
-    state = chip.machine.at(t, False)[0][(0, 0)]
+    state = chip.machine.at(t, False).crossbars[(0, 0)]
     p1 = patches(x1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1])[0]
     var = (p1 * p1) @ state.read_vars[0]  # [4, 4, 3]
     z = (y - exact) / np.sqrt(var)

@@ -338,10 +338,10 @@ def test_same_seed_same_chip_other_seed_other_chip(tmp_path):
     path = _hermes_mvm(tmp_path, dac=(8, 1.0), adc=(8, 2.0))
     x = RNG.uniform(-1, 1, (32, 16)).astype(np.float32)
     a, b, c = load(path, seed=3), load(path, seed=3), load(path, seed=4)
-    ga, gb, gc = (ch.machine.crossbars[(0, 0)].arrays[0] for ch in (a, b, c))
-    np.testing.assert_array_equal(ga.g_plus, gb.g_plus)
-    np.testing.assert_array_equal(ga.nu_minus, gb.nu_minus)
-    assert not np.array_equal(ga.g_plus, gc.g_plus)
+    ga, gb, gc = (ch.machine.programmed((0, 0))[0] for ch in (a, b, c))
+    np.testing.assert_array_equal(ga.g, gb.g)
+    np.testing.assert_array_equal(ga.nu, gb.nu)
+    assert not np.array_equal(ga.g, gc.g)
     ya = [a.run({"x": x}, t=60.0)["y"] for _ in range(2)]
     yb = [b.run({"x": x}, t=60.0)["y"] for _ in range(2)]
     np.testing.assert_array_equal(ya[0], yb[0])  # same seed, same sequence of runs
@@ -352,13 +352,12 @@ def test_same_seed_same_chip_other_seed_other_chip(tmp_path):
 
 def test_programming_noise_stays_near_the_weights(tmp_path):
     chip = load(_hermes_mvm(tmp_path, rows=64, cols=32))
-    tile = chip.machine.crossbars[(0, 0)]
-    w_prog = chip.machine.at(0.0, False)[0][(0, 0)].weights[0]
+    w_prog = chip.machine.at(0.0, False).crossbars[(0, 0)].weights[0]
     levels = chip.artifact.weights["xbar/0/0/levels"].astype(np.float32) * 0.01
     err = w_prog - levels
     assert 0.005 < np.std(err) / np.max(np.abs(levels)) < 0.1  # a few % of max|W|
     assert abs(np.mean(err)) < 0.2 * np.std(err)
-    assert tile.arrays[0].nu_plus.shape == (1, 64, 32)
+    assert chip.machine.programmed((0, 0))[0].nu.shape == (2, 1, 64, 32)
 
 
 def test_read_noise_statistics(tmp_path):
@@ -367,7 +366,7 @@ def test_read_noise_statistics(tmp_path):
     x = np.tile(x1, (40000, 1))
     t = 3600.0
     y = chip.run({"x": x}, t=t, drift_compensation=False)["y"]
-    state = chip.machine.at(t, False)[0][(0, 0)]
+    state = chip.machine.at(t, False).crossbars[(0, 0)]
     mean = x1 @ state.weights[0]
     var = (x1 * x1) @ state.read_vars[0]
     assert np.all(var > 0)
@@ -376,7 +375,7 @@ def test_read_noise_statistics(tmp_path):
     np.testing.assert_allclose(y.var(0), var, rtol=0.05)
     # the variance the machine uses is the device model's, in weight units
     tile = chip.machine.crossbars[(0, 0)]
-    want = tile.arrays[0].at(t).read_var * tile.out_scale**2
+    want = chip.machine.programmed((0, 0))[0].at(t).read_var * tile.out_scale**2
     np.testing.assert_allclose(state.read_vars[0], want, rtol=1e-6)
 
 
@@ -417,10 +416,10 @@ def test_drift_with_and_without_compensation(tmp_path, target):
 def test_drift_matrices_are_cached_per_time(tmp_path):
     chip = load(_hermes_mvm(tmp_path))
     m = chip.machine
-    a = m.at(100.0, True)[0]
-    assert m.at(100.0, True)[0] is a
-    assert m.at(100.0, False)[0] is not a
-    assert m.at(200.0, True)[0][(0, 0)].weights[0] is not a[(0, 0)].weights[0]
+    a = m.at(100.0, True).crossbars
+    assert m.at(100.0, True).crossbars is a
+    assert m.at(100.0, False).crossbars is not a
+    assert m.at(200.0, True).crossbars[(0, 0)].weights[0] is not a[(0, 0)].weights[0]
 
 
 def test_rram_has_no_drift_but_read_noise(tmp_path):
@@ -429,7 +428,7 @@ def test_rram_has_no_drift_but_read_noise(tmp_path):
                       scale=np.full(4, 0.1, np.float32))
     chip = load(path)
     assert not chip.drift_compensation
-    a, b = chip.machine.at(0.0, False)[0], chip.machine.at(1e6, False)[0]
+    a, b = chip.machine.at(0.0, False).crossbars, chip.machine.at(1e6, False).crossbars
     np.testing.assert_array_equal(a[(0, 0)].weights[0], b[(0, 0)].weights[0])
     assert a[(0, 0)].read_vars[0] is not None and np.all(a[(0, 0)].read_vars[0] > 0)
 
