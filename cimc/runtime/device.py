@@ -189,6 +189,18 @@ def programming_sigma(g_target: np.ndarray, g_max: float,
     return np.maximum(sigma * (g_max / noise.fit_g_max_us), 0.0)
 
 
+def program(g_target: np.ndarray, g_max: float, noise: ProgrammingNoise | None,
+            rng: np.random.Generator) -> np.ndarray:
+    """Programmed conductances ``max(G_T + sigma(g) xi, 0)`` (float32; exact without noise), one
+    write of each target (a drifting step cell's writes)."""
+    g_target = np.asarray(g_target, dtype=np.float32)
+    if noise is None:
+        return g_target.copy()
+    sigma = programming_sigma(g_target, g_max, noise).astype(np.float32)
+    xi = rng.standard_normal(g_target.shape, dtype=np.float32)
+    return np.maximum(g_target + sigma * xi, 0.0, dtype=np.float32)
+
+
 def drift_exponent_stats(g_target: np.ndarray, g_max: float,
                          drift: Drift) -> tuple[np.ndarray, np.ndarray]:
     """Mean and spread of the drift exponent nu at each target conductance."""
