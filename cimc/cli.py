@@ -176,9 +176,12 @@ def targets_cmd() -> None:
 @click.option("--print-pipeline", is_flag=True, help="Print the pass pipeline as a spec string and exit.")
 @_force_option
 @_prune_option
+@click.option("--replicate", type=click.Choice(["auto", "none"]), default="auto",
+              show_default=True, help="Copy the layers that bound the latency onto the spare "
+              "crossbars of the chips used (the copies split the positions), or not.")
 @_instrument_options
 def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, force, prune,
-                instruments) -> None:
+                replicate, instruments) -> None:
     """Compile an ONNX MODEL for a chip target into an artifact."""
     from cimc.compiler import compile as compile_model
     from cimc.passes.base import pipeline_spec
@@ -186,12 +189,13 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
 
     n_chips = _parse_chips(chips)
     if print_pipeline:
-        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune)))
+        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune,
+                                                  replicate=replicate)))
         return
     out = Path(output) if output else Path(model).with_suffix(".cimc")
     result = compile_model(
         model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
-        chips=n_chips, instruments=instruments, force=force, prune=prune,
+        chips=n_chips, instruments=instruments, force=force, prune=prune, replicate=replicate,
     )
     click.echo(f"wrote {result.artifact}", err=True)
 

@@ -27,6 +27,7 @@ from cimc.passes.base import (
 from cimc.passes.pipelines import compile_pipeline
 from cimc.passes.prune_similar import PruneSummary
 from cimc.passes.registry import available_passes
+from cimc.passes.replicate import MODES
 from cimc.runtime.artifact import is_artifact
 
 
@@ -68,6 +69,7 @@ def compile(
     seed: int = 0,
     force: bool = False,
     prune: str | Mapping[str, Any] | None = None,
+    replicate: str | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for ``target``; write the artifact to ``output`` when given.
 
@@ -79,6 +81,9 @@ def compile(
     needs more. ``pipeline`` overrides the default pass pipeline (a spec string or pass list).
     ``prune`` adds prune-similar with these options (``{"ratio": 0.3}`` or ``"ratio=0.3"``) to
     the default pipeline; its summary goes to the manifest and ``result.pruning``.
+    ``replicate`` (``"auto"``, the default, or ``"none"``) is the default pipeline's replicate
+    mode: copies of the layers that bound the latency on the spare crossbars of the chips used
+    (``result.context.replication``, the manifest's ``replication``).
     """
     seed = check_seed(seed)
     if output is not None:
@@ -96,11 +101,13 @@ def compile(
                             "inputs whose every dimension is >= 1 (a batch of at least 1)")
     if calib is not None:
         calib = input_arrays(calib, func.input_names, calib_source)
+    if replicate is not None and replicate not in MODES:
+        raise CimcError(f"replicate={replicate!r}: expected one of {', '.join(MODES)}")
     if pipeline is None:
-        passes = compile_pipeline(chips=chips, prune=prune)
-    elif prune is not None:
-        raise CimcError("give prune-similar's options in the pipeline itself when you give a "
-                        "pipeline, not as prune=")
+        passes = compile_pipeline(chips=chips, prune=prune, replicate=replicate or "auto")
+    elif prune is not None or replicate is not None:
+        raise CimcError("give prune-similar's or replicate's options in the pipeline itself when "
+                        "you give a pipeline, not as prune= or replicate=")
     elif isinstance(pipeline, str):
         passes = parse_pipeline(pipeline, available_passes())
     else:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cimc.passes.place import Placement
     from cimc.passes.prune_similar import PruneSummary
     from cimc.passes.quantize import QuantizeSummary
+    from cimc.passes.replicate import ReplicateSummary
     from cimc.passes.schedule import ScheduleSummary
     from cimc.passes.tile import TileSummary
     from cimc.targets.schema import Target
@@ -46,6 +47,7 @@ class PassContext:
     placement: Placement | None = None  # place: chips, cores, crossbars used
     quantization: QuantizeSummary | None = None  # quantize: levels, converters, calibration
     schedule: ScheduleSummary | None = None  # schedule: transfers
+    replication: ReplicateSummary | None = None  # replicate: the copies it made
 
 
 @dataclass

@@ -13,8 +13,8 @@ from cimc.passes.registry import available_passes
 LOWERING = "canonicalize,lower-to-mvm,canonicalize"
 # The back half: crossbar mapping (needs a target in the pass context).
 # place runs before quantize so that a model too large for --chips N is refused before the
-# (slow) calibration run.
-MAPPING = "tile,place,quantize,schedule"
+# (slow) calibration run; replicate copies quantised tiles onto the placement's spare crossbars.
+MAPPING = "tile,place,quantize,replicate,schedule"
 
 
 def prune_pass(options: str | Mapping[str, Any]) -> Pass:
@@ -26,15 +26,18 @@ def prune_pass(options: str | Mapping[str, Any]) -> Pass:
     return parse_pipeline(spec, available_passes())[0]
 
 
-def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None
-                     ) -> list[Pass]:
+def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None,
+                     replicate: str = "auto") -> list[Pass]:
     """The full pipeline of ``cimc compile``: lowering, then mapping onto the target. With
     ``prune`` (prune-similar's options), prune-similar runs after the first canonicalize, on
-    nn-stage IR with the batch norms folded, before lower-to-mvm."""
+    nn-stage IR with the batch norms folded, before lower-to-mvm. ``replicate`` is replicate's
+    mode (``auto`` or ``none``)."""
     passes = parse_pipeline(LOWERING + "," + MAPPING, available_passes())
     if prune is not None:
         passes.insert(1, prune_pass(prune))
     for p in passes:
         if p.name == "place":
             p.chips = chips  # type: ignore[attr-defined]
+        if p.name == "replicate":
+            p.mode = replicate  # type: ignore[attr-defined]
     return passes

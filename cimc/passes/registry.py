@@ -12,6 +12,7 @@ from cimc.passes.lower_to_mvm import LowerToMvm
 from cimc.passes.place import Place
 from cimc.passes.prune_similar import PruneSimilar
 from cimc.passes.quantize import Quantize
+from cimc.passes.replicate import Replicate
 from cimc.passes.schedule import Schedule
 from cimc.passes.tile import Tile
 
@@ -23,6 +24,7 @@ PASSES: list[type[Pass]] = [
     Tile,
     Quantize,
     Place,
+    Replicate,
     Schedule,
 ]
 

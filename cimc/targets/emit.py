@@ -359,7 +359,8 @@ def emit_artifact(
 ) -> Path:
     """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
     ``target``) at ``path``, atomically. Returns ``path``. ``ctx``, the pipeline's context, adds
-    its passes' records to the manifest (``mapping``; prune-similar's ``pruning``)."""
+    its passes' records to the manifest (``mapping``; prune-similar's ``pruning``, replicate's
+    ``replication``)."""
     if not isinstance(target, Target):
         raise EmitError("emit_artifact needs the Target the module was compiled for")
     path = Path(path)
@@ -399,6 +400,8 @@ def emit_artifact(
             "layers": _layers(func, target),
             "mapping": _mapping_summary(em.placement, ctx),
             "pruning": ctx.pruning.to_dict() if ctx is not None and ctx.pruning else None,
+            "replication": (ctx.replication.to_dict()
+                            if ctx is not None and ctx.replication else None),
             "weights": "weights.npz",
             "key": None,
             "compiler": {"version": __version__, "pipeline": pipeline},
