@@ -13,9 +13,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cimc.errors import ArtifactError
 from cimc.runtime.isa import Timeline
 
 if TYPE_CHECKING:
+    from cimc.runtime.artifact import Artifact
     from cimc.runtime.machine import Machine
 
 
@@ -56,6 +58,9 @@ class Report:
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
     pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
+    # the manifest's replicate summary, with "latency_ns" and "latency_without_ns": the same
+    # trace with every copy's work folded onto the core of the original it mirrors
+    replication: dict[str, Any] | None = None
 
     @property
     def total_energy_nj(self) -> float:
@@ -86,9 +91,15 @@ class Report:
 # ------------------------------------------------------------------------------ building
 
 
-def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
-    """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``."""
+def build_report(machine: Machine, timeline: Timeline, batch: int,
+                 unreplicated: Timeline | None = None) -> Report:
+    """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``
+    (``unreplicated``: the same run with the copies folded onto their originals)."""
     art, target = machine.art, machine.art.target
+    replication = art.manifest.get("replication")
+    if replication is not None:
+        replication = {**replication, "latency_ns": timeline.latency_ns,
+                       "latency_without_ns": (unreplicated or timeline).latency_ns}
     instructions = Counter(ins.mnemonic for p in machine.programs.values() for ins in p.instrs)
     chips = max(art.chips, len(set(machine.chips.values())))
     return Report(
@@ -109,7 +120,23 @@ def build_report(machine: Machine, timeline: Timeline, batch: int) -> Report:
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
         pruning=art.manifest.get("pruning"),
+        replication=replication,
     )
+
+
+def replica_fold(art: Artifact) -> dict[int, int]:
+    """The artifact's copy cores -> the cores of the originals they mirror (the manifest's
+    ``replication``, from ``replicate``)."""
+    rep = art.manifest.get("replication") or {}
+    cores = {c.id for c in art.cores}
+    try:
+        fold = {copy: orig for lay in rep.get("layers") or () for copy, orig in lay["cores"]}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        fold = {-1: -1}
+    if not all(isinstance(c, int) and c in cores for pair in fold.items() for c in pair):
+        raise ArtifactError(f"{art.path}/manifest.json: 'replication' must list each layer's "
+                            "cores as [copy core, original core] pairs of the artifact's cores")
+    return fold
 
 
 def _layers(machine: Machine, timeline: Timeline) -> list[LayerUse]:
@@ -180,7 +207,27 @@ def format_report(r: Report) -> str:
     lines += _table(["instruction", "count", "work (vectors/elements/bytes)"], rows)
     if r.pruning:
         lines += ["", *format_pruning(r.pruning)]
+    if r.replication:
+        lines += ["", *format_replication(r.replication)]
     return "\n".join(lines)
+
+
+def format_replication(p: dict[str, Any]) -> list[str]:
+    """The report's ``replication`` (replicate's summary and both latencies) as text lines."""
+    with_ns, without_ns = p["latency_ns"], p["latency_without_ns"]
+    ratio = f" ({with_ns / without_ns:.2f}x)" if without_ns else ""
+    lines = [
+        (f"replication: {len(p['layers'])} layer(s) copied onto the {p['spare_cores']} spare "
+         f"core(s) of {p['chips']} chip(s); crossbars {p['crossbars_before']} -> "
+         f"{p['crossbars_after']}"),
+        f"  latency {_time(with_ns)}, without the copies {_time(without_ns)}{ratio}",
+    ]
+    if p["layers"]:
+        rows = [[lay["name"], str(lay["copies"]),
+                 f"{lay['crossbars_before']} -> {lay['crossbars_after']}",
+                 f"{lay['vectors']} -> {lay['vectors_per_copy']}"] for lay in p["layers"]]
+        lines += ["", *_table(["layer", "copies", "crossbars", "MVMs per copy"], rows)]
+    return lines
 
 
 def format_pruning(p: dict[str, Any]) -> list[str]:
