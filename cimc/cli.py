@@ -71,6 +71,11 @@ _input_shape_option = click.option(
 )
 
 
+_key_option = click.option(
+    "--key", type=click.Path(dir_okay=False), default=None,
+    help="The key of an encrypted artifact (NAME.cimc.key); without it the chip runs the "
+         "scrambled weights.")
+
 _prune_option = click.option(
     "--prune", default=None, metavar="OPTIONS",
     help='Prune near-duplicate filters first (prune-similar), e.g. "ratio=0.3" or '
@@ -176,12 +181,18 @@ def targets_cmd() -> None:
 @click.option("--print-pipeline", is_flag=True, help="Print the pass pipeline as a spec string and exit.")
 @_force_option
 @_prune_option
+@click.option("--encrypt", default=None, metavar="OPTIONS",
+              help='Encrypt weight signs (the encrypt pass\'s options, e.g. "epsilon=64"; "" for '
+                   "its defaults); writes the key to OUT.cimc.key.")
+@click.option("--encrypt-data", type=click.Path(dir_okay=False), default=None,
+              help="Samples for --encrypt (.npz): inputs as --calib, labels as y or labels "
+                   "(without labels: agreement with the unencrypted model).")
 @click.option("--replicate", type=click.Choice(["auto", "none"]), default="auto",
               show_default=True, help="Copy the layers that bound the latency onto the spare "
               "crossbars of the chips used (the copies split the positions), or not.")
 @_instrument_options
 def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, force, prune,
-                replicate, instruments) -> None:
+                encrypt, encrypt_data, replicate, instruments) -> None:
     """Compile an ONNX MODEL for a chip target into an artifact."""
     from cimc.compiler import compile as compile_model
     from cimc.passes.base import pipeline_spec
@@ -189,15 +200,21 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
 
     n_chips = _parse_chips(chips)
     if print_pipeline:
-        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune,
+        click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune, encrypt=encrypt,
                                                   replicate=replicate)))
         return
+    if encrypt_data and encrypt is None:
+        raise CimcError("--encrypt-data is the data for --encrypt OPTIONS; give both")
     out = Path(output) if output else Path(model).with_suffix(".cimc")
     result = compile_model(
         model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
-        chips=n_chips, instruments=instruments, force=force, prune=prune, replicate=replicate,
+        chips=n_chips, instruments=instruments, force=force, prune=prune, encrypt=encrypt,
+        encrypt_data=encrypt_data, replicate=replicate,
     )
     click.echo(f"wrote {result.artifact}", err=True)
+    if result.key:
+        click.echo(f"wrote {result.key} (the key: {result.encryption.bits} sign bits "
+                   "flipped; keep it apart from the artifact)", err=True)
 
 
 def _parse_chips(text: str) -> int:
@@ -221,7 +238,8 @@ def _parse_chips(text: str) -> int:
               help="Seconds since the chip was programmed (drift).")
 @click.option("--seed", default=0, show_default=True, type=_seed_type, help="Chip instance seed.")
 @_force_option
-def run_cmd(artifact, inputs, output, t, seed, force) -> None:
+@_key_option
+def run_cmd(artifact, inputs, output, t, seed, force, key) -> None:
     """Run a compiled ARTIFACT on a simulated chip instance."""
     import numpy as np
 
@@ -244,9 +262,10 @@ def run_cmd(artifact, inputs, output, t, seed, force) -> None:
         files.append(path)
     with progress(3, "run") as bar:
         bar.set_postfix_str("programming the chip")
-        chip = load(artifact, seed=seed)
+        chip = load(artifact, seed=seed, key=key)
         names = {o.name for o in chip.artifact.outputs}
-        check_output(output, "the outputs of a run", force=force, inputs=[artifact, *files],
+        check_output(output, "the outputs of a run", force=force,
+                     inputs=[artifact, *files, *([key] if key else [])],
                      ours=lambda p: npz_names(p) == names)
         bar.update()
         bar.set_postfix_str(f"running {max((len(a) for a in feeds.values() if a.ndim), default=1)} "
@@ -263,11 +282,12 @@ def run_cmd(artifact, inputs, output, t, seed, force) -> None:
 @main.command("report")
 @click.argument("artifact", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report_cmd(artifact, as_json) -> None:
+@_key_option
+def report_cmd(artifact, as_json, key) -> None:
     """Report crossbars, cores, utilisation, latency, energy and area of an ARTIFACT."""
     from cimc.runtime import load
 
-    report = load(artifact, seed=0).report()
+    report = load(artifact, seed=0, key=key).report()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -275,7 +295,7 @@ def report_cmd(artifact, as_json) -> None:
 
 
 @main.command("evaluate")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("--data", required=True, type=click.Path(dir_okay=False),
               help="Labelled data (.npz): labels as y or labels, inputs as the array named after "
               "the model's input or the only other array.")
@@ -287,12 +307,14 @@ def report_cmd(artifact, as_json) -> None:
 @click.option("--calib-count", default=100, show_default=True,
               help="Leading samples used to calibrate the converters (left out of the scores).")
 @_prune_option
-def evaluate_cmd(model, data, target, times, seeds, calib_count, prune) -> None:
-    """Top-1 accuracy of MODEL on a simulated chip beside onnxruntime's."""
+@_key_option
+def evaluate_cmd(model, data, target, times, seeds, calib_count, prune, key) -> None:
+    """Top-1 accuracy of MODEL on a simulated chip beside onnxruntime's (MODEL may also be a
+    compiled artifact, scored on its own target; --key for an encrypted one)."""
     from cimc.evaluate import evaluate_accuracy
 
     click.echo(str(evaluate_accuracy(model, data, target, times, seeds, calib_count,
-                                     prune=prune)))
+                                     prune=prune, key=key)))
 
 
 @main.command("sweep")

@@ -4,6 +4,10 @@ The data file is an ``.npz`` of inputs (batch first) and integer labels (``y`` o
 inputs are found by :func:`cimc.data.input_arrays`, e.g. ``x`` beside ``y``). The first
 ``calib_count`` samples calibrate the DAC/ADC ranges and are left out of every accuracy figure, so
 calibration never sees the data it is scored on.
+
+The model may also be a compiled artifact (``NAME.cimc`` or ``.cimc.zip``): it is scored as it
+is, on its own target, on the same samples (the first ``calib_count`` left out) and without an
+onnxruntime row; ``key`` unlocks an encrypted one (without it, its scrambled weights are scored).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def evaluate_accuracy(
     calib_count: int = 100,
     progress: bool | None = None,
     prune: str | None = None,
+    key: str | Path | None = None,
 ) -> Evaluation:
     """Compile ``model`` for ``target`` and score it on the chip at each time in ``times``
     (with and without drift compensation where the target drifts) beside onnxruntime.
@@ -90,6 +95,7 @@ def evaluate_accuracy(
     ``data`` is an .npz of inputs and labels (:mod:`cimc.data`'s rule). ``progress``: a bar on
     stderr (None: when it is a terminal and the evaluation lasts more than a couple of seconds).
     ``prune``: prune-similar's options (the calibration samples also fit its compensation).
+    ``model`` may be an artifact instead, ``key`` its key (see the module docstring).
     """
     import cimc
     from cimc.compiler import resolve_target
@@ -102,8 +108,21 @@ def evaluate_accuracy(
     times = [check_time(t) for t in times]  # before the work, not after compiling
     if not seeds:
         raise CimcError("evaluate needs at least one chip instance seed")
-    proto, source, _ = load_model(model)
-    name = single_input(proto, source, "evaluate")
+    compiled = Path(model).is_dir() or str(model).endswith(".zip")
+    if compiled:
+        if prune is not None:
+            raise CimcError(f"{model} is compiled already: prune it when compiling")
+        probe = cimc.load(model, key=key)
+        if len(probe.inputs) != 1:
+            raise CimcError(f"{model}: evaluate needs a model with one input, this one has "
+                            f"{list(probe.inputs)}")
+        (name, _), = probe.inputs.items()
+    else:
+        if key is not None:
+            raise CimcError("a key unlocks a compiled artifact: evaluate NAME.cimc --key "
+                            "NAME.cimc.key")
+        proto, source, _ = load_model(model)
+        name = single_input(proto, source, "evaluate")
     arrays = load_npz(data, "data")
     x = input_arrays(arrays, [name], str(data))[name]
     y = label_array(arrays, str(data))
@@ -118,34 +137,38 @@ def evaluate_accuracy(
     def accuracy(logits: np.ndarray) -> float:
         return top1(logits, y_test)
 
-    tgt = resolve_target(target)
+    tgt = probe.target if compiled else resolve_target(target)
+    encrypted = compiled and probe.artifact.key_info and key is None
+    scrambled = "encrypted, no key: " if encrypted else ""
     drifts = tgt.device.kind == "pcm"
 
     def modes(t: float) -> list[bool | None]:  # drift compensation on and off, where it matters
         return [True, False] if drifts and t > 0 else [None]
 
-    steps = 2 + len(seeds) * (1 + sum(len(modes(t)) for t in times))
+    steps = (0 if compiled else 2) + len(seeds) * (1 + sum(len(modes(t)) for t in times))
     with progress_bar(steps, "evaluate", progress) as bar, \
             tempfile.TemporaryDirectory(prefix="cimc-eval-") as tmp:
-        bar.set_postfix_str("onnxruntime")
-        ref = next(iter(ort_run(proto, {name: x_test}).values()))
-        rows = [AccuracyRow("onnxruntime (fp32)", accuracy(ref))]
-        bar.update()
-        bar.set_postfix_str("compiling")
-        result = cimc.compile(
-            proto, tgt, Path(tmp) / "model.cimc",
-            input_shapes={name: (1, *x.shape[1:])},
-            calib={name: x_cal} if calib_count else None, prune=prune,
-        )
-        bar.update()
+        rows, artifact = [], model
+        if not compiled:
+            bar.set_postfix_str("onnxruntime")
+            ref = next(iter(ort_run(proto, {name: x_test}).values()))
+            rows.append(AccuracyRow("onnxruntime (fp32)", accuracy(ref)))
+            bar.update()
+            bar.set_postfix_str("compiling")
+            artifact = cimc.compile(
+                proto, tgt, Path(tmp) / "model.cimc",
+                input_shapes={name: (1, *x.shape[1:])},
+                calib={name: x_cal} if calib_count else None, prune=prune,
+            ).artifact
+            bar.update()
         chips = []
         for s in seeds:
             bar.set_postfix_str(f"programming chip {s}")
-            chips.append(cimc.load(result.artifact, seed=s))
+            chips.append(cimc.load(artifact, seed=s, key=key))
             bar.update()
         for t in times:
             for comp in modes(t):
-                label = f"chip, t = {format_time(t)}"
+                label = f"{scrambled}chip, t = {format_time(t)}"
                 if comp is not None:
                     label += f" (drift compensation {'on' if comp else 'off'})"
                 accs = []

@@ -18,6 +18,8 @@
     ``utilisation`` = used cells / crossbar cells, ``groups`` packed block-diagonally, bit
     ``slices``), after ``place``, which crossbar of its core holds it (``xbar``), and on a copy
     that ``replicate`` made of a tile, its copy number (``replica`` >= 1: its own crossbar).
+    ``flip`` (from ``encrypt``) lists the ``[row, col]`` weights whose sign the artifact stores
+    flipped (the key undoes it); the semantics above use the true weights.
 
 ``cim.transfer(x) {from, to}``
     The identity: the value moves from core ``from`` to core ``to`` (global core ids). The op's
@@ -112,10 +114,22 @@ def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
     replica = attrs.get("replica", 0)
     if not isinstance(replica, int) or isinstance(replica, bool) or replica < 0:
         raise VerifyError(f"cim.xbar_mvm: 'replica' must be an integer >= 0, not {replica!r}")
+    _check_flip(attrs["flip"], rows, cols)
     tile = attrs["tile"]
     if not (isinstance(tile, list) and len(tile) == 2 and all(isinstance(t, int) for t in tile)):
         raise VerifyError(f"cim.xbar_mvm: 'tile' must be [row_block, col_block], not {tile!r}")
     return x.with_shape((*x.shape[:-1], cols))
+
+
+def _check_flip(flip: Any, rows: int, cols: int) -> None:
+    ok = isinstance(flip, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(i, int) for i in p)
+        and 0 <= p[0] < rows and 0 <= p[1] < cols for p in flip)
+    if not ok:
+        raise VerifyError(f"cim.xbar_mvm: 'flip' must be a list of [row, col] inside the tile's "
+                          f"{rows}x{cols} weights, not {str(flip)[:80]}")
+    if len({tuple(p) for p in flip}) != len(flip):
+        raise VerifyError("cim.xbar_mvm: 'flip' names a weight twice")
 
 
 @define(
@@ -123,7 +137,7 @@ def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
     operands=1,
     attrs=("levels", "scale", "dac_bits", "dac_range", "adc_bits", "adc_range", "tile"),
     optional={"dac_signed": True, "weight_shape": [], "utilisation": 0.0, "groups": 1,
-              "slices": 1, "xbar": -1, "replica": 0},
+              "slices": 1, "xbar": -1, "flip": [], "replica": 0},
     infer=_xbar_mvm_type,
     summary="One crossbar tile: ADC(DAC(x) @ (levels * scale)).",
 )

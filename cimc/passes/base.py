@@ -24,6 +24,7 @@ from cimc.ir.printer import is_ir_file, is_sidecar, to_text, write_module
 from cimc.ir.verify import verify
 
 if TYPE_CHECKING:
+    from cimc.passes.encrypt import EncryptSummary
     from cimc.passes.place import Placement
     from cimc.passes.prune_similar import PruneSummary
     from cimc.passes.quantize import QuantizeSummary
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 @dataclass
 class PassContext:
     """What passes share: the target description, calibration data and a seed; and the typed
-    records passes leave for later passes, the emitter and the user (each pass's own)."""
+    records passes leave for later passes, the emitter and the user (each pass's own).
+    ``encrypt_data``: the samples the 'encrypt' pass scores keys on (inputs and ``labels``)."""
 
     target: Target | None = None
     calib: dict[str, Any] | None = None
+    encrypt_data: dict[str, Any] | None = None
     seed: int = 0
     progress: Any = None
     pruning: PruneSummary | None = None  # prune-similar: what it removed
@@ -47,6 +50,7 @@ class PassContext:
     placement: Placement | None = None  # place: chips, cores, crossbars used
     quantization: QuantizeSummary | None = None  # quantize: levels, converters, calibration
     schedule: ScheduleSummary | None = None  # schedule: transfers
+    encryption: EncryptSummary | None = None  # encrypt: the flipped bits, accuracy left
     replication: ReplicateSummary | None = None  # replicate: the copies it made
 
 

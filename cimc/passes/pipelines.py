@@ -17,24 +17,29 @@ LOWERING = "canonicalize,lower-to-mvm,canonicalize"
 MAPPING = "tile,place,quantize,replicate,schedule"
 
 
-def prune_pass(options: str | Mapping[str, Any]) -> Pass:
-    """``prune-similar`` with ``options``: ``"ratio=0.3"`` or ``{"ratio": 0.3}``."""
+def configured_pass(name: str, options: str | Mapping[str, Any]) -> Pass:
+    """Pass ``name`` with ``options``: ``"ratio=0.3"`` or ``{"ratio": 0.3}``."""
     if not isinstance(options, str):
         options = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                            for k, v in options.items())
-    spec = "prune-similar" + (f"{{{options}}}" if options.strip() else "")
+    spec = name + (f"{{{options}}}" if options.strip() else "")
     return parse_pipeline(spec, available_passes())[0]
 
 
 def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None,
+                     encrypt: str | Mapping[str, Any] | None = None,
                      replicate: str = "auto") -> list[Pass]:
     """The full pipeline of ``cimc compile``: lowering, then mapping onto the target. With
     ``prune`` (prune-similar's options), prune-similar runs after the first canonicalize, on
-    nn-stage IR with the batch norms folded, before lower-to-mvm. ``replicate`` is replicate's
-    mode (``auto`` or ``none``)."""
+    nn-stage IR with the batch norms folded, before lower-to-mvm. With ``encrypt`` (the encrypt
+    pass's options, e.g. ``"epsilon=64"``), encrypt runs after quantize (so replicate copies
+    the flips with the tiles). ``replicate`` is replicate's mode (``auto`` or ``none``)."""
     passes = parse_pipeline(LOWERING + "," + MAPPING, available_passes())
     if prune is not None:
-        passes.insert(1, prune_pass(prune))
+        passes.insert(1, configured_pass("prune-similar", prune))
+    if encrypt is not None:
+        at = next(i for i, p in enumerate(passes) if p.name == "quantize") + 1
+        passes.insert(at, configured_pass("encrypt", encrypt))
     for p in passes:
         if p.name == "place":
             p.chips = chips  # type: ignore[attr-defined]

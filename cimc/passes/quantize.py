@@ -200,7 +200,7 @@ def _region_runner(region: Block, env: dict[Value, np.ndarray]) -> Callable[[lis
     return runner
 
 
-class _BatchMismatch(Exception):
+class BatchMismatch(Exception):
     """A value's shape does not follow the calibration batch: run at the compiled batch."""
 
 
@@ -215,7 +215,7 @@ def _batched_attrs(op: Op, attrs: dict[str, Any], batch: int, compiled: int) -> 
     return attrs
 
 
-def _evaluate(
+def evaluate_at_batch(
     op: Op, inputs: list[np.ndarray], env: dict[Value, np.ndarray], batch: int, compiled: int
 ) -> list[np.ndarray]:
     """One op with the interpreter's semantics (results cast to their IR dtype), run on a batch
@@ -237,7 +237,7 @@ def _evaluate(
             shape = v.type.shape
             want = (batch, *shape[1:]) if shape and shape[0] == compiled else shape
             if a.shape != want:
-                raise _BatchMismatch(op.name)
+                raise BatchMismatch(op.name)
         results.append(a)
     return results
 
@@ -259,12 +259,12 @@ def _observe(
             break
         inputs = [env[v] for v in op.operands]
         try:
-            outs = _evaluate(op, inputs, env, batch, compiled)
-        except (CimcError, _BatchMismatch):
+            outs = evaluate_at_batch(op, inputs, env, batch, compiled)
+        except (CimcError, BatchMismatch):
             raise
         except Exception as e:
             if batch != compiled:
-                raise _BatchMismatch(op.name) from e
+                raise BatchMismatch(op.name) from e
             raise CimcError(f"quantize: calibration run failed at {op.name}: {e}") from e
         if op in tiles:
             x = op.operands[0]
@@ -495,7 +495,7 @@ class Quantize(Pass):
                 for args in cal.batches(size):
                     _observe(func, args, top, stats, cal.batch)
                 return stats
-            except _BatchMismatch:
+            except BatchMismatch:
                 pass  # some op pins the batch size: run at the compiled batch
         stats = _Stats(np.random.default_rng(seed))
         for args in cal.batches(cal.batch):

@@ -8,6 +8,7 @@ from cimc.ir.core import Module
 from cimc.passes.base import Instrument, Pass, PassContext, PassManager, parse_pipeline
 from cimc.passes.canonicalize import Canonicalize
 from cimc.passes.dce import DCE
+from cimc.passes.encrypt import Encrypt
 from cimc.passes.lower_to_mvm import LowerToMvm
 from cimc.passes.place import Place
 from cimc.passes.prune_similar import PruneSimilar
@@ -26,6 +27,7 @@ PASSES: list[type[Pass]] = [
     Place,
     Replicate,
     Schedule,
+    Encrypt,
 ]
 
 

@@ -88,9 +88,13 @@ class Artifact:
 
     @property
     def content_hash(self) -> str:
-        """sha256 over the sorted (file, sha256) table: identifies the artifact's contents."""
-        text = "\n".join(f"{k} {v}" for k, v in sorted(self.files.items()))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return content_hash(self.files)
+
+
+def content_hash(files: dict[str, str]) -> str:
+    """sha256 over the sorted (file, sha256) table: identifies an artifact's contents."""
+    text = "\n".join(f"{k} {v}" for k, v in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def is_artifact(path: str | Path) -> bool:

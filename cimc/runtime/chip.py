@@ -20,17 +20,16 @@ from typing import Any, Self
 import numpy as np
 
 from cimc import errors
-from cimc.errors import ArtifactError, CimcError, RuntimeInputError, check_seed
+from cimc.errors import CimcError, RuntimeInputError, check_seed
 from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, read_artifact
 from cimc.runtime.execution import choose
 from cimc.runtime.fastpath import Workspace
 from cimc.runtime.isa import Run
+from cimc.runtime.key import KeyLike, encryption_info, read_key
 from cimc.runtime.machine import DTYPES, Machine, all_finite, check_finite, check_inputs
 from cimc.runtime.reference import Trace, replay
 from cimc.runtime.report import Report, build_report, replica_fold
-
-KeyLike = str | Path | Mapping[str, Any] | None
 
 # Random streams derived from the seed: programming (load) and read noise (runs).
 _PROGRAM_STREAM, _READ_STREAM = 0, 1
@@ -44,36 +43,6 @@ CHUNK_ELEMENTS = 1 << 21
 
 def _rng(seed: int, *path: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=path)))
-
-
-def _load_key(key: KeyLike, art: Artifact) -> dict[str, np.ndarray] | None:
-    """The sign-flip masks of an encrypted artifact (``xbar/<core>/<x>/flip``), checked."""
-    info = art.key_info
-    required = bool(info and info.get("required"))
-    if key is None:
-        if required:
-            raise ArtifactError(f"{art.path}: the weights are encrypted; load it with "
-                                "key=PATH_TO_KEY.npz (the key made at compile time)")
-        return None
-    if not required:
-        raise ArtifactError(f"{art.path}: this artifact is not encrypted; load it without a key")
-    if isinstance(key, str | Path):
-        try:
-            with np.load(key, allow_pickle=False) as z:
-                key = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise ArtifactError(f"{key}: cannot read the key as .npz ({e})") from None
-    masks = {str(k): np.asarray(v) for k, v in key.items()}
-    want = info.get("artifact_hash")
-    have = masks.pop("artifact_hash", None)
-    if want and have is not None and str(have) != want:
-        raise ArtifactError(f"{art.path}: the key belongs to artifact {str(have)[:12]}..., not to "
-                            f"this one ({want[:12]}...)")
-    bad = [k for k in masks if not (k.startswith("xbar/") and k.endswith("/flip"))]
-    if bad:
-        raise ArtifactError(f"key: unexpected entries {bad[:3]}; a key holds "
-                            "'xbar/<core>/<x>/flip' masks and 'artifact_hash'")
-    return masks
 
 
 class _NotFinite(Exception):
@@ -95,7 +64,9 @@ class Chip:
         self.seed = check_seed(seed)
         self.drift_compensation = (art.target.device.drift_compensation
                                    if drift_compensation is None else bool(drift_compensation))
-        self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), _load_key(key, art))
+        flips = read_key(key, art)  # checked before anything is programmed
+        self.unlocked = flips is not None  # an encrypted artifact runs scrambled without its key
+        self.machine = Machine(art, _rng(self.seed, _PROGRAM_STREAM), flips)
         self.execution = choose(workers, _WORKER_ERRORS)
         self._closer = weakref.finalize(self, self.execution.close)
         self.runs = 0
@@ -248,7 +219,8 @@ class Chip:
         fold = replica_fold(self.artifact)
         unreplicated = replay(programs, trace, self.machine.timeline(), ratio, fold) \
             if fold else None
-        return build_report(self.machine, timeline, int(batch), unreplicated)
+        return build_report(self.machine, timeline, int(batch),
+                            encryption_info(self.artifact, self.unlocked), unreplicated)
 
     def _loop_trace(self) -> Trace | None:
         if not any(p.labels for p in self.machine.programs.values()):

@@ -426,16 +426,13 @@ def _run_batch(a: DopArgs, xs: list[Any], batch: int | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ control
 
 
-class Jump(Instruction):
-    mnemonic = "jump"
-    usage = 'jump label="L"'
-    semantics = "continue at label L (a line `L:` of this program)"
+class _ToLabel(Instruction):
+    """What the control instructions share: a ``label`` argument, one digital operation each
+    (no mnemonic: not an instruction itself)."""
+
     cost_doc = "one digital operation"
     required = {"label": STR}
     labels = ("label",)
-
-    def execute(self, ins: Instr, core: Core, run: Run) -> int:
-        return core.labels[ins.kwargs["label"]]
 
     def work(self, ins: Instr, core: Core) -> float:
         return 1.0
@@ -444,27 +441,27 @@ class Jump(Instruction):
         self.digital(amount, core, timeline)
 
 
-class Branch(Instruction):
+class Jump(_ToLabel):
+    mnemonic = "jump"
+    usage = 'jump label="L"'
+    semantics = "continue at label L (a line `L:` of this program)"
+
+    def execute(self, ins: Instr, core: Core, run: Run) -> int:
+        return core.labels[ins.kwargs["label"]]
+
+
+class Branch(_ToLabel):
     mnemonic = "branch"
     usage = 'branch S, label="L"'
     semantics = ("continue at label L when the one element of S (e.g. a reduction a `dop` "
                  "computed) is nonzero, else with the next instruction")
-    cost_doc = "one digital operation"
     srcs = (1, 1)
-    required = {"label": STR}
-    labels = ("label",)
 
     def execute(self, ins: Instr, core: Core, run: Run) -> int | None:
         cond = np.asarray(core.env[ins.src])
         if cond.size != 1:
             raise ExecError(f"branch needs a buffer of one element, got shape {list(cond.shape)}")
         return core.labels[ins.kwargs["label"]] if cond.reshape(()).item() else None
-
-    def work(self, ins: Instr, core: Core) -> float:
-        return 1.0
-
-    def charge(self, ins: Instr, amount: float, core: int, timeline: Timeline) -> None:
-        self.digital(amount, core, timeline)
 
 
 class Time(Instruction):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +63,9 @@ class Program:
 # ------------------------------------------------------------------------------ lexing
 
 
-def _scan(text: str, stop: str) -> int:
-    """Index of the first ``stop`` character outside double-quoted strings (len: none)."""
+def _outside_strings(text: str) -> Iterator[tuple[int, str]]:
+    """(index, character) of every character of ``text`` outside double-quoted strings (the
+    quotes themselves included, backslash escapes inside strings skipped)."""
     in_str = esc = False
     for i, ch in enumerate(text):
         if in_str:
@@ -74,28 +75,21 @@ def _scan(text: str, stop: str) -> int:
                 esc = True
             elif ch == '"':
                 in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in stop:
-            return i
-    return len(text)
+        else:
+            in_str = ch == '"'
+            yield i, ch
+
+
+def _scan(text: str, stop: str) -> int:
+    """Index of the first ``stop`` character outside double-quoted strings (len: none)."""
+    return next((i for i, ch in _outside_strings(text) if ch in stop), len(text))
 
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split at ``sep`` (',' or whitespace) outside brackets and strings; drop empty parts."""
-    parts, depth, start, in_str, esc = [], 0, 0, False, False
-    for i, ch in enumerate(text):
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "[{":
+    parts, depth, start = [], 0, 0
+    for i, ch in _outside_strings(text):
+        if ch in "[{":
             depth += 1
         elif ch in "]}":
             depth -= 1

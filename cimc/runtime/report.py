@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cimc.errors import ArtifactError
 from cimc.runtime.isa import Timeline
+from cimc.runtime.key import Encryption
 
 if TYPE_CHECKING:
     from cimc.runtime.artifact import Artifact
@@ -58,6 +59,7 @@ class Report:
     area_total_mm2: float  # every core of its chips
     manifest_layers: list[dict[str, Any]] = field(default_factory=list)
     pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
+    encryption: Encryption | None = None  # None: the weights are not encrypted
     # the manifest's replicate summary, with "latency_ns" and "latency_without_ns": the same
     # trace with every copy's work folded onto the core of the original it mirrors
     replication: dict[str, Any] | None = None
@@ -82,6 +84,7 @@ class Report:
         d["total_energy_nj"] = self.total_energy_nj
         d["throughput_per_s"] = self.throughput_per_s
         d["utilisation"] = self.utilisation
+        d["encryption"] = self.encryption.to_dict() if self.encryption else None
         return d
 
     def __str__(self) -> str:
@@ -92,6 +95,7 @@ class Report:
 
 
 def build_report(machine: Machine, timeline: Timeline, batch: int,
+                 encryption: Encryption | None = None,
                  unreplicated: Timeline | None = None) -> Report:
     """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``
     (``unreplicated``: the same run with the copies folded onto their originals)."""
@@ -120,6 +124,7 @@ def build_report(machine: Machine, timeline: Timeline, batch: int,
         area_total_mm2=chips * target.chip.cores * target.chip.core_area_mm2,
         manifest_layers=art.layers,
         pruning=art.manifest.get("pruning"),
+        encryption=encryption,
         replication=replication,
     )
 
@@ -197,6 +202,7 @@ def format_report(r: Report) -> str:
         + ", ".join(f"{k} {_energy(v)}" for k, v in r.energy_nj.items()) + ")",
         (f"  area {r.area_mm2:.3g} mm² used ({r.area_total_mm2:.3g} mm² for all cores of "
         f"{r.chips} chip(s))"),
+        *([f"  {r.encryption}"] if r.encryption else []),
         "",
     ]
     rows = [[u.name, str(u.crossbars), str(u.weights), f"{u.utilisation:.1%}",

@@ -18,6 +18,9 @@ place; nothing half-written on error):
 - ``manifest.json``: format, version, the resolved target (``Target.to_dict()``), inputs and
   outputs, chips, cores, per-layer stats, the compiler version and pipeline, a mapping summary,
   and the sha256 of every other file.
+- For a module the ``encrypt`` pass encrypted (tiles with ``flip``): the levels are written with
+  those signs flipped, the manifest's ``key`` says so, and the key (the flip masks,
+  ``cimc/runtime/key.py``) is written beside the artifact as ``NAME.cimc.key``.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.ops.registry import COMMON_ATTRS
+from cimc.runtime.artifact import content_hash
 from cimc.passes.base import PassContext
 from cimc.passes.place import Placement
 from cimc.passes.tile import layer_stats, target_geometry
 from cimc.runtime.device import slice_levels
+from cimc.runtime.key import is_key, key_path, mask_name, write_key
 from cimc.runtime.program import format_instr
 from cimc.targets.batching import analyze_batch
 from cimc.targets.schema import Target
@@ -106,6 +111,7 @@ class _Emitter:
         self.placement: Placement | None = None  # read once the module is known to be tiled
         self.cores: dict[int, _Core] = {}
         self.weights: dict[str, np.ndarray] = {}
+        self.flips: dict[str, np.ndarray] = {}  # the key: sign-flip mask per crossbar
         self.const_names: dict[Op, str] = {}
 
     # ---- helpers
@@ -217,6 +223,11 @@ class _Emitter:
         slices = int(a.get("slices", 1))
         decl = {"index": x, "rows": rows, "cols": cols, "layer": layer, "tile": list(a["tile"]),
                 "slices": slices}
+        if a.get("flip"):  # encrypted: store these signs flipped, the mask goes to the key
+            mask = np.zeros((rows, cols), dtype=bool)
+            mask[tuple(np.array(a["flip"]).T)] = True
+            levels = np.where(mask, -levels, levels)
+            self.flips[mask_name(core.id, x)] = mask
         if slices > 1:  # one digit per device pair, least significant first
             levels = slice_levels(levels, self.slice_base, slices)
         key = f"xbar/{core.id}/{x}"
@@ -368,6 +379,10 @@ def emit_artifact(
     em = _Emitter(module, target)
     em.emit()
     assert em.placement is not None
+    key = key_path(path)
+    if em.flips and key.exists() and not is_key(key):
+        raise EmitError(f"{key} exists and is not a cimc key; move it away (the key of "
+                        f"{path.name} goes there)")
     cores = [em.cores[c] for c in sorted(em.cores)]
     for core in cores:
         core.xbars.sort(key=lambda d: d["index"])
@@ -403,9 +418,16 @@ def emit_artifact(
             "replication": (ctx.replication.to_dict()
                             if ctx is not None and ctx.replication else None),
             "weights": "weights.npz",
-            "key": None,
+            "key": None if not em.flips else {
+                "required": True, "artifact_hash": content_hash(files),
+                "bits": int(sum(m.sum() for m in em.flips.values()))},
             "compiler": {"version": __version__, "pipeline": pipeline},
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if em.flips:  # outside the artifact; written first, so no artifact lacks its key
+            with atomic_path(key) as key_tmp:
+                write_key(key_tmp, em.flips, content_hash(files))
+    if not em.flips and is_key(key):
+        key.unlink()  # the key of the encrypted artifact this one replaced
     return path

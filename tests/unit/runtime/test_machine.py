@@ -441,52 +441,6 @@ def test_levels_beyond_the_target_are_refused(tmp_path):
         load(path)
 
 
-# ------------------------------------------------------------------------------ keys
-
-
-def _encrypted(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
-    w = RNG.standard_normal((5, 3)).astype(np.float32)
-    flip = RNG.random((5, 3)) < 0.5
-    prog = """
-        .core 0
-        .xbar 0 rows=5 cols=3
-        input a0, name="x"
-        mvm a1, a0, xbar=0, dac_bits=0, adc_bits=0
-        output a1, name="y"
-        halt
-    """
-    path = write_artifact(
-        tmp_path / "k.cimc", {0: prog},
-        {"xbar/0/0/levels": np.where(flip, -w, w), "xbar/0/0/scale": np.ones(3, np.float32)},
-        [("x", (1, 5), "f32")], [("y", (1, 3), "f32")],
-        key={"required": True, "artifact_hash": "abc123"})
-    return path, w, flip
-
-
-def test_key_unlocks_encrypted_weights(tmp_path):
-    path, w, flip = _encrypted(tmp_path)
-    with pytest.raises(ArtifactError, match="encrypted; load it with key="):
-        load(path)
-    x = RNG.standard_normal((4, 5)).astype(np.float32)
-    chip = load(path, key={"xbar/0/0/flip": flip, "artifact_hash": np.array("abc123")})
-    np.testing.assert_allclose(chip.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-6)
-    np.savez(tmp_path / "key.npz", **{"xbar/0/0/flip": flip})
-    np.testing.assert_allclose(load(path, key=tmp_path / "key.npz").run({"x": x})["y"], x @ w,
-                               rtol=1e-5, atol=1e-6)
-    with pytest.raises(ArtifactError, match="belongs to artifact"):
-        load(path, key={"xbar/0/0/flip": flip, "artifact_hash": np.array("zzz")})
-    with pytest.raises(ArtifactError, match="'xbar/0/0/flip' has shape"):
-        load(path, key={"xbar/0/0/flip": flip[:2]})
-    with pytest.raises(ArtifactError, match="xbar/3/0/flip name"):
-        load(path, key={"xbar/0/0/flip": flip, "xbar/3/0/flip": flip})
-
-
-def test_key_for_plain_artifact_is_refused(mvm_chip, tmp_path):
-    path = single_mvm(tmp_path / "plain.cimc", np.ones((2, 2), np.float32))
-    with pytest.raises(ArtifactError, match="not encrypted"):
-        load(path, key={"xbar/0/0/flip": np.zeros((2, 2), bool)})
-
-
 # ------------------------------------------------------------------------------ execution paths
 
 
