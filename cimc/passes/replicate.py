@@ -26,7 +26,7 @@ the pass gives a copy (or the few needed before the largest chunk shrinks) to th
 crossbar time drops most per spare core, less what the copies add: the input's slices and the
 outputs' concat (digital) and each new copy's input and output chunk over the link (the chip
 link when the spare core is on another chip); until no spare cores are left or no copy saves
-time. A copy takes as many spare cores as its layer has cores (it mirrors them, crossbar for
+``MIN_SAVING`` (1 %) of the crossbar time the layers still take. A copy takes as many spare cores as its layer has cores (it mirrors them, crossbar for
 crossbar), so the copies of a layer never share a core (a core has one clock), and a copy's
 im2col runs on its first core. Layers without positions (a gemm on one vector per sample), with
 tiles that share a crossbar (an unrolled recurrence's steps) or whose tiles are not the tiler's
@@ -66,6 +66,10 @@ from cimc.passes.tile import target_geometry
 from cimc.targets.batching import ELEMENTWISE
 
 MODES = ("auto", "none")
+# A copy (or the few copies that shrink a layer's largest chunk) must save at least this
+# fraction of the crossbar time the layers still take: the long tail of copies that save a
+# few nanoseconds each would cost crossbars, artifact size and simulation time for nothing.
+MIN_SAVING = 0.01
 
 
 @dataclass(frozen=True)
@@ -290,27 +294,39 @@ class _Planner:
     def __init__(self, layers: list[_Layer], free: list[int], cores_per_chip: int,
                  costs: _Costs) -> None:
         self.layers = layers
-        self.free = list(free)
         self.cpc = cores_per_chip
+        self.free: dict[int, list[int]] = {}  # chip -> its spare cores, ascending
+        for c in sorted(free):
+            self.free.setdefault(c // cores_per_chip, []).append(c)
         self.costs = costs
         self.copies: dict[_Layer, list[list[int]]] = {lay: [lay.cores] for lay in layers}
 
     def time_ns(self, lay: _Layer, k: int) -> float:
         return lay.load * lay.rows(k) * lay.per_row * self.costs.mvm_ns
 
-    def offer(self, lay: _Layer) -> tuple[float, list[int]] | None:
-        """(saving per core, the cores to take) for the next copy count of ``lay`` that
-        shrinks its largest chunk; None when that saves no time or does not fit."""
+    def take(self, chip: int, count: int) -> list[int]:
+        """``count`` spare cores, those of ``chip`` first (fewer when there are not as many)."""
+        cores = self.free.get(chip, [])[:count]
+        for other in sorted(self.free):
+            if len(cores) == count:
+                break
+            if other != chip:
+                cores += self.free[other][:count - len(cores)]
+        return cores
+
+    def offer(self, lay: _Layer) -> tuple[float, float, list[int]] | None:
+        """(saving per core, saving, the cores to take) for the next copy count of ``lay``
+        that shrinks its largest chunk; None when that saves no time or does not fit."""
         k = len(self.copies[lay])
         chunk = math.ceil(lay.units / k) - 1  # the largest chunk must shrink
         if chunk < 1:
             return None
         more = math.ceil(lay.units / chunk) - k
         width = len(lay.cores)
-        if more * width > len(self.free):
-            return None
         chip = lay.cores[0] // self.cpc
-        cores = sorted(self.free, key=lambda c: (c // self.cpc != chip, c))[:more * width]
+        cores = self.take(chip, more * width)
+        if len(cores) < more * width:
+            return None
         x, y = (lay.source.operands[0] if lay.source else lay.x).type, lay.out.type
         moved = lay.rows(k + more) / lay.n * (_nbytes(x) + _nbytes(y))
         overhead = 0.0
@@ -322,18 +338,20 @@ class _Planner:
                 else self.costs.chip_link
             overhead += moved / bw + 2 * latency
         saving = self.time_ns(lay, k) - self.time_ns(lay, k + more) - overhead
-        return (saving / len(cores), cores) if saving > 0 else None
+        return (saving / len(cores), saving, cores) if saving > 0 else None
 
     def plan(self) -> dict[_Layer, list[list[int]]]:
         while True:
-            offers = [(o, lay) for lay in self.layers if (o := self.offer(lay)) is not None]
+            left = sum(self.time_ns(lay, len(c)) for lay, c in self.copies.items())
+            offers = [(o, lay) for lay in self.layers if (o := self.offer(lay)) is not None
+                      and o[1] >= MIN_SAVING * left]
             if not offers:
                 return self.copies
-            (_, cores), lay = max(offers, key=lambda item: item[0][0])  # first layer on ties
+            (_, _, cores), lay = max(offers, key=lambda item: item[0][0])  # first on ties
             width = len(lay.cores)
             self.copies[lay] += [cores[i:i + width] for i in range(0, len(cores), width)]
-            taken = set(cores)
-            self.free = [c for c in self.free if c not in taken]
+            for c in cores:
+                self.free[c // self.cpc].remove(c)
 
 
 # ----------------------------------------------------------------------------- rewriting

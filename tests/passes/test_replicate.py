@@ -244,3 +244,24 @@ def test_layers_without_positions_are_left_alone():
     module, ctx = _compiled(src, MAP + ",replicate")
     assert ctx.replication.layers == ()
     assert not any("replica" in op.attrs for op in module.walk())
+
+
+def test_copies_that_save_too_little_are_not_made(monkeypatch):
+    """Layer a (200 vectors on two cores) cannot get a copy from the one spare core; layer b
+    (2 vectors) could, but would save 1 of the 202 crossbar reads: under MIN_SAVING."""
+    src = """module attributes {stage = "cim"} {
+  func @main(%x: tensor<1x200x4xf32>, %z: tensor<1x2x2xf32>) -> (tensor<1x200x3xf32>, tensor<1x2x2xf32>) attributes {input_names = ["x", "z"], output_names = ["a", "b"]} {
+    %w = nn.constant() {value = dense<[1.0, -1.0, 0.5, 2.0, 0.0, 1.0, -2.0, 1.0, 3.0, 0.5, 1.0, -1.0] : tensor<4x3xf32>>} : tensor<4x3xf32>
+    %v = nn.constant() {value = dense<[1.0, -1.0, 0.5, 2.0] : tensor<2x2xf32>>} : tensor<2x2xf32>
+    %a = cim.mvm(%x, %w) {layer = "a"} : tensor<1x200x3xf32>
+    %b = cim.mvm(%z, %v) {layer = "b"} : tensor<1x2x2xf32>
+    return(%a, %b)
+  }
+}
+"""
+    spec = SEQ_MAP + ",replicate"
+    _, ctx = _compiled(src, spec)
+    assert ctx.replication.spare_cores == 1 and ctx.replication.layers == ()
+    monkeypatch.setattr("cimc.passes.replicate.MIN_SAVING", 0.0)
+    _, ctx = _compiled(src, spec)
+    assert [(lay.name, lay.copies) for lay in ctx.replication.layers] == [("b", 2)]
