@@ -224,9 +224,12 @@ def targets_cmd() -> None:
               help="Samples for --encrypt (.npz): inputs as --calib, labels as y or labels "
                    "(without labels: agreement with the unencrypted model).")
 @_ode_option
+@click.option("--replicate", type=click.Choice(["auto", "none"]), default="auto",
+              show_default=True, help="Copy the layers that bound the latency onto the spare "
+              "crossbars of the chips used (the copies split the positions), or not.")
 @_instrument_options
 def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipeline, force, prune,
-                encrypt, encrypt_data, ode, instruments) -> None:
+                encrypt, encrypt_data, ode, replicate, instruments) -> None:
     """Compile an ONNX MODEL for a chip target into an artifact."""
     from cimc.compiler import compile as compile_model
     from cimc.passes.base import pipeline_spec
@@ -235,7 +238,8 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
     n_chips = _parse_chips(chips)
     if print_pipeline:
         click.echo(pipeline_spec(compile_pipeline(chips=n_chips, prune=prune, encrypt=encrypt,
-                                                  ode=ode is not None)))
+                                                  ode=ode is not None,
+                                                  replicate=replicate)))
         return
     if encrypt_data and encrypt is None:
         raise CimcError("--encrypt-data is the data for --encrypt OPTIONS; give both")
@@ -243,7 +247,7 @@ def compile_cmd(model, target, output, input_shapes, calib, chips, print_pipelin
     result = compile_model(
         model, target, out, input_shapes=_parse_input_shapes(input_shapes), calib=calib,
         chips=n_chips, instruments=instruments, force=force, prune=prune, encrypt=encrypt,
-        encrypt_data=encrypt_data, ode=ode,
+        encrypt_data=encrypt_data, ode=ode, replicate=replicate,
     )
     click.echo(f"wrote {result.artifact}", err=True)
     if result.key:

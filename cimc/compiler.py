@@ -29,6 +29,7 @@ from cimc.passes.ode_unroll import OdeInfo
 from cimc.passes.pipelines import compile_pipeline
 from cimc.passes.prune_similar import PruneSummary
 from cimc.passes.registry import available_passes
+from cimc.passes.replicate import MODES
 from cimc.runtime.artifact import is_artifact
 
 
@@ -82,6 +83,7 @@ def compile(
     encrypt: str | Mapping[str, Any] | None = None,
     encrypt_data: Mapping[str, np.ndarray] | str | Path | None = None,
     ode: str | Mapping[str, Any] | None = None,
+    replicate: str | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for ``target``; write the artifact to ``output`` when given.
 
@@ -101,6 +103,9 @@ def compile(
     ``ode`` (``{"t1": 1.0, "rtol": 1e-3}`` or ``"t1=1.0,rtol=1e-3"``) compiles the model as the
     vector field of an ODE solve (:func:`cimc.frontend.ode.wrap_ode`, docs/ode.md); ``calib``
     then holds initial states.
+    ``replicate`` (``"auto"``, the default, or ``"none"``) is the default pipeline's replicate
+    mode: copies of the layers that bound the latency on the spare crossbars of the chips used
+    (``result.context.replication``, the manifest's ``replication``).
     """
     seed = check_seed(seed)
     if output is not None:
@@ -125,12 +130,14 @@ def compile(
         calib = input_arrays(calib, func.input_names, calib_source)
     if encrypt_data is not None:
         encrypt_data = _encryption_data(encrypt_data, func.input_names)
+    if replicate is not None and replicate not in MODES:
+        raise CimcError(f"replicate={replicate!r}: expected one of {', '.join(MODES)}")
     if pipeline is None:
         passes = compile_pipeline(chips=chips, prune=prune, encrypt=encrypt,
-                                  ode=ode is not None)
-    elif prune is not None or encrypt is not None:
-        raise CimcError("give prune-similar's or encrypt's options in the pipeline itself when "
-                        "you give a pipeline, not as prune= or encrypt=")
+                                  ode=ode is not None, replicate=replicate or "auto")
+    elif prune is not None or encrypt is not None or replicate is not None:
+        raise CimcError("give prune-similar's, encrypt's or replicate's options in the pipeline "
+                        "itself when you give a pipeline, not as prune=, encrypt= or replicate=")
     elif isinstance(pipeline, str):
         passes = parse_pipeline(pipeline, available_passes())
     else:

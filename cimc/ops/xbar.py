@@ -16,7 +16,8 @@
     :func:`adc`.
     Optional attributes record where the tile came from (``weight_shape`` of its layer,
     ``utilisation`` = used cells / crossbar cells, ``groups`` packed block-diagonally, bit
-    ``slices``) and, after ``place``, which crossbar of its core holds it (``xbar``).
+    ``slices``), after ``place``, which crossbar of its core holds it (``xbar``), and on a copy
+    that ``replicate`` made of a tile, its copy number (``replica`` >= 1: its own crossbar).
     ``flip`` (from ``encrypt``) lists the ``[row, col]`` weights whose sign the artifact stores
     flipped (the key undoes it); the semantics above use the true weights.
 
@@ -110,6 +111,9 @@ def _xbar_mvm_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
         raise VerifyError(
             f"cim.xbar_mvm: dac_signed must be true or false, not {attrs['dac_signed']!r}"
         )
+    replica = attrs.get("replica", 0)
+    if not isinstance(replica, int) or isinstance(replica, bool) or replica < 0:
+        raise VerifyError(f"cim.xbar_mvm: 'replica' must be an integer >= 0, not {replica!r}")
     _check_flip(attrs["flip"], rows, cols)
     tile = attrs["tile"]
     if not (isinstance(tile, list) and len(tile) == 2 and all(isinstance(t, int) for t in tile)):
@@ -133,7 +137,7 @@ def _check_flip(flip: Any, rows: int, cols: int) -> None:
     operands=1,
     attrs=("levels", "scale", "dac_bits", "dac_range", "adc_bits", "adc_range", "tile"),
     optional={"dac_signed": True, "weight_shape": [], "utilisation": 0.0, "groups": 1,
-              "slices": 1, "xbar": -1, "flip": []},
+              "slices": 1, "xbar": -1, "flip": [], "replica": 0},
     infer=_xbar_mvm_type,
     summary="One crossbar tile: ADC(DAC(x) @ (levels * scale)).",
 )

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from cimc.passes.place import Placement
     from cimc.passes.prune_similar import PruneSummary
     from cimc.passes.quantize import QuantizeSummary
+    from cimc.passes.replicate import ReplicateSummary
     from cimc.passes.schedule import ScheduleSummary
     from cimc.passes.tile import TileSummary
     from cimc.targets.schema import Target
@@ -52,6 +53,7 @@ class PassContext:
     schedule: ScheduleSummary | None = None  # schedule: transfers
     encryption: EncryptSummary | None = None  # encrypt: the flipped bits, accuracy left
     ode: OdeInfo | None = None  # ode-unroll, drift-step-schedule: the solve, its schedule
+    replication: ReplicateSummary | None = None  # replicate: the copies it made
 
 
 @dataclass

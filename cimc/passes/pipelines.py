@@ -13,8 +13,8 @@ from cimc.passes.registry import available_passes
 LOWERING = "canonicalize,lower-to-mvm,canonicalize"
 # The back half: crossbar mapping (needs a target in the pass context).
 # place runs before quantize so that a model too large for --chips N is refused before the
-# (slow) calibration run.
-MAPPING = "tile,place,quantize,schedule"
+# (slow) calibration run; replicate copies quantised tiles onto the placement's spare crossbars.
+MAPPING = "tile,place,quantize,replicate,schedule"
 
 
 def configured_pass(name: str, options: str | Mapping[str, Any]) -> Pass:
@@ -31,13 +31,15 @@ ODE = "drift-step-schedule,ode-unroll"
 
 
 def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = None,
-                     encrypt: str | Mapping[str, Any] | None = None, ode: bool = False
-                     ) -> list[Pass]:
+                     encrypt: str | Mapping[str, Any] | None = None, ode: bool = False,
+                     replicate: str = "auto") -> list[Pass]:
     """The full pipeline of ``cimc compile``: lowering, then mapping onto the target. With
     ``prune`` (prune-similar's options), prune-similar runs after the first canonicalize, on
     nn-stage IR with the batch norms folded, before lower-to-mvm. With ``encrypt`` (the encrypt
-    pass's options, e.g. ``"epsilon=64"``), encrypt runs after quantize. With ``ode`` (an ODE
-    solve), drift-step-schedule and ode-unroll run between lowering and mapping."""
+    pass's options, e.g. ``"epsilon=64"``), encrypt runs after quantize (so replicate copies
+    the flips with the tiles). With ``ode`` (an ODE solve), drift-step-schedule and ode-unroll
+    run between lowering and mapping. ``replicate`` is replicate's mode (``auto`` or
+    ``none``)."""
     passes = parse_pipeline(LOWERING + ("," + ODE if ode else "") + "," + MAPPING,
                             available_passes())
     if prune is not None:
@@ -48,4 +50,6 @@ def compile_pipeline(*, chips: int = 0, prune: str | Mapping[str, Any] | None = 
     for p in passes:
         if p.name == "place":
             p.chips = chips  # type: ignore[attr-defined]
+        if p.name == "replicate":
+            p.mode = replicate  # type: ignore[attr-defined]
     return passes

@@ -66,12 +66,14 @@ def chip_shape(target: Any, cores: int = 0, crossbars_per_core: int = 0) -> Chip
 
 def _crossbar_slots(tiles: list[Op]) -> dict[Op, int]:
     """Each tile's crossbar, numbered in program order; a tile with the layer, tile index,
-    levels and scale of an earlier one shares its crossbar."""
-    seen: dict[tuple[str, tuple[int, ...]], list[Op]] = {}
+    replica, levels and scale of an earlier one shares its crossbar (copies made by
+    ``replicate`` never do)."""
+    seen: dict[tuple[str, tuple[int, ...], int], list[Op]] = {}
     slot: dict[Op, int] = {}
     crossbars = 0
     for op in tiles:
-        key = (str(op.attrs.get("layer", "")), tuple(op.attrs["tile"]))
+        key = (str(op.attrs.get("layer", "")), tuple(op.attrs["tile"]),
+               int(op.attrs.get("replica", 0)))
         same = next((o for o in seen.get(key, ()) if _same_weights(o, op)), None)
         if same is None:
             seen.setdefault(key, []).append(op)
@@ -176,10 +178,26 @@ def _pull_im2col(func: Func) -> int:
     return moved
 
 
-def _set_chips(func: Func, shape: ChipShape) -> None:
+def _set_chips(func: Func, cores_per_chip: int) -> None:
     for op in func.walk():
         if "core" in op.attrs:
-            op.attrs["chip"] = op.attrs["core"] // shape.cores
+            op.attrs["chip"] = op.attrs["core"] // cores_per_chip
+
+
+def place_around_tiles(func: Func, cores_per_chip: int) -> list[int]:
+    """Place the graph inputs and every digital op of ``func`` (regions included) around its
+    placed tiles (the rules of the module docstring; a digital op that has a core already keeps
+    it); returns the input cores. ``replicate`` re-places with it after adding copies of tiles."""
+    tile_core = {op: op.attrs["core"] for op in func.walk() if op.name == "cim.xbar_mvm"}
+    first = next(iter(tile_core.values()), 0)
+    input_cores = _input_cores(func, tile_core, first)
+    home: dict[Value, int] = dict(zip(func.args, input_cores))
+    unplaced: list[Op] = []
+    _place_digital(func.body, home, unplaced)
+    _place_by_users(func, unplaced, first)
+    _pull_im2col(func)
+    _set_chips(func, cores_per_chip)
+    return input_cores
 
 
 @dataclass(frozen=True)
@@ -284,18 +302,9 @@ class Place(Pass):
         n_xbars = len(set(slot.values()))
         needed = max(math.ceil(n_xbars / shape.crossbars), 1)
         self._check_capacity(n_xbars, needed, shape)
-        tile_core: dict[Op, int] = {}
         for op in tiles:
             op.attrs["core"], op.attrs["xbar"] = divmod(slot[op], shape.crossbars_per_core)
-            tile_core[op] = op.attrs["core"]
-        first = tile_core[tiles[0]] if tiles else 0
-        input_cores = _input_cores(func, tile_core, first)
-        home: dict[Value, int] = dict(zip(func.args, input_cores))
-        unplaced: list[Op] = []
-        _place_digital(func.body, home, unplaced)
-        _place_by_users(func, unplaced, first)
-        _pull_im2col(func)
-        _set_chips(func, shape)
+        input_cores = place_around_tiles(func, shape.cores)
         used_cores = {op.attrs["core"] for op in func.walk() if "core" in op.attrs}
         chips_used = max((c // shape.cores for c in used_cores | set(input_cores)),
                          default=0) + 1

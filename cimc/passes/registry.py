@@ -15,6 +15,7 @@ from cimc.passes.ode_unroll import OdeUnroll
 from cimc.passes.place import Place
 from cimc.passes.prune_similar import PruneSimilar
 from cimc.passes.quantize import Quantize
+from cimc.passes.replicate import Replicate
 from cimc.passes.schedule import Schedule
 from cimc.passes.tile import Tile
 
@@ -28,6 +29,7 @@ PASSES: list[type[Pass]] = [
     Tile,
     Quantize,
     Place,
+    Replicate,
     Schedule,
     Encrypt,
 ]

@@ -193,16 +193,16 @@ class TileSummary:
 
 def layer_stats(func: Func, geo: Geometry | None) -> list[LayerStats]:
     """Per layer (in program order), from the ``cim.xbar_mvm`` tiles of ``func``: its distinct
-    crossbars (by ``(core, xbar)`` once placed, else by tile index: tiles of one layer with one
-    index share their crossbar), their mean ``utilisation``, the analytic minimum of its
-    ``weight_shape`` and, once placed, its cores."""
+    crossbars (by ``(core, xbar)`` once placed, else by tile index and replica: tiles of one
+    layer with one index share their crossbar), their mean ``utilisation``, the analytic minimum
+    of its ``weight_shape`` and, once placed, its cores."""
     by_layer: dict[str, dict[tuple[int, ...], Op]] = {}
     for op in func.walk():
         if op.name != "cim.xbar_mvm":
             continue
         a = op.attrs
         key = (int(a["core"]), int(a["xbar"])) if "xbar" in a and "core" in a else \
-            tuple(a["tile"])
+            (*a["tile"], int(a.get("replica", 0)))
         by_layer.setdefault(str(a.get("layer", "")), {}).setdefault(key, op)
     out = []
     for name, crossbars in by_layer.items():

@@ -32,7 +32,7 @@ from cimc.runtime.isa import Run
 from cimc.runtime.key import KeyLike, encryption_info, read_key
 from cimc.runtime.machine import DTYPES, Machine, all_finite, check_finite, check_inputs
 from cimc.runtime.reference import Trace, replay
-from cimc.runtime.report import Report, build_report
+from cimc.runtime.report import Report, build_report, replica_fold
 
 # Random streams derived from the seed: programming (load) and read noise (runs).
 _PROGRAM_STREAM, _READ_STREAM = 0, 1
@@ -249,10 +249,14 @@ class Chip:
             batch = self._last_batch
         if batch < 1:
             raise RuntimeInputError(f"report batch must be >= 1, got {batch}")
-        timeline = replay(self.machine.programs, trace, self.machine.timeline(),
-                          batch / trace.batch)
+        programs, ratio = self.machine.programs, batch / trace.batch
+        timeline = replay(programs, trace, self.machine.timeline(), ratio)
+        fold = replica_fold(self.artifact)
+        unreplicated = replay(programs, trace, self.machine.timeline(), ratio, fold) \
+            if fold else None
         return build_report(self.machine, timeline, int(batch),
-                            encryption_info(self.artifact, self.unlocked), self.last_stats)
+                            encryption_info(self.artifact, self.unlocked), self.last_stats,
+                            unreplicated)
 
     def _loop_trace(self) -> Trace | None:
         if not any(p.labels for p in self.machine.programs.values()):

@@ -100,6 +100,7 @@ class Send(Instruction):
                 "byte; free to the same core")
     dsts, srcs = 0, (1, 1)
     required = {"to": INT}
+    peer = "to"
 
     def execute(self, ins: Instr, core: Core, run: Run) -> None:
         run.queues.setdefault((core.id, ins.kwargs["to"]), deque()).append(core.env[ins.src])
@@ -130,6 +131,7 @@ class Recv(Instruction):
     cost_doc = "free, but the core's clock moves on to the message's arrival when that is later"
     dsts, srcs = 1, (0, 0)
     required = {"from": INT}
+    peer = "from"
 
     def execute(self, ins: Instr, core: Core, run: Run) -> int | None:
         q = run.queues.get((ins.kwargs["from"], core.id))

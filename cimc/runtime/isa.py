@@ -210,6 +210,7 @@ class Instruction:
     open_kwargs: ClassVar[bool] = False  # any further keyword is passed on (dop's attributes)
     labels: ClassVar[tuple[str, ...]] = ()  # keyword arguments that name a label
     reads_clock: ClassVar[bool] = False  # its result depends on the chip time when it runs
+    peer: ClassVar[str] = ""  # the keyword argument naming the other core of a message
 
     def check(self, kwargs: Mapping[str, Any]) -> None:
         """Reject values the definition cannot run (raise :class:`InstrError`)."""

@@ -15,6 +15,7 @@ interleaving over other steps, without the clock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -156,10 +157,24 @@ def reference_codes(programs: Mapping[int, Program],
 
 
 def replay(programs: Mapping[int, Program], trace: Trace, timeline: Timeline,
-           ratio: float = 1.0) -> Timeline:
+           ratio: float = 1.0, fold: Mapping[int, int] | None = None) -> Timeline:
     """Charge ``timeline`` with the instructions of ``trace``, each with its work times
     ``ratio`` (the work of every instruction scales with the batch: a trace taken at one batch
-    size gives the cost of any other)."""
+    size gives the cost of any other).
+
+    ``fold`` (core -> core) charges the work of each core it names to another core's clock, as
+    if that core ran it: a message between two cores folded together costs nothing. The report
+    folds the copies ``replicate`` made onto their originals to show the latency without them."""
+    fold = fold or {}
     for core, pc, amount in trace.events:
-        timeline.charge(programs[core].instrs[pc], amount * ratio, core)
+        ins = programs[core].instrs[pc]
+        core = fold.get(core, core)
+        if fold and ins.op.peer:
+            other = ins.kwargs[ins.op.peer]
+            peer = fold.get(other, other)
+            if peer == core:
+                continue
+            if peer != other:
+                ins = dataclasses.replace(ins, kwargs={**ins.kwargs, ins.op.peer: peer})
+        timeline.charge(ins, amount * ratio, core)
     return timeline

@@ -13,11 +13,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cimc.errors import ArtifactError
 from cimc.runtime.isa import Timeline
 from cimc.runtime.key import Encryption
 from cimc.runtime.ode_report import OdeUse, format_ode, ode_use
 
 if TYPE_CHECKING:
+    from cimc.runtime.artifact import Artifact
     from cimc.runtime.machine import Machine
 
 
@@ -60,6 +62,9 @@ class Report:
     pruning: dict[str, Any] | None = None  # the manifest's prune-similar summary
     encryption: Encryption | None = None  # None: the weights are not encrypted
     ode: OdeUse | None = None  # the last ODE solve (artifacts compiled with --ode)
+    # the manifest's replicate summary, with "latency_ns" and "latency_without_ns": the same
+    # trace with every copy's work folded onto the core of the original it mirrors
+    replication: dict[str, Any] | None = None
 
     @property
     def total_energy_nj(self) -> float:
@@ -93,11 +98,16 @@ class Report:
 
 
 def build_report(machine: Machine, timeline: Timeline, batch: int,
-                 encryption: Encryption | None = None, stats: dict[str, Any] | None = None
-                 ) -> Report:
+                 encryption: Encryption | None = None, stats: dict[str, Any] | None = None,
+                 unreplicated: Timeline | None = None) -> Report:
     """The report of ``machine``'s artifact from the ``timeline`` of a batch of ``batch``;
-    ``stats``: the last run's statistics (``chip.last_stats``, an ODE solve's)."""
+    ``stats``: the last run's statistics (``chip.last_stats``, an ODE solve's);
+    ``unreplicated``: the same run with the copies folded onto their originals."""
     art, target = machine.art, machine.art.target
+    replication = art.manifest.get("replication")
+    if replication is not None:
+        replication = {**replication, "latency_ns": timeline.latency_ns,
+                       "latency_without_ns": (unreplicated or timeline).latency_ns}
     instructions = Counter(ins.mnemonic for p in machine.programs.values() for ins in p.instrs)
     chips = max(art.chips, len(set(machine.chips.values())))
     executed = {k: round(v) for k, v in sorted(timeline.work.items())}
@@ -121,7 +131,23 @@ def build_report(machine: Machine, timeline: Timeline, batch: int,
         pruning=art.manifest.get("pruning"),
         encryption=encryption,
         ode=ode_use(art.manifest, target, stats, executed),
+        replication=replication,
     )
+
+
+def replica_fold(art: Artifact) -> dict[int, int]:
+    """The artifact's copy cores -> the cores of the originals they mirror (the manifest's
+    ``replication``, from ``replicate``)."""
+    rep = art.manifest.get("replication") or {}
+    cores = {c.id for c in art.cores}
+    try:
+        fold = {copy: orig for lay in rep.get("layers") or () for copy, orig in lay["cores"]}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        fold = {-1: -1}
+    if not all(isinstance(c, int) and c in cores for pair in fold.items() for c in pair):
+        raise ArtifactError(f"{art.path}/manifest.json: 'replication' must list each layer's "
+                            "cores as [copy core, original core] pairs of the artifact's cores")
+    return fold
 
 
 def _layers(machine: Machine, timeline: Timeline) -> list[LayerUse]:
@@ -195,7 +221,27 @@ def format_report(r: Report) -> str:
         lines += ["", *format_pruning(r.pruning)]
     if r.ode is not None:
         lines += ["", *format_ode(r.ode)]
+    if r.replication:
+        lines += ["", *format_replication(r.replication)]
     return "\n".join(lines)
+
+
+def format_replication(p: dict[str, Any]) -> list[str]:
+    """The report's ``replication`` (replicate's summary and both latencies) as text lines."""
+    with_ns, without_ns = p["latency_ns"], p["latency_without_ns"]
+    ratio = f" ({with_ns / without_ns:.2f}x)" if without_ns else ""
+    lines = [
+        (f"replication: {len(p['layers'])} layer(s) copied onto the {p['spare_cores']} spare "
+         f"core(s) of {p['chips']} chip(s); crossbars {p['crossbars_before']} -> "
+         f"{p['crossbars_after']}"),
+        f"  latency {_time(with_ns)}, without the copies {_time(without_ns)}{ratio}",
+    ]
+    if p["layers"]:
+        rows = [[lay["name"], str(lay["copies"]),
+                 f"{lay['crossbars_before']} -> {lay['crossbars_after']}",
+                 f"{lay['vectors']} -> {lay['vectors_per_copy']}"] for lay in p["layers"]]
+        lines += ["", *_table(["layer", "copies", "crossbars", "MVMs per copy"], rows)]
+    return lines
 
 
 def format_pruning(p: dict[str, Any]) -> list[str]:

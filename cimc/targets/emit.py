@@ -383,8 +383,8 @@ def emit_artifact(
 ) -> Path:
     """Write the artifact directory for ``module`` (tiled, quantised, placed and scheduled for
     ``target``) at ``path``, atomically. Returns ``path``. ``ctx``, the pipeline's context, adds
-    its passes' records to the manifest (``mapping``; prune-similar's ``pruning``; the ODE solve
-    and its drift schedule, ``ode``)."""
+    its passes' records to the manifest (``mapping``; prune-similar's ``pruning``; replicate's
+    ``replication``; the ODE solve and its drift schedule, ``ode``)."""
     if not isinstance(target, Target):
         raise EmitError("emit_artifact needs the Target the module was compiled for")
     path = Path(path)
@@ -429,6 +429,8 @@ def emit_artifact(
             "mapping": _mapping_summary(em.placement, ctx),
             "pruning": ctx.pruning.to_dict() if ctx is not None and ctx.pruning else None,
             "ode": ctx.ode.to_dict() if ctx is not None and ctx.ode else None,
+            "replication": (ctx.replication.to_dict()
+                            if ctx is not None and ctx.replication else None),
             "weights": "weights.npz",
             "key": None if not em.flips else {
                 "required": True, "artifact_hash": content_hash(files),
