@@ -75,7 +75,7 @@ SEQ_REPLICATED = """module attributes {chips = 1, cores_per_chip = 4, stage = "c
     %11 = cim.xbar_mvm(%9) {adc_bits = 0, adc_range = 0.0, chip = 0, core = 2, dac_bits = 0, dac_range = 0.0, layer = "fc", levels = dense<[1.0, -1.0, 0.5, 2.0, 0.0, 1.0] : tensor<2x3xf32>>, replica = 1, scale = dense<[1.0, 1.0, 1.0] : tensor<3xf32>>, tile = [0, 0], utilisation = 0.75, weight_shape = [4, 3], xbar = 0} : tensor<1x3x3xf32>
     %12 = cim.xbar_mvm(%10) {adc_bits = 0, adc_range = 0.0, chip = 0, core = 3, dac_bits = 0, dac_range = 0.0, layer = "fc", levels = dense<[-2.0, 1.0, 3.0, 0.5, 1.0, -1.0] : tensor<2x3xf32>>, replica = 1, scale = dense<[1.0, 1.0, 1.0] : tensor<3xf32>>, tile = [1, 0], utilisation = 0.75, weight_shape = [4, 3], xbar = 0} : tensor<1x3x3xf32>
     %13 = nn.add(%11, %12) {chip = 0, core = 2, layer = "fc"} : tensor<1x3x3xf32>
-    %14 = nn.concat(%8, %13) {axis = 1, chip = 0, core = 0, layer = "fc"} : tensor<1x5x3xf32>
+    %14 = nn.concat(%8, %13) {axis = 1, chip = 0, core = 2, layer = "fc"} : tensor<1x5x3xf32>
     return(%14)
   }
 }
