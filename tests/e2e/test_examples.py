@@ -57,11 +57,14 @@ def test_mnist_accuracy_on_chip_targets(target, mnist_fp32, tmp_path):
     model = EXAMPLES / "mnist" / "model.onnx"
     art = cimc.compile(model, target, tmp_path / "m.cimc", input_shapes={"input": (1, 1, 28, 28)},
                        calib={"input": x[:100]}).artifact
-    chip = cimc.load(art, seed=0)
+    # the bars hold for the mean chip: one instance's accuracy spreads by about half a point
+    chips = [cimc.load(art, seed=seed) for seed in range(3)]
+    chip = chips[0]
 
     def accuracy(t: float, comp: bool | None = None) -> float:
-        logits = chip.run({"input": x[100:]}, t=t, drift_compensation=comp)["logits"]
-        return float(np.mean(np.argmax(logits, 1) == y[100:]))
+        return float(np.mean([
+            np.mean(np.argmax(c.run({"input": x[100:]}, t=t, drift_compensation=comp)["logits"], 1)
+                    == y[100:]) for c in chips]))
 
     assert mnist_fp32 - accuracy(0.0) <= 0.015
     if chip.target.device.kind == "pcm":

@@ -548,3 +548,11 @@ def test_batch_mixing_programs_run_whole(tmp_path, monkeypatch):
     assert chip._chunks(40) == [(0, 40)]
     independent = load(single_mvm(tmp_path / "s.cimc", np.ones((8, 2), np.float32)))
     assert len(independent._chunks(40)) > 1
+
+
+def test_a_batch_of_small_buffers_still_runs_in_two_chunks(tmp_path):
+    # Buffers far under CHUNK_ELEMENTS: one chunk would leave the second worker idle.
+    chip = load(single_mvm(tmp_path / "s.cimc", np.ones((8, 2), np.float32)))
+    assert chip._chunks(127) == [(0, 127)]
+    assert chip._chunks(128) == [(0, 64), (64, 128)]
+    assert chip._chunks(1000) == [(0, 500), (500, 1000)]
