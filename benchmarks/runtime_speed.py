@@ -16,6 +16,10 @@ compensation); ideal runs the same core programs with exact crossbars. Both use 
 number of workers (the CPUs available): worker processes on Linux, threads elsewhere
 (cimc.runtime.workers). Goals: hermes64 <= 4x, ideal <= 2x.
 
+The networks compile with ``--replicate none`` unless ``--replicate auto`` is given: copies of a
+layer make the modelled chip faster, but the simulator then does the same arithmetic in more,
+smaller pieces, so the figure would measure the compiler's choice rather than the runtime.
+
 The machine may be shared and noisy: rounds of onnxruntime and of the chip alternate (three
 runs back to back each, since onnxruntime's threads spin on after a run, the best of the three
 counting for the round); each figure is the best over --repeat rounds (after one warm-up), so
@@ -109,6 +113,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--models", default="lenet,issue13")
+    ap.add_argument("--replicate", choices=("none", "auto"), default="none")
     args = ap.parse_args()
     with np.load(DATA) as z:
         x = z["x"][: args.batch].astype(np.float32)
@@ -129,7 +134,7 @@ def main() -> int:
             for target, t, goal in (("hermes64", 86400.0, 4.0), ("ideal", 0.0, 2.0)):
                 art = cimc.compile(model, target, Path(tmp) / f"{model_name}_{target}.cimc",
                                    input_shapes={name: (1, *x.shape[1:])},
-                                   calib={name: x[:100]}).artifact
+                                   calib={name: x[:100]}, replicate=args.replicate).artifact
                 chip = cimc.load(art, seed=0)
 
                 def run(chip=chip, t=t, name=name):
