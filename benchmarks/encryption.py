@@ -5,7 +5,8 @@
 Per model: the test split's first 100 images calibrate the converters, its first 128 are the
 encryption data (the GA scores every genome on them), and the rest are scored. The bit budget
 ``epsilon`` is the 0.016 % cap of issue 11: floor(0.00016 x all weight bits), where all weight
-bits = weights on the crossbars x the target's bits per weight (5 on pcm40). Prints, measured
+bits = the model's weights on the crossbars (a crossbar's copies, made by the replicate
+pass, once) x the target's bits per weight (5 on pcm40). Prints, measured
 in this run:
 
 - accuracy on the chip (pcm40, seed 0, t = 0) of the unencrypted artifact, the encrypted one
@@ -41,6 +42,7 @@ import cimc
 from cimc.compiler import CompileResult
 from cimc.evaluate import top1
 from cimc.runtime.artifact import read_artifact
+from cimc.runtime.key import distinct_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"MNIST LeNet": ROOT / "examples" / "mnist", "digits CNN": ROOT / "examples" / "digits"}
@@ -53,25 +55,26 @@ ATTACK = (0.5, 1, 2, 3, 5, 7, 10)  # attacker's flips, x the encrypted bits
 
 def attacker_masks(artifact: Path, k: int) -> dict[str, np.ndarray]:
     """The k weights with the largest |level x scale| relative to the largest of their layer,
-    as flip masks (the attacker's guess of the key)."""
+    as flip masks (the attacker's guess of the key); the copies of a crossbar get its mask."""
     art = read_artifact(artifact)
+    decls = {(c, x): d for c, prog in art.programs.items() for x, d in prog.xbars.items()}
+    kept = sorted(distinct_weights((c, x, d.layer, d.tile) for (c, x), d in decls.items()))
     entries = []
-    for core, prog in art.programs.items():
-        for x, decl in prog.xbars.items():
-            w = np.abs(art.weights[f"xbar/{core}/{x}/levels"].astype(np.float32)
-                       * art.weights[f"xbar/{core}/{x}/scale"][None, :])
-            entries.append((decl.layer, f"xbar/{core}/{x}/flip", w))
+    for c, x in kept:
+        w = np.abs(art.weights[f"xbar/{c}/{x}/levels"].astype(np.float32)
+                   * art.weights[f"xbar/{c}/{x}/scale"][None, :])
+        entries.append((decls[c, x], w))
     peak: dict[str, float] = {}
-    for layer, _, w in entries:
-        peak[layer] = max(peak.get(layer, 0.0), float(w.max()))
-    rel = np.concatenate([(w / peak[layer]).ravel() for layer, _, w in entries])
+    for decl, w in entries:
+        peak[decl.layer] = max(peak.get(decl.layer, 0.0), float(w.max()))
+    rel = np.concatenate([(w / peak[decl.layer]).ravel() for decl, w in entries])
     chosen = np.zeros(rel.size, bool)
     chosen[np.argsort(-rel, kind="stable")[:k]] = True
-    masks, at = {}, 0
-    for _, name, w in entries:
-        masks[name] = chosen[at:at + w.size].reshape(w.shape)
+    by_tile, at = {}, 0
+    for decl, w in entries:
+        by_tile[decl.layer, decl.tile] = chosen[at:at + w.size].reshape(w.shape)
         at += w.size
-    return masks
+    return {f"xbar/{c}/{x}/flip": by_tile[d.layer, d.tile] for (c, x), d in decls.items()}
 
 
 def ort_seconds(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
@@ -99,8 +102,9 @@ def run_model(title: str, folder: Path, tmp: Path, quick: bool) -> dict:
     plain = cimc.compile(proto, TARGET, tmp / "plain.cimc", **common)
     chip = cimc.load(plain.artifact, seed=0)
     plain_logits = chip.run({name: x_test})[proto.graph.output[0].name]
-    weights = sum(d.rows * d.cols for p in chip.artifact.programs.values()
-                  for d in p.xbars.values())
+    decls = {(c, x): d for c, p in chip.artifact.programs.items() for x, d in p.xbars.items()}
+    weights = sum(decls[k].rows * decls[k].cols for k in distinct_weights(
+        (c, x, d.layer, d.tile) for (c, x), d in decls.items()))
     bits_per_weight = chip.target.crossbar.weight_bits
     epsilon = math.floor(CAP * weights * bits_per_weight)
 

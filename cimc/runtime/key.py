@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,26 @@ def is_key(path: str | Path) -> bool:
 
 def mask_name(core: int, xbar: int) -> str:
     return f"xbar/{core}/{xbar}/flip"
+
+
+def distinct_weights(xbars: Iterable[tuple[int, int, str, Sequence[int]]]) -> set[tuple[int, int]]:
+    """Of the crossbars ``(core, index, layer, tile)``, those that hold each weight of the model
+    once, as ``(core, index)``: the copies the replicate pass makes of a tile (the same layer
+    and tile position, the same weights and flips) count once. A crossbar without a layer name
+    counts alone."""
+    first: dict[tuple[Any, ...], tuple[int, int]] = {}
+    for core, index, layer, tile in xbars:
+        group = (layer, tuple(tile)) if layer else (core, index)
+        first.setdefault(group, (core, index))
+    return set(first.values())
+
+
+def flipped_bits(flips: Mapping[str, np.ndarray],
+                 xbars: Iterable[tuple[int, int, str, Sequence[int]]]) -> int:
+    """The model's weights whose signs ``flips`` (masks by :func:`mask_name`) flip, each once
+    (:func:`distinct_weights`)."""
+    return int(sum(int(flips[mask_name(c, x)].sum()) for c, x in distinct_weights(xbars)
+                   if mask_name(c, x) in flips))
 
 
 def key_digest(artifact_hash: str, masks: Mapping[str, np.ndarray]) -> str:
@@ -123,8 +143,8 @@ def read_key(key: KeyLike, art: Artifact) -> dict[str, np.ndarray] | None:
 class Encryption:
     """How an artifact's weights are encrypted, for the report."""
 
-    bits: int  # sign bits stored flipped
-    weights: int  # weights on the crossbars (each has a sign bit)
+    bits: int  # the model's weights stored with their sign flipped (copies count once)
+    weights: int  # the model's weights on the crossbars (each has a sign bit; copies once)
     weight_bits: int  # bits per weight on the target
     unlocked: bool  # the chip was programmed with the key
 
@@ -160,6 +180,8 @@ def encryption_info(art: Artifact, unlocked: bool) -> Encryption | None:
     info = art.key_info
     if not (info and info.get("required")):
         return None
-    weights = sum(d.rows * d.cols for prog in art.programs.values() for d in prog.xbars.values())
+    decls = {(c, x): d for c, prog in art.programs.items() for x, d in prog.xbars.items()}
+    kept = distinct_weights((c, x, d.layer, d.tile) for (c, x), d in decls.items())
+    weights = sum(decls[k].rows * decls[k].cols for k in kept)
     bits = int(art.target.crossbar.weight_bits) or FLOAT_WEIGHT_BITS
     return Encryption(int(info.get("bits", 0)), weights, bits, unlocked)

@@ -49,7 +49,7 @@ from cimc.passes.base import PassContext
 from cimc.passes.place import Placement
 from cimc.passes.tile import layer_stats, target_geometry
 from cimc.runtime.device import slice_levels
-from cimc.runtime.key import is_key, key_path, mask_name, write_key
+from cimc.runtime.key import flipped_bits, is_key, key_path, mask_name, write_key
 from cimc.runtime.program import format_instr
 from cimc.targets.batching import analyze_batch
 from cimc.targets.emit_ode import emit_ode
@@ -434,7 +434,8 @@ def emit_artifact(
             "weights": "weights.npz",
             "key": None if not em.flips else {
                 "required": True, "artifact_hash": content_hash(files),
-                "bits": int(sum(m.sum() for m in em.flips.values()))},
+                "bits": flipped_bits(em.flips, ((c.id, d["index"], d["layer"], d["tile"])
+                                                for c in em.cores.values() for d in c.xbars))},
             "compiler": {"version": __version__, "pipeline": pipeline},
             "files": files,
         }

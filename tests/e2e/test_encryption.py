@@ -8,6 +8,7 @@ same seed gives the same key."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -139,3 +140,34 @@ def test_command_line_writes_and_takes_the_key(compiled):
                    "--key", str(tmp / "cal.npz")])
     assert r.exit_code == 1 and "unexpected entries" in r.output and "Traceback" not in r.output
     assert not (tmp / "z.npz").exists()
+
+
+@pytest.mark.filterwarnings("ignore:encrypt:UserWarning")
+def test_the_copies_of_an_encrypted_crossbar_count_once(tmp_path):
+    # replicate copies the digits CNN's convolutions, flips included; the manifest, the report
+    # and the share count each of the model's weights once, as without copies
+    digits = Path(__file__).resolve().parents[2] / "examples" / "digits"
+    with np.load(digits / "test.npz") as z:
+        x, y = z["x"][:64].astype(np.float32), z["y"][:64]
+    common = {"input_shapes": {"input": (1, 1, 8, 8)}, "calib": {"input": x},
+              "encrypt": {"epsilon": 4, "generations": 3, "population": 6},
+              "encrypt_data": {"input": x, "labels": y}}
+    copied = cimc.compile(digits / "model.onnx", "pcm40", tmp_path / "copied.cimc", **common)
+    alone = cimc.compile(digits / "model.onnx", "pcm40", tmp_path / "alone.cimc",
+                         replicate="none", **common)
+    assert copied.context.replication.layers and not alone.context.replication
+    manifest = json.loads((copied.artifact / "manifest.json").read_text())
+    assert manifest["key"]["bits"] == copied.encryption.bits
+    reports = [cimc.load(r.artifact).report().encryption for r in (copied, alone)]
+    assert reports[0].weights == reports[1].weights == 16 * 9 + 32 * 144 + 10 * 512
+    assert reports[0].bits == reports[1].bits == copied.encryption.bits
+    with np.load(copied.key) as key:
+        masks = {k: key[k] for k in key.files if k.endswith("/flip")}
+    art = cimc.load(copied.artifact).artifact
+    by_tile: dict = {}
+    for c, prog in art.programs.items():
+        for i, d in prog.xbars.items():
+            mask = masks.get(f"xbar/{c}/{i}/flip", np.zeros((d.rows, d.cols), bool))
+            first = by_tile.setdefault((d.layer, d.tile), mask)
+            assert np.array_equal(mask, first), (c, i, d.layer)
+    assert sum(int(m.sum()) for m in masks.values()) > copied.encryption.bits
