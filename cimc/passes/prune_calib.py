@@ -108,13 +108,18 @@ class Fit:
 
 # Ridge term of the many-partner fit, relative to the mean variance of the partners.
 RIDGE = 1e-6
+# A run that one kept run explains this well (squared correlation) is fitted from that run
+# alone, exactly, even with partners = 0 (a duplicated or scaled filter): the ridge would
+# otherwise leave a small error there.
+EXACT_R2 = 1.0 - 1e-6
 
 
 def least_squares_fits(stats: list[Moments], pruned: Callable[[int], bool],
                        partners: int = 1) -> list[Fit]:
     """For every pruned run, the least-squares fit from the kept runs of its length: from the
     single run that explains it best (``partners = 1``: the largest squared correlation), or
-    from all of them at once (``partners = 0``, a slightly ridged regression)."""
+    from all of them at once (``partners = 0``, a slightly ridged regression; from the best
+    single run when that one explains it to within EXACT_R2)."""
     out = []
     for m in stats:
         gone = [i for i, c in enumerate(m.chans) if pruned(c)]
@@ -131,13 +136,14 @@ def least_squares_fits(stats: list[Moments], pruned: Callable[[int], bool],
         for n, i in enumerate(gone):
             if var[i] <= tiny[i] or not kept:
                 out.append(Fit(m.starts[i], (), (), m.length, float(mean[i])))
-            elif partners == 0:
+                continue
+            r2 = cov[i, kept] ** 2 / (var[i] * var[kept])
+            if partners == 0 and r2.max() < EXACT_R2:
                 a = alphas[:, n]
                 out.append(Fit(m.starts[i], tuple(m.starts[j] for j in kept),
                                tuple(float(x) for x in a), m.length,
                                float(mean[i] - a @ mean[kept])))
             else:
-                r2 = cov[i, kept] ** 2 / (var[i] * var[kept])
                 j = kept[int(r2.argmax())]
                 alpha = float(cov[i, j] / var[j])
                 out.append(Fit(m.starts[i], (m.starts[j],), (alpha,), m.length,

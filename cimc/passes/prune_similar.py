@@ -8,7 +8,9 @@ are all zero always go (e.g. zeroed by training with :func:`cimc.pruning.similar
 Then, either
 
 - ``ratio = 0`` (default): the similarity rule of :mod:`cimc.pruning` on each layer's non-zero
-  filters (``metric``, ``c``, ``b``; defaults per metric as published): a class goes when the
+  filters (``metric``, L2 by default, ``c``, ``b``; defaults per metric as published; Hamming
+  distances of sign bits suit the sign-binarised filters of the in-memory training rule, L2
+  the float filters of a trained ONNX model): a class goes when the
   rule marks its filter in every producer of the class; or
 - ``ratio = R`` (``0 < R < 1``): the most redundant classes go, one at a time, until a fraction
   ``R`` of the MACs of all conv/gemm/matmul layers (at the compiled shapes) is gone. A filter's
@@ -36,9 +38,11 @@ element by element). The consumer absorbs the fit: ``W[:, k] += alpha * W[:, p]`
 ``bias += beta * sum(W[:, p])`` (a matmul gets an add after it). This is exact when
 ``y_p = alpha * y_k + beta`` holds (a duplicated filter, a scaled copy through relu and pools, a
 constant channel) and the consumer does not zero-pad (a padded conv sees ``beta`` at its borders
-only in part, so there the bias term is approximate). ``partners = 0`` fits ``y_p`` from all kept
-channels of the same input at once (a slightly ridged multiple regression), folded the same way:
-never worse on the calibration data, and usually better.
+only in part, so there the bias term is approximate). That is ``partners = 1``, the method as
+published. ``partners = 0`` (the default) fits ``y_p`` from all kept channels of the same input
+at once (a slightly ridged multiple regression), folded the same way, except where one kept
+channel alone explains it (squared correlation within 1e-6 of 1), which is then fitted exactly
+as above: never worse on the calibration data, and usually better.
 
 The summary (:class:`PruneSummary`: per layer the filters and MACs before and after, and the
 crossbars when the context has a target, from :func:`cimc.passes.tile.tile_count`; the coupled
@@ -431,11 +435,11 @@ class _Rewriter:
 class PruneSimilar(Pass):
     """Remove near-duplicate filters (similarity rule or MAC ratio), rewrite the layers after.
 
-    Options: ``metric`` (hamming, l2, cosine), ``c`` and ``b`` (the rule; default per metric as
+    Options: ``metric`` (l2, the default; hamming, cosine), ``c`` and ``b`` (the rule; default per metric as
     published), ``ratio`` (prune the most redundant filters until this fraction of conv/gemm
     MACs is gone; 0: use the rule), ``layers`` (names or kinds separated by ``;``; default all),
     ``compensate`` (fold a least-squares fit of each pruned channel into the next layer),
-    ``partners`` (1: fit from the most similar kept channel; 0: from all kept channels),
+    ``partners`` (0, the default: fit from all kept channels; 1: from the most similar one),
     ``calib_samples`` (calibration samples used for the fit). All-zero filters always go.
     Writes the summary to ``ctx.pruning``. See the module docstring.
 
@@ -443,13 +447,13 @@ class PruneSimilar(Pass):
     """
 
     name = "prune-similar"
-    metric: str = "hamming"
+    metric: str = "l2"
     c: float | None = None
     b: float | None = None
     ratio: float = 0.0
     layers: str = ""
     compensate: bool = True
-    partners: int = 1
+    partners: int = 0
     calib_samples: int = 64
 
     def check(self) -> None:
