@@ -1,11 +1,13 @@
 """The cim dialect: crossbar-level ops produced by ``lower-to-mvm`` (legal at stage "cim" only).
 
-``cim.im2col(x) {kernel_shape, strides, pads, dilations, groups = 1}``
+``cim.im2col(x) {kernel_shape, strides, pads, dilations, groups = 1, rows = []}``
     ``x [N, C, *S]`` -> ``[N, *O, C * prod(kernel_shape)]``: every output position's receptive
     field as one patch vector, ordered group-major, then by kernel position (row-major), then by
     channel within the group: entry ``(g*K + k)*Cg + c`` (``Cg = C/groups``), so the patch of
     group ``g`` is a contiguous slice (:func:`cimc.ops.linalg.patches`). ``pads`` is
     ``[begin..., end...]`` (zero padding), ``O_i = (S_i + pb_i + pe_i - d_i*(k_i-1) - 1) // s_i + 1``.
+    ``rows = [a, b]`` keeps entries ``a .. b-1`` of every patch (the rows of one crossbar tile):
+    ``[N, *O, b - a]``, equal to slicing the whole patches; ``[]``: all of them.
 
 ``cim.mvm(x, w)``
     Matrix-vector products with a stationary weight ``w`` (an ``nn.constant``; this is what a
@@ -70,23 +72,40 @@ def im2col_geometry(
     return kernel, strides, pads, dil, out
 
 
+def im2col_rows(attrs: dict[str, Any], length: int) -> tuple[int, int] | None:
+    """The entries ``[a, b)`` of each patch (of ``length``) that an im2col keeps (its ``rows``),
+    or None for all of them."""
+    rows = attrs.get("rows") or []
+    if not rows:
+        return None
+    ok = isinstance(rows, list) and len(rows) == 2 and all(
+        isinstance(e, int) and not isinstance(e, bool) for e in rows)
+    if not ok or not 0 <= rows[0] < rows[1] <= length:
+        raise VerifyError(f"cim.im2col: 'rows' must be [a, b] with 0 <= a < b <= {length} (the "
+                          f"patch length), got {rows!r}")
+    return rows[0], rows[1]
+
+
 def _im2col_type(attrs: dict[str, Any], x: TensorType) -> TensorType:
     kernel, _, _, _, out = im2col_geometry(attrs, x.shape)
     n, c = x.shape[0], x.shape[1]
-    return x.with_shape((n, *out, c * int(np.prod(kernel))))
+    length = c * int(np.prod(kernel))
+    rows = im2col_rows(attrs, length)
+    return x.with_shape((n, *out, length if rows is None else rows[1] - rows[0]))
 
 
 @define(
     "cim.im2col",
     operands=1,
     attrs=("kernel_shape", "strides", "pads", "dilations"),
-    optional={"groups": 1},
+    optional={"groups": 1, "rows": []},
     infer=_im2col_type,
     summary="Patches of x [N, C, *S] as vectors: [N, *O, C*prod(k)], group/position-major.",
 )
 def im2col(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
     kernel, strides, pads, dil, _ = im2col_geometry(attrs, x.shape)
-    return patches(x, kernel, strides, pads, dil, attrs["groups"])
+    rows = im2col_rows(attrs, x.shape[1] * int(np.prod(kernel)))
+    return patches(x, kernel, strides, pads, dil, attrs["groups"], rows=rows)
 
 
 def _mvm_type(attrs: dict[str, Any], x: TensorType, w: TensorType) -> TensorType:

@@ -186,9 +186,11 @@ def patches(
     layout: str = VECTORS,
     out: np.ndarray | None = None,
     scratch: np.ndarray | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """The patches of ``x [N, C, *S]``: ``[N, *O, C*prod(kernel)]``, every output position's
-    receptive field as one vector. Entry ``(g*K + k)*Cg + c`` of a patch is channel ``c`` of
+    receptive field as one vector; with ``rows = (a, b)`` only entries ``a .. b-1`` of each
+    (``[N, *O, b - a]``, the ``VECTORS`` layout), as slicing the whole patches would give. Entry ``(g*K + k)*Cg + c`` of a patch is channel ``c`` of
     group ``g`` (``Cg = C/groups`` channels each) at kernel position ``k`` (row-major,
     ``K = prod(kernel)``): group-major, then position-major, so a group's patch is a
     contiguous slice. ``pads`` is ``[begin..., end...]`` (zeros).
@@ -210,8 +212,10 @@ def patches(
     cg = c // groups
     osz = [window_out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], pads[i],
                            pads[d + i]) for i in range(d)]
-    rows = c * int(np.prod(kernel))
+    length = c * int(np.prod(kernel))
     if layout != VECTORS:
+        if rows is not None:
+            raise ValueError("a row range of the patches needs the vectors layout")
         if cg != 1:
             raise ValueError(f"patch-major layouts need one channel per group, got {cg}")
         xp = pad_spatial(x, pads)
@@ -226,8 +230,8 @@ def patches(
             d + 1, *range(d + 1), *range(d + 2, 2 * d + 2))
         np.copyto(dst, win)
         if layout == SAMPLES:
-            return block.reshape(n, rows, *osz).transpose(0, *range(2, d + 2), 1)
-        return block.reshape(rows, n, *osz).transpose(*range(1, d + 2), 0)
+            return block.reshape(n, length, *osz).transpose(0, *range(2, d + 2), 1)
+        return block.reshape(length, n, *osz).transpose(*range(1, d + 2), 0)
     xl = x.transpose(0, *range(2, d + 2), 1)  # [N, *S, C]
     if any(pads) or not xl.flags.c_contiguous:
         shape = (n, *(x.shape[2 + i] + pads[i] + pads[d + i] for i in range(d)), c)
@@ -242,9 +246,43 @@ def patches(
         xl, (n, *osz, groups, *kernel, cg),
         (st[0], *(st[1 + i] * strides[i] for i in range(d)), cg * st[-1],
          *(st[1 + i] * dilations[i] for i in range(d)), st[-1]))
+    if rows is not None:  # the range as a few boxes of (group, *kernel, channel), one copy each
+        a, b = rows
+        dst = _buffer(out, (n, *osz, b - a), x.dtype)
+        at = 0
+        for box in _boxes((groups, *kernel, cg), a, b):
+            extent = [e - s for s, e in box]
+            size = int(np.prod(extent))
+            np.copyto(dst[..., at:at + size].reshape(n, *osz, *extent),
+                      win[(slice(None),) * (1 + d) + tuple(slice(s, e) for s, e in box)])
+            at += size
+        return dst
     dst = _buffer(out, (n, *osz, groups, *kernel, cg), x.dtype)
     np.copyto(dst, win)
-    return dst.reshape(n, *osz, rows)
+    return dst.reshape(n, *osz, length)
+
+
+def _boxes(shape: Sequence[int], a: int, b: int) -> list[list[tuple[int, int]]]:
+    """Entries ``a .. b-1`` of a row-major index space of ``shape`` as boxes (a ``(start, stop)``
+    per axis), in order: a partial head, a block of whole rows of the first axis, a partial
+    tail (each partial part split the same way along the next axes)."""
+    if a >= b:
+        return []
+    if len(shape) == 1:
+        return [[(a, b)]]
+    inner = int(np.prod(shape[1:]))
+    (i0, r0), (i1, r1) = divmod(a, inner), divmod(b, inner)
+    if i0 == i1:
+        return [[(i0, i0 + 1), *box] for box in _boxes(shape[1:], r0, r1)]
+    out = []
+    if r0:
+        out += [[(i0, i0 + 1), *box] for box in _boxes(shape[1:], r0, inner)]
+        i0 += 1
+    if i1 > i0:
+        out.append([(i0, i1), *((0, s) for s in shape[1:])])
+    if r1:
+        out += [[(i1, i1 + 1), *box] for box in _boxes(shape[1:], 0, r1)]
+    return out
 
 
 def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

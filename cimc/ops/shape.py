@@ -248,6 +248,20 @@ def split(attrs, x):
 # ----------------------------------------------------------------------------- nn.slice
 
 
+def last_axis_range(attrs: dict[str, Any], shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """(start, stop) when an ``nn.slice`` of ``attrs`` on an operand of ``shape`` is
+    ``x[..., start:stop]`` with ``0 <= start <= stop <= shape[-1]``, else None."""
+    rank = len(shape)
+    if rank == 0 or len(attrs["axes"]) != 1 or attrs["steps"] != [1]:
+        return None
+    if attrs["axes"][0] % rank != rank - 1:
+        return None
+    start, stop = attrs["starts"][0], attrs["ends"][0]
+    if not 0 <= start <= stop <= shape[-1]:
+        return None
+    return start, stop
+
+
 def _slices(attrs, shape: tuple[int, ...]) -> tuple[slice, ...]:
     """Per-axis python slices; python's slice clamping is exactly ONNX's (start/end counted from
     the back when negative, clamped to [0, dim] for positive and [-1, dim-1] for negative steps)."""

@@ -10,6 +10,12 @@ same point of the global order, so the per-pair FIFO order of sends and receives
 programs cannot deadlock (every core follows one global topological order). Sending right after
 the producer lets the receiver's transfer overlap the sender's remaining work.
 
+An ``cim.im2col`` whose row blocks (``nn.slice`` of its patches' last axis) feed crossbar tiles
+on more than one core is first split: each block becomes an im2col of its own rows
+(``rows = [a, b]``) on the core of its tiles, so the im2col's input travels to those cores
+instead of the patches, which are ``prod(kernel_shape)`` times larger (``place`` already moves
+an im2col whose tiles share one core there).
+
 Constants are never transferred: every core that uses one loads its own copy. In a region (an
 ``ode.loop``'s body) the same holds, with the region's arguments on the core of its op, and the
 values the region yields read there; a value moves inside the region when it is made there (once
@@ -26,8 +32,41 @@ from dataclasses import dataclass
 from typing import Any
 
 from cimc.ir.core import Block, Builder, Func, Module, Op, Value
+from cimc.ops.shape import last_axis_range
 from cimc.passes.base import Pass, PassContext
 from cimc.passes.place import Place, Placement
+
+
+def split_im2col(func: Func) -> int:
+    """Split every im2col of ``func``'s body whose row blocks feed tiles on several cores into
+    one im2col per block, of its rows, on the core of the block's tiles (see the module
+    docstring). Returns how many im2cols were split."""
+    users = func.uses()
+    split = 0
+    for op in list(func.body.ops):
+        if op.name != "cim.im2col" or op.attrs.get("rows"):
+            continue
+        blocks: list[tuple[Op, tuple[int, int], Op]] = []  # (slice, its range, a tile it feeds)
+        for u in users.get(op.result, []):
+            cut = last_axis_range(u.attrs, op.result.type.shape) if u.name == "nn.slice" else None
+            tiles = users.get(u.result, [])
+            if cut is None or cut[0] == cut[1] or not tiles or any(
+                    t.name != "cim.xbar_mvm" or t.attrs.get("core") != tiles[0].attrs.get("core")
+                    for t in tiles):
+                break
+            blocks.append((u, cut, tiles[0]))
+        else:
+            if len({t.attrs.get("core") for _, _, t in blocks}) < 2:
+                continue
+            for sl, (a, b), tile in blocks:
+                attrs = {**op.attrs, "rows": [a, b], "core": tile.attrs["core"],
+                         "chip": tile.attrs["chip"]}
+                own = Builder.before(sl).create("cim.im2col", op.operands, attrs)
+                func.replace_all_uses(sl.result, own.result)
+                func.body.remove(sl)
+            func.body.remove(op)
+            split += 1
+    return split
 
 
 def value_homes(func: Func, placement: Placement) -> dict[Value, int]:
@@ -74,6 +113,7 @@ class Schedule(Pass):
     def run(self, module: Module, ctx: PassContext) -> None:
         func = module.main
         placement = Placement.read(module, None, "schedule")
+        split_im2col(func)
         homes = value_homes(func, placement)
         moved: dict[tuple[Value, int], Value] = {}
         transfers: list[Op] = []

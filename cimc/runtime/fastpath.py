@@ -184,9 +184,9 @@ class PlannedIm2col:
 
     def layout(self, x: np.ndarray) -> str:
         """How to lay the patches of ``x`` out: channel-major blocks need one channel per
-        group; per sample when a crossbar has few columns and a sample many positions (and the
-        product in that form gives the reference's bits)."""
-        if not self.private or x.shape[1] != self.args.groups:
+        group and whole patches; per sample when a crossbar has few columns and a sample many
+        positions (and the product in that form gives the reference's bits)."""
+        if not self.private or x.shape[1] != self.args.groups or self.args.rows is not None:
             return VECTORS
         p = self.positions(x.shape)
         if p >= 4 * max(self.cols, 1) and all(same_bits(SAMPLES, m.args.rows, m.args.cols, p)
@@ -202,7 +202,7 @@ class PlannedIm2col:
         layout = self.layout(x)
         out = scratch = None
         if self.private:
-            rows = x.shape[1] * math.prod(a.kernel)
+            rows = x.shape[1] * math.prod(a.kernel) if a.rows is None else a.rows[1] - a.rows[0]
             out = run.ws.get((id(self), "patches"), (x.shape[0] * self.positions(x.shape) * rows,),
                              x.dtype)
             if layout == VECTORS:
@@ -212,7 +212,7 @@ class PlannedIm2col:
                 scratch = run.ws.get((id(self), "cl"), (size,), x.dtype)
         try:
             return patches(x, a.kernel, a.strides, a.pads, a.dilations, a.groups, layout=layout,
-                           out=out, scratch=scratch)
+                           out=out, scratch=scratch, rows=a.rows)
         except CimcError as e:
             raise ExecError(str(e), self) from None
 

@@ -8,6 +8,7 @@ here is an instruction of the ISA (:data:`INSTRUCTIONS`).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -179,21 +180,26 @@ class Im2colArgs:
     pads: list[int]
     dilations: list[int]
     groups: int
+    rows: tuple[int, int] | None = None  # the entries of each patch kept; None: all
 
 
 class Im2col(Instruction):
     mnemonic = "im2col"
     usage = ("im2col D, S, kernel_shape=[..], strides=[..], pads=[..], dilations=[..]"
-             "[, groups=G]")
+             "[, groups=G][, rows=[A, B]]")
     semantics = ("the `cim.im2col` op: S `[N, C, *spatial]` -> D `[N, *out, C*prod(kernel)]`, "
                  "each patch ordered by group, then kernel position (row-major), then channel "
-                 "within the group: entry `(g*K + k)*C/G + c`")
+                 "within the group: entry `(g*K + k)*C/G + c`; with `rows=[A, B]` only entries "
+                 "A..B-1 of each patch, D `[N, *out, B-A]`")
     cost_doc = "per output element, digital"
     dsts, srcs = 1, (1, 1)
     required = {"kernel_shape": INTS, "strides": INTS, "pads": INTS, "dilations": INTS}
-    optional = {"groups": INT}
+    optional = {"groups": INT, "rows": INTS}
 
     def check(self, kwargs: Mapping[str, Any]) -> None:
+        rows = kwargs.get("rows")
+        if rows is not None and (len(rows) != 2 or not 0 <= rows[0] < rows[1]):
+            raise InstrError(f"im2col rows must be [A, B] with 0 <= A < B, got {rows}")
         k = len(kwargs["kernel_shape"])
         if k == 0 or len(kwargs["strides"]) != k or len(kwargs["dilations"]) != k \
                 or len(kwargs["pads"]) != 2 * k:
@@ -205,14 +211,17 @@ class Im2col(Instruction):
                              "and pads >= 0")
 
     def decode(self, kwargs: Mapping[str, Any], program: Program) -> Im2colArgs:
+        rows = kwargs.get("rows")
         return Im2colArgs(kwargs["kernel_shape"], kwargs["strides"], kwargs["pads"],
-                          kwargs["dilations"], kwargs.get("groups", 1))
+                          kwargs["dilations"], kwargs.get("groups", 1),
+                          None if rows is None else (rows[0], rows[1]))
 
     def execute(self, ins: Instr, core: Core, run: Run) -> None:
         a: Im2colArgs = ins.args
         x = self.operand(ins, core)
         try:
-            core.env[ins.dst] = patches(x, a.kernel, a.strides, a.pads, a.dilations, a.groups)
+            core.env[ins.dst] = patches(x, a.kernel, a.strides, a.pads, a.dilations, a.groups,
+                                        rows=a.rows)
         except CimcError as e:
             raise ExecError(str(e)) from None
 
@@ -226,6 +235,9 @@ class Im2col(Instruction):
             raise ExecError(f"im2col with a {d}-d kernel and {a.groups} group(s) needs a buffer "
                             f"[N, C, {d} spatial dims] with C divisible by the groups, got "
                             f"{list(np.shape(x))}")
+        if a.rows is not None and a.rows[1] > x.shape[1] * math.prod(a.kernel):
+            raise ExecError(f"im2col rows {list(a.rows)} go past the patch length "
+                            f"{x.shape[1] * math.prod(a.kernel)} of a buffer {list(np.shape(x))}")
         return x
 
     def charge(self, ins: Instr, amount: float, core: int, timeline: Timeline) -> None:

@@ -44,6 +44,7 @@ from cimc.atomic import atomic_path
 from cimc.errors import CimcError
 from cimc.ir.core import Func, Module, Op, Value
 from cimc.ops.registry import COMMON_ATTRS
+from cimc.ops.shape import last_axis_range
 from cimc.runtime.artifact import content_hash
 from cimc.passes.base import PassContext
 from cimc.passes.place import Placement
@@ -194,9 +195,10 @@ class _Emitter:
             self.mvm(op)
         elif op.name == "cim.im2col":
             self.im2col(op)
-        elif op.name == "nn.slice" and self.simple_slice(op) is not None:
+        elif op.name == "nn.slice" and (
+                cut := last_axis_range(op.attrs, op.operands[0].type.shape)) is not None:
             core = self.op_core(op)
-            start, stop = self.simple_slice(op)  # type: ignore[misc]
+            start, stop = cut
             src = self.read(core, op.operands[0], op)
             core.add("slice", [self.define(core, op.result)], [src], start=start, stop=stop)
         elif op.name.startswith("nn."):
@@ -266,21 +268,8 @@ class _Emitter:
         kw = {key: list(op.attrs[key]) for key in ("kernel_shape", "strides", "pads", "dilations")}
         groups = op.attrs.get("groups", 1)
         core.add("im2col", [self.define(core, op.result)], [src], **kw,
-                 groups=groups if groups != 1 else None)
-
-    @staticmethod
-    def simple_slice(op: Op) -> tuple[int, int] | None:
-        """(start, stop) when ``op`` is ``x[..., start:stop]`` with 0 <= start <= stop <= dim."""
-        a = op.attrs
-        x = op.operands[0].type
-        if x.rank == 0 or len(a["axes"]) != 1 or a["steps"] != [1]:
-            return None
-        if a["axes"][0] % x.rank != x.rank - 1:
-            return None
-        start, stop = a["starts"][0], a["ends"][0]
-        if not 0 <= start <= stop <= x.shape[-1]:
-            return None
-        return start, stop
+                 groups=groups if groups != 1 else None,
+                 rows=list(op.attrs["rows"]) if op.attrs.get("rows") else None)
 
     def dop(self, op: Op) -> None:
         core = self.op_core(op)

@@ -50,6 +50,51 @@ SCHEDULED = """module attributes {chips = 2, cores_per_chip = 2, stage = "cim"} 
 """
 
 
+# An im2col (C = 2, a 2x2 kernel: 8 entries per patch) cut into rows 0..4 and 5..7 for tiles on
+# cores 1 and 2 (the cut splits a kernel position's channels).
+TILED = """module attributes {chips = 1, cores_per_chip = 4, stage = "cim"} {
+  func @main(%x: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) attributes {input_cores = [0], input_names = ["x"], output_names = ["y"]} {
+    %p = cim.im2col(%x) {chip = 0, core = 0, dilations = [1, 1], kernel_shape = [2, 2], layer = "conv", pads = [0, 0, 0, 0], strides = [1, 1]} : tensor<1x2x2x8xf32>
+    %a = nn.slice(%p) {axes = [3], chip = 0, core = 0, ends = [5], layer = "conv", starts = [0], steps = [1]} : tensor<1x2x2x5xf32>
+    %b = nn.slice(%p) {axes = [3], chip = 0, core = 0, ends = [8], layer = "conv", starts = [5], steps = [1]} : tensor<1x2x2x3xf32>
+    %ya = cim.xbar_mvm(%a) {adc_bits = 0, adc_range = 0.0, chip = 0, core = 1, dac_bits = 0, dac_range = 0.0, layer = "conv", levels = dense<[-1.0, 0.0, 1.0, -1.0, 0.0, 1.0, -1.0, 0.0, 1.0, -1.0] : tensor<5x2xf32>>, scale = dense<[1.0, 0.5] : tensor<2xf32>>, tile = [0, 0], xbar = 0} : tensor<1x2x2x2xf32>
+    %yb = cim.xbar_mvm(%b) {adc_bits = 0, adc_range = 0.0, chip = 0, core = 2, dac_bits = 0, dac_range = 0.0, layer = "conv", levels = dense<[0.0, 1.0, 0.0, 1.0, 0.0, 1.0] : tensor<3x2xf32>>, scale = dense<[1.0, 0.5] : tensor<2xf32>>, tile = [1, 0], xbar = 0} : tensor<1x2x2x2xf32>
+    %y = nn.add(%ya, %yb) {chip = 0, core = 1, layer = "conv"} : tensor<1x2x2x2xf32>
+    return(%y)
+  }
+}
+"""
+
+# Each core makes its own rows from the input, which travels instead of the patches.
+SPLIT = """module attributes {chips = 1, cores_per_chip = 4, stage = "cim"} {
+  func @main(%0: tensor<1x2x3x3xf32>) -> (tensor<1x2x2x2xf32>) attributes {input_cores = [0], input_names = ["x"], output_names = ["y"]} {
+    %1 = cim.transfer(%0) {chip = 0, core = 1, from = 0, to = 1} : tensor<1x2x3x3xf32>
+    %2 = cim.transfer(%0) {chip = 0, core = 2, from = 0, to = 2} : tensor<1x2x3x3xf32>
+    %3 = cim.im2col(%1) {chip = 0, core = 1, dilations = [1, 1], kernel_shape = [2, 2], layer = "conv", pads = [0, 0, 0, 0], rows = [0, 5], strides = [1, 1]} : tensor<1x2x2x5xf32>
+    %4 = cim.im2col(%2) {chip = 0, core = 2, dilations = [1, 1], kernel_shape = [2, 2], layer = "conv", pads = [0, 0, 0, 0], rows = [5, 8], strides = [1, 1]} : tensor<1x2x2x3xf32>
+    %5 = cim.xbar_mvm(%3) {adc_bits = 0, adc_range = 0.0, chip = 0, core = 1, dac_bits = 0, dac_range = 0.0, layer = "conv", levels = dense<[-1.0, 0.0, 1.0, -1.0, 0.0, 1.0, -1.0, 0.0, 1.0, -1.0] : tensor<5x2xf32>>, scale = dense<[1.0, 0.5] : tensor<2xf32>>, tile = [0, 0], xbar = 0} : tensor<1x2x2x2xf32>
+    %6 = cim.xbar_mvm(%4) {adc_bits = 0, adc_range = 0.0, chip = 0, core = 2, dac_bits = 0, dac_range = 0.0, layer = "conv", levels = dense<[0.0, 1.0, 0.0, 1.0, 0.0, 1.0] : tensor<3x2xf32>>, scale = dense<[1.0, 0.5] : tensor<2xf32>>, tile = [1, 0], xbar = 0} : tensor<1x2x2x2xf32>
+    %7 = cim.transfer(%6) {chip = 0, core = 1, from = 2, to = 1} : tensor<1x2x2x2xf32>
+    %8 = nn.add(%5, %7) {chip = 0, core = 1, layer = "conv"} : tensor<1x2x2x2xf32>
+    return(%8)
+  }
+}
+"""
+
+
+def test_an_im2col_whose_row_blocks_feed_two_cores_runs_on_each_of_them():
+    check_pass(TILED, "schedule", SPLIT)
+
+
+def test_an_im2col_with_another_reader_is_not_split():
+    relu = "    %z = nn.relu(%p) {chip = 0, core = 0} : tensor<1x2x2x8xf32>\n"
+    src = TILED.replace("    return(%y)", relu + "    return(%y)")
+    module = parse_module(src)
+    run_pipeline(module, "schedule")
+    im2cols = [op for op in module.walk() if op.name == "cim.im2col"]
+    assert len(im2cols) == 1 and not im2cols[0].attrs.get("rows")
+
+
 def test_transfers_are_inserted_after_the_producer_once_per_destination():
     check_pass(PLACED, "schedule", SCHEDULED)
 

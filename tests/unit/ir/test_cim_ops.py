@@ -83,6 +83,22 @@ def test_im2col_matches_naive_loops(xs, ws, strides, pads, dil, group):
 
 
 @pytest.mark.parametrize("xs, ws, strides, pads, dil, group", CASES)
+def test_im2col_rows_are_a_slice_of_the_whole_patches(xs, ws, strides, pads, dil, group):
+    x = np.random.default_rng(2).standard_normal(xs).astype(np.float32)
+    attrs = {"kernel_shape": list(ws[2:]), "strides": strides, "pads": pads, "dilations": dil,
+             "groups": group}
+    whole = evaluate("cim.im2col", attrs, x)
+    length = whole.shape[-1]
+    for a, b in {(0, length), (0, 1), (1, length), (length // 3, length - 1),
+                 (length // 2, length // 2 + 1), (length - 1, length)}:
+        got = evaluate("cim.im2col", {**attrs, "rows": [a, b]}, x)
+        assert got.flags.c_contiguous
+        np.testing.assert_array_equal(got, whole[..., a:b])
+        (t,) = infer_types("cim.im2col", [TensorType.of(x)], {**attrs, "rows": [a, b]})
+        assert t == TensorType.of(got)
+
+
+@pytest.mark.parametrize("xs, ws, strides, pads, dil, group", CASES)
 def test_im2col_mvm_equals_conv(xs, ws, strides, pads, dil, group):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(xs).astype(np.float32)
@@ -161,6 +177,9 @@ GOOD = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [0, 0, 0, 0], "dilati
         ((1, 2, 5, 5), {"dilations": [1.0, 1]}, "'dilations'"),
         ((1, 2, 2, 5), {}, "spatial dim 0 of size 2"),
         ((1, 2, 5, 5), {"dilations": [1, 3]}, "smaller than the dilated kernel extent 7"),
+        ((1, 2, 5, 5), {"rows": [0, 19]}, r"'rows' must be \[a, b\] with 0 <= a < b <= 18"),
+        ((1, 2, 5, 5), {"rows": [4, 4]}, "'rows' must be"),
+        ((1, 2, 5, 5), {"rows": [3]}, "'rows' must be"),
     ],
 )
 def test_im2col_type_errors(shape, change, match):

@@ -304,6 +304,18 @@ def test_patch_layouts_hold_the_same_patches(shape, k, s, p, d):
         patches(x, k, s, p, d, 1, layout=ROWS)
 
 
+def _two_tiles(tmp_path: Path, prog: str, cut: int, y_shape: tuple[int, ...]):
+    """A chip of ``prog``: crossbars 0 and 1 hold rows ..cut and cut.. of a random [54, 2]
+    weight (3x3 patches of 6 channels), input x [1, 6, 5, 5]; the chip and the weight."""
+    w = RNG.standard_normal((54, 2)).astype(np.float32)
+    ones = np.ones(2, np.float32)
+    path = write_artifact(tmp_path / "t.cimc", {0: prog},
+                          {"xbar/0/0/levels": w[:cut], "xbar/0/0/scale": ones,
+                           "xbar/0/1/levels": w[cut:], "xbar/0/1/scale": ones},
+                          [("x", (1, 6, 5, 5), "f32")], [("y", y_shape, "f32")])
+    return load(path), w
+
+
 def test_tiles_that_read_row_ranges_of_private_patches(tmp_path):
     prog = """
         .core 0 chip=0
@@ -319,13 +331,7 @@ def test_tiles_that_read_row_ranges_of_private_patches(tmp_path):
           output p2, name="y"
           halt
     """
-    w = RNG.standard_normal((54, 2)).astype(np.float32)
-    ones = np.ones(2, np.float32)
-    path = write_artifact(tmp_path / "s.cimc", {0: prog},
-                          {"xbar/0/0/levels": w[:30], "xbar/0/0/scale": ones,
-                           "xbar/0/1/levels": w[30:], "xbar/0/1/scale": ones},
-                          [("x", (1, 6, 5, 5), "f32")], [("y", (1, 3, 3, 2), "f32")])
-    chip = load(path)
+    chip, w = _two_tiles(tmp_path, prog, 30, (1, 3, 3, 2))
     im = chip.machine.fast[0].steps[1]
     assert isinstance(im, PlannedIm2col) and im.private
     x = RNG.standard_normal((3, 6, 5, 5)).astype(np.float32)
@@ -333,6 +339,36 @@ def test_tiles_that_read_row_ranges_of_private_patches(tmp_path):
     np.testing.assert_array_equal(fast["y"], ref["y"])
     np.testing.assert_allclose(fast["y"], patches(x, [3, 3], [1, 1], [0] * 4, [1, 1]) @ w,
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dac", ["dac_bits=0", "dac_bits=8, dac_range=3.0"])
+def test_im2cols_of_row_ranges_fuse_with_their_tiles(tmp_path, dac):
+    # the rows of a tile made by its own im2col (what schedule's split leaves on each core):
+    # fused with the mvm, the DAC folded into the input, the reference's numbers
+    im = "im2col {}, a0, kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1]"
+    prog = f"""
+        .core 0 chip=0
+        .xbar 0 rows=31 cols=2
+        .xbar 1 rows=23 cols=2
+          input  a0, name="x"
+          {im.format("a1")}, rows=[0, 31]
+          mvm    p0, a1, xbar=0, {dac}, adc_bits=0
+          {im.format("a2")}, rows=[31, 54]
+          mvm    p1, a2, xbar=1, {dac}, adc_bits=0
+          dop    p2, p0, p1, op="nn.add"
+          output p2, name="y"
+          halt
+    """
+    chip, w = _two_tiles(tmp_path, prog, 31, (1, 5, 5, 2))
+    fused = [s for s in chip.machine.fast[0].steps if isinstance(s, FusedMvm)]
+    assert len(fused) == 2 and all(f.prologue is not None for f in fused)
+    assert all((f.prologue.dac is not None) == (dac != "dac_bits=0") for f in fused)
+    x = RNG.uniform(-1, 1, (6, 6, 5, 5)).astype(np.float32)
+    fast, ref = _both(chip, {"x": x})
+    np.testing.assert_array_equal(fast["y"], ref["y"])
+    if dac == "dac_bits=0":
+        np.testing.assert_allclose(fast["y"], patches(x, [3, 3], [1, 1], [1] * 4, [1, 1]) @ w,
+                                   rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ max_pool

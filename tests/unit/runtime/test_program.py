@@ -120,6 +120,8 @@ HEAD = ".core 3 chip=0\n.xbar 0 rows=4 cols=2\n"
         ("  recv a0, from=2\n  slice a1, a0, start=3, stop=1\n  halt\n", 4, "start <= stop"),
         (("  recv a0, from=2\n  im2col a1, a0, kernel_shape=[3], strides=[1], pads=[0], "
          "dilations=[1]\n  halt\n"), 4, "pads of length 2n"),
+        (("  recv a0, from=2\n  im2col a1, a0, kernel_shape=[3], strides=[1], pads=[0, 0], "
+         "dilations=[1], rows=[2, 2]\n  halt\n"), 4, "rows must be [A, B] with 0 <= A < B"),
         (("  recv a0, from=2\n  mvm p0, a0, xbar=0, dac_bits=1, dac_range=1, adc_bits=0\n"
          "  halt\n"), 4, "dac_bits must be 0"),
         ("  recv a0, from=2\n  dop p0, a0, op=\"nn.split\", results=0\n  halt\n", 4,
