@@ -6,8 +6,7 @@ Per model: the test split's first 100 images calibrate the converters, its first
 encryption data (the GA scores every genome on them), and the rest are scored. The bit budget
 ``epsilon`` is the 0.016 % cap of issue 11: floor(0.00016 x all weight bits), where all weight
 bits = the model's weights on the crossbars (a crossbar's copies, made by the replicate
-pass, once) x the target's bits per weight (5 on pcm40). Prints, measured
-in this run:
+pass, once) x the target's bits per weight (5 on pcm40). Prints, measured in this run:
 
 - accuracy on the chip (pcm40, seed 0, t = 0) of the unencrypted artifact, the encrypted one
   with its key (and whether its outputs are bit-identical to the unencrypted one's) and
@@ -42,7 +41,7 @@ import cimc
 from cimc.compiler import CompileResult
 from cimc.evaluate import top1
 from cimc.runtime.artifact import read_artifact
-from cimc.runtime.key import distinct_weights
+from cimc.runtime.key import distinct_crossbars
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"MNIST LeNet": ROOT / "examples" / "mnist", "digits CNN": ROOT / "examples" / "digits"}
@@ -57,13 +56,11 @@ def attacker_masks(artifact: Path, k: int) -> dict[str, np.ndarray]:
     """The k weights with the largest |level x scale| relative to the largest of their layer,
     as flip masks (the attacker's guess of the key); the copies of a crossbar get its mask."""
     art = read_artifact(artifact)
-    decls = {(c, x): d for c, prog in art.programs.items() for x, d in prog.xbars.items()}
-    kept = sorted(distinct_weights((c, x, d.layer, d.tile) for (c, x), d in decls.items()))
     entries = []
-    for c, x in kept:
+    for (c, x), decl in distinct_crossbars(art).items():
         w = np.abs(art.weights[f"xbar/{c}/{x}/levels"].astype(np.float32)
                    * art.weights[f"xbar/{c}/{x}/scale"][None, :])
-        entries.append((decls[c, x], w))
+        entries.append((decl, w))
     peak: dict[str, float] = {}
     for decl, w in entries:
         peak[decl.layer] = max(peak.get(decl.layer, 0.0), float(w.max()))
@@ -74,7 +71,8 @@ def attacker_masks(artifact: Path, k: int) -> dict[str, np.ndarray]:
     for decl, w in entries:
         by_tile[decl.layer, decl.tile] = chosen[at:at + w.size].reshape(w.shape)
         at += w.size
-    return {f"xbar/{c}/{x}/flip": by_tile[d.layer, d.tile] for (c, x), d in decls.items()}
+    return {f"xbar/{c}/{x}/flip": by_tile[d.layer, d.tile]
+            for c, prog in art.programs.items() for x, d in prog.xbars.items()}
 
 
 def ort_seconds(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> float:
@@ -102,9 +100,7 @@ def run_model(title: str, folder: Path, tmp: Path, quick: bool) -> dict:
     plain = cimc.compile(proto, TARGET, tmp / "plain.cimc", **common)
     chip = cimc.load(plain.artifact, seed=0)
     plain_logits = chip.run({name: x_test})[proto.graph.output[0].name]
-    decls = {(c, x): d for c, p in chip.artifact.programs.items() for x, d in p.xbars.items()}
-    weights = sum(decls[k].rows * decls[k].cols for k in distinct_weights(
-        (c, x, d.layer, d.tile) for (c, x), d in decls.items()))
+    weights = sum(d.rows * d.cols for d in distinct_crossbars(chip.artifact).values())
     bits_per_weight = chip.target.crossbar.weight_bits
     epsilon = math.floor(CAP * weights * bits_per_weight)
 

@@ -10,16 +10,16 @@ instances at t = 0.
 1. Without retraining, from examples/mnist/model.onnx: top-1 on pcm40 against the pruning ratio
    (0 to 0.6; conv layers only) for the published Hamming and L2 metrics, each without
    compensation, with the one-partner least-squares fit (``partners=1``, as published) and
-   with the all-partner fit (``partners=0``, the default); plotted to --out. Then the goal configurations (ratio
-   0.25, all-partner fit). Goal: at least 26.8 % of conv MACs removed, at most 1.0 point below the
-   unpruned chip.
+   with the all-partner fit (``partners=0``, the default); plotted to --out. Then the goal
+   configurations (ratio 0.25, all-partner fit). Goal: at least 26.8 % of conv MACs removed, at
+   most 1.0 point below the unpruned chip.
 2. With the training-time rule, examples/mnist_prune/model.onnx (zeroed filters removed with
    ``c=1``). Goal: at least 40 % of conv MACs removed, at most 1.0 point below fp32.
 3. Crossbars and latency (batch 1) from ``cimc report`` on pcm40 and hermes64, unpruned and pruned.
 4. Light ResNet-50 (seeded random weights) at ratio 0.3 on hermes64 and pcm40: compiles (the IR
    is verified after every pass), the crossbars, latency and energy it saves (from the report,
-   beside the unpruned compile; both without replicate's copies), how the coupled (residual) channels were handled, and the
-   ideal-target artifact against the interpreter on the pruned IR.
+   beside the unpruned compile; both without replicate's copies), how the coupled (residual)
+   channels were handled, and the ideal-target artifact against the interpreter on the pruned IR.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ into one row, then one batched matmul per group multiplies them by the reordered
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -190,7 +191,8 @@ def patches(
 ) -> np.ndarray:
     """The patches of ``x [N, C, *S]``: ``[N, *O, C*prod(kernel)]``, every output position's
     receptive field as one vector; with ``rows = (a, b)`` only entries ``a .. b-1`` of each
-    (``[N, *O, b - a]``, the ``VECTORS`` layout), as slicing the whole patches would give. Entry ``(g*K + k)*Cg + c`` of a patch is channel ``c`` of
+    (``[N, *O, b - a]``, the ``VECTORS`` layout), as slicing the whole patches would give.
+    Entry ``(g*K + k)*Cg + c`` of a patch is channel ``c`` of
     group ``g`` (``Cg = C/groups`` channels each) at kernel position ``k`` (row-major,
     ``K = prod(kernel)``): group-major, then position-major, so a group's patch is a
     contiguous slice. ``pads`` is ``[begin..., end...]`` (zeros).
@@ -250,7 +252,7 @@ def patches(
         a, b = rows
         dst = _buffer(out, (n, *osz, b - a), x.dtype)
         at = 0
-        for box in _boxes((groups, *kernel, cg), a, b):
+        for box in _boxes((groups, *map(int, kernel), cg), a, b):  # cached per range
             extent = [e - s for s, e in box]
             size = int(np.prod(extent))
             np.copyto(dst[..., at:at + size].reshape(n, *osz, *extent),
@@ -262,27 +264,28 @@ def patches(
     return dst.reshape(n, *osz, length)
 
 
-def _boxes(shape: Sequence[int], a: int, b: int) -> list[list[tuple[int, int]]]:
+@functools.lru_cache(maxsize=256)
+def _boxes(shape: tuple[int, ...], a: int, b: int) -> tuple[tuple[tuple[int, int], ...], ...]:
     """Entries ``a .. b-1`` of a row-major index space of ``shape`` as boxes (a ``(start, stop)``
     per axis), in order: a partial head, a block of whole rows of the first axis, a partial
     tail (each partial part split the same way along the next axes)."""
     if a >= b:
-        return []
+        return ()
     if len(shape) == 1:
-        return [[(a, b)]]
-    inner = int(np.prod(shape[1:]))
+        return (((a, b),),)
+    inner = math.prod(shape[1:])
     (i0, r0), (i1, r1) = divmod(a, inner), divmod(b, inner)
     if i0 == i1:
-        return [[(i0, i0 + 1), *box] for box in _boxes(shape[1:], r0, r1)]
-    out = []
+        return tuple(((i0, i0 + 1), *box) for box in _boxes(shape[1:], r0, r1))
+    out: list[tuple[tuple[int, int], ...]] = []
     if r0:
-        out += [[(i0, i0 + 1), *box] for box in _boxes(shape[1:], r0, inner)]
+        out += [((i0, i0 + 1), *box) for box in _boxes(shape[1:], r0, inner)]
         i0 += 1
     if i1 > i0:
-        out.append([(i0, i1), *((0, s) for s in shape[1:])])
+        out.append(((i0, i1), *((0, s) for s in shape[1:])))
     if r1:
-        out += [[(i1, i1 + 1), *box] for box in _boxes(shape[1:], 0, r1)]
-    return out
+        out += [((i1, i1 + 1), *box) for box in _boxes(shape[1:], 0, r1)]
+    return tuple(out)
 
 
 def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -435,9 +435,9 @@ class _Rewriter:
 class PruneSimilar(Pass):
     """Remove near-duplicate filters (similarity rule or MAC ratio), rewrite the layers after.
 
-    Options: ``metric`` (l2, the default; hamming, cosine), ``c`` and ``b`` (the rule; default per metric as
-    published), ``ratio`` (prune the most redundant filters until this fraction of conv/gemm
-    MACs is gone; 0: use the rule), ``layers`` (names or kinds separated by ``;``; default all),
+    Options: ``metric`` (l2, the default; hamming, cosine), ``c`` and ``b`` (the rule; default
+    per metric as published), ``ratio`` (prune the most redundant filters until this fraction of
+    conv/gemm MACs is gone; 0: use the rule), ``layers`` (names or kinds separated by ``;``; default all),
     ``compensate`` (fold a least-squares fit of each pruned channel into the next layer),
     ``partners`` (0, the default: fit from all kept channels; 1: from the most similar one),
     ``calib_samples`` (calibration samples used for the fit). All-zero filters always go.

@@ -68,6 +68,14 @@ def distinct_weights(xbars: Iterable[tuple[int, int, str, Sequence[int]]]) -> se
     return set(first.values())
 
 
+def distinct_crossbars(art: Artifact) -> dict[tuple[int, int], Any]:
+    """The declarations (``.xbar``) of the crossbars of ``art`` that hold each weight of the
+    model once (:func:`distinct_weights`), by ``(core, index)`` in order."""
+    decls = {(c, x): d for c, prog in art.programs.items() for x, d in prog.xbars.items()}
+    kept = distinct_weights((c, x, d.layer, d.tile) for (c, x), d in decls.items())
+    return {k: decls[k] for k in sorted(kept)}
+
+
 def flipped_bits(flips: Mapping[str, np.ndarray],
                  xbars: Iterable[tuple[int, int, str, Sequence[int]]]) -> int:
     """The model's weights whose signs ``flips`` (masks by :func:`mask_name`) flip, each once
@@ -180,8 +188,6 @@ def encryption_info(art: Artifact, unlocked: bool) -> Encryption | None:
     info = art.key_info
     if not (info and info.get("required")):
         return None
-    decls = {(c, x): d for c, prog in art.programs.items() for x, d in prog.xbars.items()}
-    kept = distinct_weights((c, x, d.layer, d.tile) for (c, x), d in decls.items())
-    weights = sum(decls[k].rows * decls[k].cols for k in kept)
+    weights = sum(d.rows * d.cols for d in distinct_crossbars(art).values())
     bits = int(art.target.crossbar.weight_bits) or FLOAT_WEIGHT_BITS
     return Encryption(int(info.get("bits", 0)), weights, bits, unlocked)
