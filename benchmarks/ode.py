@@ -8,7 +8,11 @@ Two fields, at the same rtol/atol each:
 - a stiff-ish 2-D spiral, dy/dt = A y^3 (A's entries on pcm40's weight grid), from (2, 0).
 
 For each: Heun-Euler with drift control (the PCM step cell) and with the classic controller, and
-the largest fixed Heun step (the fewest steps N) that meets the tolerance. The controllers are
+the largest fixed Heun step (the fewest steps N) that meets the tolerance. Where the classic
+controller at the given rtol/atol ends outside the tolerance (it bounds each step's error, not
+the final one), it runs again with both divided by sqrt(2)^k until it ends within, and drift
+control (whose tuning holds the final error within the tolerance) is compared with that. The
+controllers are
 compared on exact crossbars (ideal devices; drift control with pcm40's step cell, physical:
 programming noise and drift exponents drawn, chip seed 0): "ideal+cell" and "ideal". The same
 three run on pcm40 (seed 0, t = 0), where the field itself carries the chip's weight levels,
@@ -17,7 +21,7 @@ steps, tries (accepted + rejected), f-evaluations, the final error against scipy
 1e-10 on the float64 field (``final_error``: RMS of ``(x - x_ref)/(atol + rtol |x_ref|)``, 1 = the
 tolerance; and the largest absolute error), the step cell's writes, and the modelled time and
 energy of the solve on pcm40. Then the goals: drift control within 1.3x the steps of the ideal
-digital controller at a final error within the tolerance; fewer steps than the best fixed step;
+digital controller, both at a final error within the tolerance; fewer steps than the best fixed step;
 f's crossbars as many as one evaluation's; no self-intersecting faces of the mesh on the chip;
 the modelled time per iteration beside the chip's reported 2.12 ms, with its assumptions.
 
@@ -163,6 +167,22 @@ def fewest_fixed_steps(f: Field, ref: np.ndarray, tmp: Path, hint: int
     return hi, at
 
 
+def digital_within_tolerance(f: Field, ref: np.ndarray, tmp: Path, first: Solve
+                             ) -> tuple[float, Solve]:
+    """The classic controller held to the final error: rtol and atol both divided by the
+    smallest factor of sqrt(2)^k whose final error is within the (undivided) tolerance; a
+    controller of each step's error does not bound the error at the end of a long solve."""
+    rtol, atol = f.ode["rtol"], f.ode["atol"]
+    factor, solve = 1.0, first
+    while final_error(solve.x, ref, rtol, atol) > 1.0 and factor < 1e3:
+        factor *= 2 ** 0.5
+        held = Field(f.name, f.model, f.x0, {**f.ode, "rtol": rtol / factor,
+                                             "atol": atol / factor}, f.faces)
+        solve = solve_on(held, "ideal", "digital", tmp)
+    solve.label = f"digital, tol/{factor:.3g}" if factor > 1 else solve.label
+    return factor, solve
+
+
 def single_evaluation_crossbars(f: Field, tmp: Path) -> int:
     art = tmp / "field-alone.cimc"
     with warnings.catch_warnings():
@@ -187,8 +207,10 @@ def run_field(f: Field) -> list[str]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         ideal_digital = solve_on(f, "ideal", "digital", tmp)
+        factor, held = digital_within_tolerance(f, ref, tmp, ideal_digital)
         n_fixed, fixed_at = fewest_fixed_steps(f, ref, tmp, ideal_digital.tries)
         solves = [solve_on(f, ideal_with_cell(), "drift", tmp), ideal_digital,
+                  *([held] if factor > 1 else []),
                   fixed_at(n_fixed), solve_on(f, "pcm40", "drift", tmp),
                   solve_on(f, "pcm40", "digital", tmp),
                   solve_on(f, "pcm40", f"fixed:{n_fixed}", tmp)]
@@ -207,15 +229,19 @@ def run_field(f: Field) -> list[str]:
               f"{e:9.3g} {np.abs(s.x - ref).max():9.2e} {int(s.stats['cell_writes']):6d} "
               + (f"{s.iteration_ms:8.3g} {s.stats['latency_ns'] * 1e-6:9.4g} "
                  f"{s.stats['energy_nj'] * 1e-3:9.4g}" if chip else f"{'-':>8} {'-':>9} {'-':>9}"))
-    drift, ideal, chip_drift = solves[0], solves[1], solves[3]
-    ratio_steps = drift.stats["steps"] / ideal.stats["steps"]
-    ratio_tries = drift.tries / ideal.tries
-    within = errors[drift.label] <= max(1.0, errors[ideal.label])
-    goals.append(f"{f.name}: drift control / ideal digital controller: {ratio_steps:.2f}x the "
-                 f"accepted steps, {ratio_tries:.2f}x the tries (goal <= {TOLERANCE_RATIO}x), "
-                 f"final error {errors[drift.label]:.3g} x tol (ideal digital "
-                 f"{errors[ideal.label]:.3g}): "
+    drift, ideal, chip_drift = solves[0], solves[1], solves[-3]
+    ratio_steps = drift.stats["steps"] / held.stats["steps"]
+    ratio_tries = drift.tries / held.tries
+    within = errors[drift.label] <= 1.0
+    goals.append(f"{f.name}: drift control / ideal digital controller at a final error within "
+                 f"the tolerance ({held.label}): {ratio_steps:.2f}x the accepted steps, "
+                 f"{ratio_tries:.2f}x the tries (goal <= {TOLERANCE_RATIO}x), final error "
+                 f"{errors[drift.label]:.3g} x tol (digital {errors[held.label]:.3g}): "
                  + ("MET" if ratio_tries <= TOLERANCE_RATIO and within else "NOT MET"))
+    if factor > 1:
+        goals.append(f"{f.name}: at the same rtol/atol the classic controller takes "
+                     f"{ideal.tries} tries (drift control {drift.tries / ideal.tries:.2f}x) but "
+                     f"ends {errors[ideal.label]:.3g} x the tolerance off")
     goals.append(f"{f.name}: drift control {drift.tries} tries vs the best fixed step's "
                  f"{n_fixed} steps: " + ("MET" if drift.tries < n_fixed else "NOT MET"))
     goals.append(f"{f.name}: crossbars of the ODE artifact on pcm40 {chip_drift.crossbars}, of "

@@ -131,7 +131,10 @@ class DriftSchedule:
     nominal exponents, its drift reference and rotation rows; h = h_unit * G(tau)/G_max; the
     level written first; the error thresholds below which an accepted step grows the level by
     one each (``grow_below``, decreasing); the levels a rejection goes down; the model of the
-    chip's clock for the nominal cell (seconds per iteration)."""
+    chip's clock for the nominal cell (seconds per iteration); the error, in units of the
+    tolerance, up to which a try is accepted (``accept_below``: 1 as the classic controller;
+    below 1 the solve is held to a smaller local error, which the final error of a long solve
+    may need). The error thresholds of ``grow_below`` are fractions of ``accept_below``."""
 
     cell_g: tuple[float, ...]
     cell_nu: tuple[float, ...]
@@ -142,6 +145,7 @@ class DriftSchedule:
     grow_below: tuple[float, ...]
     shrink_by: int
     iteration_s: float
+    accept_below: float = 1.0
 
     def h_of_level(self, level: int) -> float:
         return self.h_unit * self.cell_g[level]
@@ -149,7 +153,7 @@ class DriftSchedule:
 
 DRIFT_ATTRS: dict[str, Any] = {
     "cell_g": [], "cell_nu": [], "cell_t0_s": 1e-4, "cell_rows": 1, "h_unit": 0.0, "level0": 0,
-    "grow_below": [0.5], "shrink_by": 2, "iteration_s": 1e-3,
+    "grow_below": [0.5], "shrink_by": 2, "iteration_s": 1e-3, "accept_below": 1.0,
 }
 
 
@@ -245,12 +249,16 @@ def _drift_schedule(attrs: dict[str, Any], count: Callable, num: Callable) -> Dr
         raise VerifyError(f"ode.solve: grow_below must be decreasing thresholds in (0, 1], got "
                           f"{list(grow)}")
     sched = DriftSchedule(g, nu, num("cell_t0_s"), count("cell_rows", 1), num("h_unit"),
-                          count("level0", 0), grow, count("shrink_by", 1), num("iteration_s"))
+                          count("level0", 0), grow, count("shrink_by", 1), num("iteration_s"),
+                          num("accept_below"))
     if sched.level0 >= len(g):
         raise VerifyError(f"ode.solve: level0 = {sched.level0} is not a level of the "
                           f"{len(g)}-level cell")
     if not (sched.h_unit > 0 and sched.iteration_s > 0 and sched.cell_t0_s > 0):
         raise VerifyError("ode.solve: h_unit, iteration_s and cell_t0_s must be > 0")
+    if not 0 < sched.accept_below <= 1:
+        raise VerifyError(f"ode.solve: accept_below must lie in (0, 1], got "
+                          f"{sched.accept_below:g}")
     return sched
 
 
@@ -382,6 +390,8 @@ class Solver:
             r = b.op("nn.div", e, sc)
             ms = b.op("nn.reduce_mean", b.op("nn.mul", r, r), axes=_all(self, x), keepdims=False)
             err = b.op("nn.cast", b.op("nn.sqrt", ms), to="f64")
+            if d is not None and d.accept_below != 1.0:  # in units of the acceptance threshold
+                err = b.op("nn.mul", err, self.c64(b, 1.0 / d.accept_below))
             accept = b.op("nn.or", b.op("nn.less_equal", err, self.c64(b, 1.0)),
                           b.op("nn.greater_equal", s["tries"], self.c64(b, MAX_REJECTIONS)))
         t_step = b.op("nn.where", last, t1, b.op("nn.add", t, hs))

@@ -10,14 +10,19 @@ For every ``ode.solve`` with ``step = "drift"`` the pass sets:
   with stationary weights (its tiles in parallel), the digital ops per element of work, the
   cell's read and write;
 - the schedule: ``h_unit`` (h = h_unit G/G_max: the top level's step), ``level0`` (the first
-  write, counted up from the level nearest the classic controller's first step), ``grow_below`` (an accepted step whose error is under k of these thresholds grows the
-  level by k) and ``shrink_by`` (the levels a rejection goes down). They are tuned on the
-  calibration initial states (``ctx.calib``: the state input's arrays, one system per
-  ``N`` rows; default one seeded standard-normal state) by coordinate descent over a small grid
-  around the classic controller's steps: the fewest tries (accepted + rejected steps) whose
-  final error against a tight reference solve (bosh3 at 1/1000 of the tolerances) stays within
-  the tolerance, or within the classic controller's own error where that exceeds it
-  (:func:`cimc.ops.ode.final_error`).
+  write, counted up from the level nearest the classic controller's first step),
+  ``accept_below`` (the error, in units of the tolerance, up to which a try is accepted),
+  ``grow_below`` (an accepted step whose error is under k of these fractions of
+  ``accept_below`` grows the level by k) and ``shrink_by`` (the levels a rejection goes down).
+  They are tuned on the calibration initial states (``ctx.calib``: the state input's arrays, one
+  system per ``N`` rows; default one seeded standard-normal state) by coordinate descent over a
+  small grid around the classic controller's steps: the fewest tries (accepted + rejected steps)
+  whose final error against a tight reference solve (bosh3 at 1/100 of the tolerances) stays
+  within the tolerance (:func:`cimc.ops.ode.final_error` at most 1). A controller that bounds
+  the error of each step does not bound the error at the end of a long solve (the classic one
+  may end several times the tolerance off); ``accept_below`` under 1 is what holds the final
+  error, at the price of more steps. Where no point of the grid meets the tolerance, the one
+  with the least error is used, with a warning.
 
 The numbers are attributes of the op (the IR dump shows them) and ``ctx.ode`` (the manifest's
 ``ode``, which ``cimc report`` shows). The pass changes the solution within the tolerance, so its
@@ -46,14 +51,23 @@ from cimc.passes.base import Pass, PassContext
 from cimc.passes.ode_unroll import OdeInfo
 from cimc.passes.quantize import calibration_inputs
 
-# The grid the tuning walks: h_unit as multiples of the classic controller's largest step,
-# threshold sets, levels down per rejection.
+# The grid the tuning walks: h_unit as multiples of the classic controller's largest step
+# (scaled by the acceptance threshold's q-th root), threshold sets, levels down per rejection,
+# acceptance thresholds.
 H_UNIT_FACTORS = (1.0, 1.5, 2.0, 3.0, 5.0)
 GROW_SETS = ((0.8,), (0.5,), (0.3,), (0.15,), (0.8, 0.3), (0.6, 0.15), (0.9, 0.5, 0.2))
 SHRINK_STEPS = (1, 2, 3, 4)
+ACCEPT_BELOW = (1.0, 0.5, 0.25, 0.12, 0.06, 0.03, 0.015)
+# The final error the tuning allows on the nominal cell, in units of the tolerance: a chip's
+# cell is programmed with noise and its exponent varies from write to write, so its steps, and
+# the error they leave, differ from the nominal cell's.
+ERROR_BUDGET = 0.7
 # the first level: this many levels above the one nearest the classic controller's first step
 START_OFFSETS = (0, 2, 4, 6, 9, 12, 15)
-REFERENCE_TIGHTENING = 1e-2
+# The reference solves: bosh3 with the tolerances divided by each of these in turn, until two in
+# a row agree within REFERENCE_AGREEMENT of the tolerance (the finer one is then the reference).
+REFERENCE_TIGHTENING = (1e2, 1e3, 1e4, 1e5)
+REFERENCE_AGREEMENT = 0.05
 MVM_OPS = ("cim.mvm", "nn.matmul", "nn.gemm")
 
 
@@ -77,6 +91,7 @@ class DriftReport:
 
     h_unit: float
     level0: int
+    accept_below: float
     grow_below: list[float]
     shrink_by: int
     rows: int
@@ -173,34 +188,51 @@ def _simulate(cfg: OdeConfig, field_fn: Callable, states: list[np.ndarray],
     return tries, writes, worst, "", hs
 
 
+def reference(cfg: OdeConfig, field_fn: Callable, x0: np.ndarray) -> np.ndarray:
+    """The final state of a solve far tighter than ``cfg``: bosh3 with the tolerances divided by
+    REFERENCE_TIGHTENING's factors in turn until two solves in a row end within
+    REFERENCE_AGREEMENT of the tolerance of each other (the last one if none do)."""
+    prev = x = None
+    for k in REFERENCE_TIGHTENING:
+        tight = replace(cfg, tableau=TABLEAUS["bosh3"], step="digital", drift=None,
+                        rtol=cfg.rtol / k, atol=cfg.atol / k, max_steps=cfg.max_steps * 100,
+                        steady=0.0)
+        x = solve(tight, field_fn, x0)[0]
+        if prev is not None and final_error(prev, x, cfg.rtol, cfg.atol) <= REFERENCE_AGREEMENT:
+            break
+        prev = x
+    assert x is not None
+    return x
+
+
 def tune(cfg: OdeConfig, field_fn: Callable, states: list[np.ndarray]
          ) -> tuple[DriftSchedule, DriftReport]:
     """Choose the schedule of ``cfg.drift`` (see the module docstring)."""
     assert cfg.drift is not None
-    tight = replace(cfg, tableau=TABLEAUS["bosh3"], step="digital", drift=None,
-                    rtol=cfg.rtol * REFERENCE_TIGHTENING, atol=cfg.atol * REFERENCE_TIGHTENING,
-                    max_steps=cfg.max_steps * 100, steady=0.0)
-    refs = [solve(tight, field_fn, x0)[0] for x0 in states]
+    refs = [reference(cfg, field_fn, x0) for x0 in states]
     digital = replace(cfg, step="digital", drift=None)
     d_tries, _, d_err, d_fail, d_hs = _simulate(digital, field_fn, states, refs)
     if d_fail or not d_hs:
         raise CimcError(f"drift-step-schedule: the classic controller cannot solve the "
                         f"calibration states ({d_fail or 'no step accepted'}); check the field, "
                         "t1 and the tolerances")
-    budget = max(1.0, d_err)
+    budget = ERROR_BUDGET
     h_max, h_first = max(d_hs), d_hs[0]
     g = np.asarray(cfg.drift.cell_g)
 
-    def schedule(factor: float, grow: tuple[float, ...], shrink: int, start: int
-                 ) -> DriftSchedule:
-        h_unit = float(f"{factor * h_max:.6g}")
-        level0 = int(np.argmin(np.abs(np.log(g * h_unit / h_first)))) + start
+    def schedule(factor: float, grow: tuple[float, ...], shrink: int, start: int,
+                 accept: float) -> DriftSchedule:
+        # a smaller acceptance threshold asks for steps smaller by its q-th root
+        scale = accept ** (1.0 / cfg.tableau.q)
+        h_unit = float(f"{factor * h_max * scale:.6g}")
+        level0 = int(np.argmin(np.abs(np.log(g * h_unit / (h_first * scale))))) + start
         return replace(cfg.drift, h_unit=h_unit, level0=min(level0, len(g) - 1),
-                       grow_below=grow, shrink_by=shrink)
+                       grow_below=grow, shrink_by=shrink, accept_below=accept)
 
-    seen: dict[tuple, Trial] = {}
+    Point = tuple[float, tuple[float, ...], int, int, float]
+    seen: dict[Point, Trial] = {}
 
-    def trial(point: tuple[float, tuple[float, ...], int, int]) -> Trial:
+    def trial(point: Point) -> Trial:
         if point not in seen:
             sched = schedule(*point)
             tries, writes, err, fail, _ = _simulate(replace(cfg, drift=sched), field_fn,
@@ -213,10 +245,10 @@ def tune(cfg: OdeConfig, field_fn: Callable, states: list[np.ndarray]
         return (not a.fits(budget), a.tries if a.fits(budget) else a.error, a.writes) < \
             (not b.fits(budget), b.tries if b.fits(budget) else b.error, b.writes)
 
-    point: tuple[float, tuple[float, ...], int, int] = (2.0, (0.5,), 2, 0)
+    point: Point = (2.0, (0.5,), 2, 0, 1.0)
     best = trial(point)
     for _ in range(2):  # coordinate descent, two sweeps
-        axes = (H_UNIT_FACTORS, GROW_SETS, SHRINK_STEPS, START_OFFSETS)
+        axes = (H_UNIT_FACTORS, GROW_SETS, SHRINK_STEPS, START_OFFSETS, ACCEPT_BELOW)
         for axis, values in enumerate(axes):
             for v in values:
                 cand = tuple(v if i == axis else p for i, p in enumerate(point))
@@ -225,13 +257,14 @@ def tune(cfg: OdeConfig, field_fn: Callable, states: list[np.ndarray]
                     best, point = t, cand  # type: ignore[assignment]
     notes = []
     if not best.fits(budget):
-        notes.append(f"no schedule of the grid kept the final error within {budget:.3g} times "
-                     f"the tolerance (best {best.error:.3g}); the one with the least error is "
-                     "used")
+        notes.append(f"no schedule of the grid kept the final error within {budget:g} times "
+                     f"the tolerance (best {best.error:.3g} times it); the one with the least "
+                     "error is used")
         warnings.warn("drift-step-schedule: " + notes[-1], stacklevel=3)
     s = best.schedule
     report = DriftReport(
-        h_unit=s.h_unit, level0=s.level0, grow_below=list(s.grow_below), shrink_by=s.shrink_by,
+        h_unit=s.h_unit, level0=s.level0, accept_below=s.accept_below,
+        grow_below=list(s.grow_below), shrink_by=s.shrink_by,
         rows=s.cell_rows, iteration_s=s.iteration_s, levels=list(s.cell_g), nu=list(s.cell_nu),
         calibration_states=len(states), digital_tries=d_tries, digital_error=d_err,
         drift_tries=best.tries, drift_error=best.error, error_budget=budget,
@@ -305,5 +338,6 @@ class DriftStepSchedule(Pass):
                 sched = cfg.drift
             op.attrs.update({
                 "h_unit": sched.h_unit, "level0": sched.level0,
+                "accept_below": sched.accept_below,
                 "grow_below": list(sched.grow_below), "shrink_by": sched.shrink_by,
                 "iteration_s": sched.iteration_s, "cell_rows": sched.cell_rows})

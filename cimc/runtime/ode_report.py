@@ -144,7 +144,8 @@ def format_ode(u: OdeUse) -> list[str]:
     if s:
         lines.append(
             f"  drift schedule: h = {s['h_unit']:g} G/G_max over {len(s['levels'])} levels, "
-            f"first level {s['level0']}, grow below {s['grow_below']}, shrink by "
+            f"first level {s['level0']}, accept below {s.get('accept_below', 1.0):g} x "
+            f"tolerance, grow below {s['grow_below']} of that, shrink by "
             f"{s['shrink_by']}, {s['rows']} rows in rotation, nominal {_ms(s['iteration_s'] * 1e9)}"
             f" per iteration; on {s['calibration_states']} calibration state(s): "
             f"{s['drift_tries']} tries (classic controller {s['digital_tries']}), final error "
