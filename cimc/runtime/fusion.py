@@ -17,7 +17,10 @@ one (the tests compare both bit for bit), but
   tensor, ``prod(kernel_shape)`` times smaller;
 - an ``im2col`` right before the mvm whose patches only that mvm reads joins the step as its
   prologue: the two run over blocks of samples (:data:`BLOCK_ELEMENTS`), so the patches, the
-  product and its read noise stay in the cache, and a moved pool runs block by block too.
+  product and its read noise stay in the cache, and a moved pool runs block by block too;
+  without a moved pool, each block's product goes on through the ops that keep the samples
+  apart (:func:`_samplewise`: a partial-sum add of another tile's result, the bias, ReLU, the
+  pool, ...) before the next block is made, so the chunk's unpooled result never exists whole.
 """
 
 from __future__ import annotations
@@ -121,89 +124,135 @@ class FusedMvm:
                     self.pool_at = k
                 break
         self._hoisted: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]] | None] = {}
-        self._pool_plans: dict[tuple[int, ...], Callable[..., np.ndarray]] = {}
+        self._pool_plans: dict[tuple[Any, ...], Callable[..., np.ndarray]] = {}
 
     def execute(self, core: Core, run: FastRun) -> None:
-        k = self.pool_at
         env = core.env
         if self.prologue is None:
-            v, adc = self.mvm.compute(env[self.mvm.ins.src], run, defer_adc=k is not None)
-            hoisted = None if k is None else self._hoist(v.shape)
-            if hoisted is not None:
-                v = self._pool(v, hoisted[0])
+            v, adc = self.mvm.compute(env[self.mvm.ins.src], run,
+                                      defer_adc=self.pool_at is not None)
+            hoisted = None if self.pool_at is None else self._hoist(v.shape)
+            v, done = self._tail(v, hoisted, adc, env, run, None, len(self.ops))
         else:
-            v, adc, hoisted = self._blocked(core, run)
+            v, done = self._blocked(core, run)
+        env[self.dst] = self._apply(self.ops[done:], v, env, run)
+
+    def _tail(self, v: np.ndarray, hoisted: tuple[list[int], list[np.ndarray]] | None,
+              adc: AdcArgs | None, env: dict[str, Any], run: FastRun,
+              block: tuple[slice, int] | None, end: int | None, pooled: bool = False
+              ) -> tuple[np.ndarray, int]:
+        """What follows the product ``v`` (of the whole chunk, or of the samples ``block =
+        (rows, chunk size)`` of it): the moved max_pool, the ADC left to it (``adc``) and the
+        monotone maps before the pool (``hoisted``: see _hoist), then the ops in program order
+        up to ``end``, or, with ``end`` None, as far as they keep the samples apart
+        (:func:`_samplewise`). Returns the value and the index of the first op not applied.
+        ``pooled``: the moved max_pool made ``v`` already."""
+        if hoisted is not None and not pooled:
+            v = self._pool(v, hoisted[0])
         if adc is not None:  # on the pooled result when the pool moved ahead of it
             self.mvm.finish_adc(v, *adc)
-        if hoisted is None:
-            env[self.dst] = self._apply(self.ops, v, env, run)
-            return
-        # v is the pooled result: now the monotone maps before the pool, then the rest
-        it = iter(hoisted[1])
-        for op in self.ops[:k]:
-            if op.op == "nn.relu":
-                np.maximum(v, 0, out=v)
-            elif op.op != "nn.transpose":
-                c = next(it)
-                IN_PLACE[op.op](*op.operands(v, c), out=v)
-        env[self.dst] = self._apply(self.ops[k + 1:], v, env, run)
+        i = 0
+        if hoisted is not None:
+            it = iter(hoisted[1])
+            for op in self.ops[: self.pool_at]:
+                if op.op == "nn.relu":
+                    np.maximum(v, 0, out=v)
+                elif op.op != "nn.transpose":
+                    IN_PLACE[op.op](*op.operands(v, next(it)), out=v)
+            i = self.pool_at + 1
+        while i < (len(self.ops) if end is None else end):
+            op = self.ops[i]
+            if end is None and not _samplewise(op, v, env, block[1], run.batch):
+                break
+            v = self._op(op, v, env, run, None if block is None else block[0])
+            i += 1
+        return v, i
+
+    def _op(self, op: FusedOp, v: np.ndarray, env: dict[str, Any], run: FastRun,
+            rows: slice | None) -> np.ndarray:
+        """One op on the run's value ``v`` (the samples ``rows`` of the chunk, when given: an
+        operand with the chunk's samples is cut to them), in place where possible."""
+        if op.other is not None:
+            other = env[op.other]
+            if rows is not None and np.ndim(other) == v.ndim and np.shape(other)[0] != 1:
+                other = other[rows]
+            return _binary(op, v, other, run)
+        if op.op == "nn.relu" and v.dtype.kind == "f":
+            return np.maximum(v, 0, out=v)
+        if op.op == "nn.max_pool":
+            return self._pool_plan(op, v.shape, v.dtype)(v)
+        return op.call([v], run)
 
     def _pool(self, v: np.ndarray, perm: list[int], out: np.ndarray | None = None
               ) -> np.ndarray:
-        """The (moved) max_pool on the mvm's result ``v``: a fresh array, or ``out``. Its
-        geometry is worked out once per shape (blocks and runs repeat the same few)."""
+        """The moved max_pool on the mvm's result ``v``: a fresh array, or ``out``."""
         v = v.transpose(perm)
-        plan = self._pool_plans.get(v.shape[1:])
+        return self._pool_plan(self.ops[self.pool_at], v.shape, v.dtype)(v, out)
+
+    def _pool_plan(self, op: FusedOp, shape: tuple[int, ...], dtype: Any
+                   ) -> Callable[..., np.ndarray]:
+        """A max_pool op's kernel for inputs of ``shape``, worked out once per op and shape
+        (blocks and runs repeat the same few)."""
+        key = (id(op), shape[1:], np.dtype(dtype))
+        plan = self._pool_plans.get(key)
         if plan is None:
-            op = self.ops[self.pool_at]
             try:
-                plan = max_pool_plan(op.attrs, v.shape, v.dtype)
+                plan = max_pool_plan(op.attrs, shape, dtype)
             except CimcError as e:
                 raise ExecError(f"{op.op} failed: {e}", op) from None
-            self._pool_plans[v.shape[1:]] = plan
-        return plan(v, out)
+            self._pool_plans[key] = plan
+        return plan
 
-    def _blocked(self, core: Core, run: FastRun
-                 ) -> tuple[np.ndarray, AdcArgs | None, tuple[list[int], list[np.ndarray]] | None]:
-        """The im2col and the mvm over blocks of samples (and the moved max_pool, block by
-        block): the result for the whole buffer, the deferred ADC (see PlannedMvm.compute)
-        and the hoisting (None: the result is the mvm's, not pooled)."""
-        im, mvm, k = self.prologue, self.mvm, self.pool_at
+    def _blocked(self, core: Core, run: FastRun) -> tuple[np.ndarray, int]:
+        """The im2col and the mvm over blocks of samples, each block's product carried on
+        through the ops that keep the samples apart (see _tail) while it is in the cache: the
+        value for the whole chunk and the index of the first op not yet applied to it."""
+        im, mvm = self.prologue, self.mvm
         x = im.input(core)
         n = x.shape[0]
         cols = mvm.args.cols
-        y = pooled = hoisted = how = None
-        adc, per, full = None, 0, (0,)
         blocks = _blocks(n, self._block(x, run.threaded))
+        out = y = end = None
+        env = core.env
         for b0, b1 in blocks:
             p = im.patches(x[b0:b1], run)
             if b0 == 0:
-                hoisted = None if k is None else self._hoist((n, *p.shape[1:-1], cols))
+                hoisted = None if self.pool_at is None else self._hoist((n, *p.shape[1:-1], cols))
                 _, how = mvm_operand(p, mvm.args.rows)
                 per = p[0, ..., 0].size  # positions per sample
                 full = (n, cols, per) if how == SAMPLES else (n * per, cols)
-                if hoisted is None and len(blocks) > 1:
-                    y = np.empty(full, np.float32)
+            if len(blocks) == 1:
+                yb, _, adc = mvm.product(p, run, hoisted is not None, None, how)
+                v = mvm.result_view(p.shape, yb, how)
+                return self._tail(v, hoisted, adc, env, run, None, len(self.ops))
             rows = slice(b0, b1) if how == SAMPLES else slice(b0 * per, b1 * per)
-            if hoisted is None:
-                yb, _, adc = mvm.product(p, run, False, None if y is None else y[rows], how)
-                if y is None:  # one block
-                    return mvm.result_view(p.shape, yb, how), adc, None
+            if y is not None:  # nothing runs block by block: products go to the chunk's result
+                mvm.product(p, run, False, y[rows], how)
                 continue
             buf = run.ws.get(("fused.y", id(self)), (rows.stop - rows.start, *full[1:]))
-            yb, _, adc = mvm.product(p, run, True, buf, how)
-            view = mvm.result_view(p.shape, yb, how)
-            if pooled is not None:
-                self._pool(view, hoisted[0], pooled[b0:b1])
+            yb, _, adc = mvm.product(p, run, hoisted is not None, buf, how)
+            v = mvm.result_view(p.shape, yb, how)
+            if hoisted is not None:  # the pool, block by block; the rest on the (smaller) result
+                if out is None:
+                    v = self._pool(v, hoisted[0])
+                    out = np.empty((n, *v.shape[1:]), v.dtype)
+                    out[b0:b1] = v
+                else:
+                    self._pool(v, hoisted[0], out[b0:b1])
                 continue
-            pb = self._pool(view, hoisted[0])
-            if len(blocks) == 1:
-                return pb, adc, hoisted
-            pooled = np.empty((n, *pb.shape[1:]), pb.dtype)
-            pooled[b0:b1] = pb
+            v, end = self._tail(v, None, None, env, run, (slice(b0, b1), n), end)
+            if out is None and end == 0:
+                y = np.empty(full, np.float32)
+                y[rows] = yb
+                continue
+            if out is None:
+                out = np.empty((n, *v.shape[1:]), v.dtype)
+            out[b0:b1] = v
         if y is not None:
-            return mvm.result_view((n, *p.shape[1:]), y, how), adc, None
-        return pooled, adc, hoisted
+            return mvm.result_view((n, *p.shape[1:]), y, how), 0
+        if hoisted is not None:
+            return self._tail(out, hoisted, adc, env, run, None, len(self.ops), pooled=True)
+        return out, end
 
     def _block(self, x: np.ndarray, threaded: bool) -> int:
         """Samples per block: about BLOCK_ELEMENTS (or THREADED_BLOCK_ELEMENTS) patch elements,
@@ -255,12 +304,7 @@ class FusedMvm:
                ) -> np.ndarray:
         """The ops in program order on the run's value ``v`` (in place where possible)."""
         for op in ops:
-            if op.other is not None:
-                v = _binary(op, v, env[op.other], run)
-            elif op.op == "nn.relu" and v.dtype.kind == "f":
-                np.maximum(v, 0, out=v)
-            else:
-                v = op.call([v], run)
+            v = self._op(op, v, env, run, None)
         return v
 
 
@@ -271,6 +315,33 @@ def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
+
+
+def _samplewise(op: FusedOp, v: np.ndarray, env: Mapping[str, Any], n: int,
+                batch: int | None) -> bool:
+    """Whether ``op`` on the samples of a block ``v`` of a chunk of ``n`` samples gives those
+    samples' rows of its result on the whole chunk: element-wise maps, a transpose that keeps
+    the batch first, a max_pool, a reshape to ``[-1 (or the compiled batch), ...]`` of each
+    sample's elements, a binary op whose other operand broadcasts over the batch or holds the
+    chunk's ``n`` samples (cut to the block's)."""
+    if op.other is not None:
+        other = env[op.other]
+        if not isinstance(other, np.ndarray) or other.ndim > v.ndim:
+            return False
+        if other.ndim == v.ndim and other.shape[0] not in (1, n):
+            return False
+        inner = other.shape[1:] if other.ndim == v.ndim else other.shape
+        try:
+            return np.broadcast_shapes(inner, v.shape[1:]) == v.shape[1:]
+        except ValueError:
+            return False
+    if op.op == "nn.transpose":
+        return [int(a) for a in op.attrs["perm"]][:1] == [0]
+    if op.op == "nn.reshape":
+        shape = [int(d) for d in op.attrs["shape"]]
+        return (len(shape) > 0 and shape[0] in (-1, batch) and all(d > 0 for d in shape[1:])
+                and math.prod(shape[1:]) == math.prod(v.shape[1:]))
+    return op.op == "nn.relu" or (op.op == "nn.max_pool" and v.ndim >= 3)
 
 
 def _binary(op: FusedOp, v: np.ndarray, other: np.ndarray, run: FastRun) -> np.ndarray:

@@ -7,7 +7,9 @@ others. In a plan:
   becomes a private :class:`PlannedIm2col`, with the DAC its readers share folded in;
 - each ``mvm`` becomes a :class:`PlannedMvm` (on bit-sliced crossbars the reference's);
 - :class:`~cimc.runtime.fusion.FusedMvm` joins an ``mvm`` with the instructions after it that
-  only transform its result, and with the ``im2col`` before it whose patches only it reads.
+  only transform its result, and with the ``im2col`` before it whose patches only it reads;
+  a ``recv`` of another tile's partial sum between them is planned before the step
+  (:func:`_early_recv`), so that the add joins it too.
 """
 
 from __future__ import annotations
@@ -91,22 +93,55 @@ def plan_core(prog: Program, consts: Mapping[str, np.ndarray], sliced: set[int])
         pro = ims.get(i) if _only_reader(ims.get(i), mvms.get(i + 1)) else None
         m = i + 1 if pro is not None else i
         ops: list[FusedOp] = []
+        recvs: list[Instr] = []
         j = m + 1
         if m in mvms:
             cur = instrs[m].dst
             while j < len(instrs):
-                op = absorb(instrs[j], cur)
-                if op is None or (cur not in instrs[j].dsts and _read_later(instrs, j, cur)):
+                if _early_recv(instrs, i, j, cur):
+                    recvs.append(instrs[j])
+                    j += 1
+                op = _joins(instrs, j, cur)
+                if op is None:
                     break
                 ops.append(op)
                 cur, j = instrs[j].dst, j + 1
         if ops or pro is not None:
+            steps += [InstrStep(r) for r in recvs]
             steps.append(FusedMvm(mvms[m], ops, consts, pro))
             i = j
         else:
             steps.append(mvms.get(i) or ims.get(i) or InstrStep(instrs[i]))
             i += 1
     return Coded(prog.core, prog.chip, steps, consts, {})
+
+
+def _joins(instrs: list[Instr], j: int, cur: str) -> FusedOp | None:
+    """Instruction ``j`` as an op of the fused step whose value is ``cur`` so far, or None
+    (it cannot join, or ``cur`` is read again later)."""
+    if j >= len(instrs):
+        return None
+    op = absorb(instrs[j], cur)
+    if op is None or (cur not in instrs[j].dsts and _read_later(instrs, j, cur)):
+        return None
+    return op
+
+
+def _early_recv(instrs: list[Instr], start: int, j: int, cur: str) -> bool:
+    """Whether instruction ``j`` is a ``recv`` of the other operand of the op right after it,
+    which would join the fused step that begins at ``start`` and holds ``cur``: the plan then
+    receives it before the step, so that the step runs whole (and its im2col and mvm block by
+    block through that op). Receiving earlier never deadlocks: the instructions it moves ahead
+    of only compute on this core (they send nothing), and none touches its buffer. The fast
+    executor's read-noise draws then follow the order the cores reach their mvms in (another
+    core's may come first), a fixed order: the numbers stay a function of the seed."""
+    ins = instrs[j]
+    if ins.mnemonic != "recv":
+        return False
+    op = _joins(instrs, j + 1, cur)
+    if op is None or op.other != ins.dst:
+        return False
+    return all(ins.dst not in (*k.srcs, *k.dsts) for k in instrs[start:j])
 
 
 def _only_reader(im: PlannedIm2col | None, mvm: PlannedMvm | None) -> bool:

@@ -371,6 +371,91 @@ def test_im2cols_of_row_ranges_fuse_with_their_tiles(tmp_path, dac):
                                    rtol=1e-5, atol=1e-5)
 
 
+def _split_conv(tmp_path: Path, tail: str, y_shape: tuple[int, ...], conv: str):
+    """A conv split over two cores the way schedule leaves it: each makes the patch rows of
+    its tile; core 0 adds core 1's partial sum (received between its mvm and the add), the
+    bias, and runs ``tail`` on a4 (ending in a5). Input x [1, 6, 8, 8], 3x3 patches, 4
+    output channels; returns the chip and the weight [54, 4]."""
+    w = RNG.integers(-100, 101, (54, 4)).astype(np.float32)
+    im = "im2col a1, a0, kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1]"
+    progs = {0: f"""
+        .core 0 chip=0
+        .xbar 0 rows=30 cols=4
+        .const c0 name="bias"
+          input  a0, name="x"
+          send   a0, to=1
+          {im}, rows=[0, 30]
+          mvm    p0, a1, xbar=0, {conv}
+          recv   p1, from=1
+          dop    a2, p0, p1, op="nn.add"
+          dop    a3, a2, c0, op="nn.add"
+          dop    a4, a3, op="nn.transpose", perm=[0, 3, 1, 2]
+          {tail}
+          output a5, name="y"
+          halt
+    """, 1: f"""
+        .core 1 chip=0
+        .xbar 0 rows=24 cols=4
+          recv   a0, from=0
+          {im}, rows=[30, 54]
+          mvm    p0, a1, xbar=0, {conv}
+          send   p0, to=0
+          halt
+    """}
+    scale = np.full(4, 0.01, np.float32)
+    path = write_artifact(tmp_path / "s.cimc", progs,
+                          {"xbar/0/0/levels": w[:30], "xbar/0/0/scale": scale,
+                           "xbar/1/0/levels": w[30:], "xbar/1/0/scale": scale,
+                           "const/bias": RNG.standard_normal(4).astype(np.float32)},
+                          [("x", (1, 6, 8, 8), "f32")], [("y", y_shape, "f32")],
+                          target="hermes64")
+    return load(path), w
+
+
+RELU_POOL = ('dop    a6, a4, op="nn.relu"\n' + POOL.replace("a5, a4", "a7, a6").format(
+    ceil="false", k=2, s=2, pads="[0, 0, 0, 0]"))
+
+
+@pytest.mark.parametrize(("tail", "y_shape"), [
+    (RELU_POOL + '\ndop    a5, a7, op="nn.reshape", shape=[-1, 64]', (1, 64)),
+    # a reshape that does not keep the samples apart: on the whole chunk after the blocks
+    (RELU_POOL + '\ndop    a5, a7, op="nn.reshape", shape=[-1, 16]', (4, 16)),
+    ('dop    a5, a4, op="nn.relu"', (1, 4, 8, 8)),
+])
+@pytest.mark.parametrize("conv", ["dac_bits=0, adc_bits=0",
+                                  "dac_bits=8, dac_range=2.0, adc_bits=8, adc_range=4.0"])
+def test_a_split_conv_runs_its_partial_sum_and_epilogue_block_by_block(
+        tmp_path, monkeypatch, tail, y_shape, conv):
+    # The recv of the other tile's partial sum is planned before the fused step, so the add,
+    # the bias, ReLU and the pool run on each block of the product: the reference's numbers
+    # for every block size; with read noise, the same numbers for any chunking and workers.
+    import cimc.runtime.chip as chip_mod
+
+    chip, w = _split_conv(tmp_path, tail.replace("\n", "\n          "), y_shape, conv)
+    steps = chip.machine.fast[0].steps
+    fused = [s for s in steps if isinstance(s, FusedMvm)]
+    assert len(fused) == 1 and fused[0].prologue is not None
+    assert [o.op for o in fused[0].ops][:3] == ["nn.add", "nn.add", "nn.transpose"]
+    before = steps[steps.index(fused[0]) - 1]
+    assert before.ins.mnemonic == "recv"
+    x = RNG.uniform(-1, 1, (40, 6, 8, 8)).astype(np.float32)
+    fast, want = _both(chip, {"x": x}, t=10.0, noise=False)
+    np.testing.assert_array_equal(fast["y"], want["y"])  # one block
+    monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 30 * 64 * 3)  # blocks of 3 samples
+    fast = _both(chip, {"x": x}, t=10.0, noise=False)[0]["y"]
+    np.testing.assert_array_equal(fast, want["y"])
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 2000)  # several chunks, read noise on
+
+    def noisy(workers: int) -> np.ndarray:
+        with load(chip.artifact.path, seed=3, workers=workers) as c:
+            assert len(c._chunks(len(x))) > 2
+            return c.run({"x": x}, t=10.0)["y"]
+
+    a = noisy(1)
+    np.testing.assert_array_equal(a, noisy(2))
+    assert not np.array_equal(a, fast)
+
+
 # ------------------------------------------------------------------------------ max_pool
 
 
