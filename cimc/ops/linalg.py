@@ -90,8 +90,13 @@ def pad_spatial(x: np.ndarray, pads: Sequence[int], value: float = 0) -> np.ndar
     r = len(pads) // 2
     if not any(pads):
         return x
-    width = [(0, 0), (0, 0)] + [(pads[i], pads[i + r]) for i in range(r)]
-    return np.pad(x, width, mode="constant", constant_values=value)
+    if min(pads) < 0:
+        raise ValueError(f"negative pads {list(pads)}")
+    shape = (*x.shape[:2], *(x.shape[2 + i] + pads[i] + pads[i + r] for i in range(r)))
+    out = np.full(shape, value, x.dtype)
+    out[(slice(None), slice(None), *(slice(pads[i], pads[i] + x.shape[2 + i])
+                                      for i in range(r)))] = x
+    return out
 
 
 def _float_operand(op: str, t: TensorType, what: str) -> None:
@@ -214,7 +219,7 @@ def patches(
     cg = c // groups
     osz = [window_out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], pads[i],
                            pads[d + i]) for i in range(d)]
-    length = c * int(np.prod(kernel))
+    length = c * math.prod(int(k) for k in kernel)
     if layout != VECTORS:
         if rows is not None:
             raise ValueError("a row range of the patches needs the vectors layout")
@@ -254,7 +259,7 @@ def patches(
         at = 0
         for box in _boxes((groups, *map(int, kernel), cg), a, b):  # cached per range
             extent = [e - s for s, e in box]
-            size = int(np.prod(extent))
+            size = math.prod(extent)
             np.copyto(dst[..., at:at + size].reshape(n, *osz, *extent),
                       win[(slice(None),) * (1 + d) + tuple(slice(s, e) for s, e in box)])
             at += size
@@ -291,7 +296,7 @@ def _boxes(shape: tuple[int, ...], a: int, b: int) -> tuple[tuple[tuple[int, int
 def _buffer(buf: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """``buf`` viewed as ``shape`` when it holds exactly that many ``dtype`` elements (the
     caller's reusable storage), else a new array."""
-    size = int(np.prod(shape))
+    size = math.prod(int(s) for s in shape)
     if buf is not None and buf.dtype == dtype and buf.size == size and buf.flags.c_contiguous:
         return buf.reshape(shape)
     return np.empty(shape, dtype)
