@@ -38,13 +38,15 @@ from cimc.runtime.report import Report, build_report, replica_fold
 _PROGRAM_STREAM, _READ_STREAM = 0, 1
 
 # A run is split into chunks of the batch whose largest buffer holds about this many elements
-# (patches made block by block inside a fused step aside: cimc.runtime.fusion keeps those in
-# the cache); chunks run in parallel (cimc.runtime.execution). Few large chunks mean few Python
+# (the values a fused step makes block by block aside: cimc.runtime.fusion keeps those in the
+# cache); chunks run in parallel (cimc.runtime.execution). Few large chunks mean few Python
 # calls and few messages.
 CHUNK_ELEMENTS = 1 << 21
 # ... but a batch of at least 2 * MIN_CHUNK_SAMPLES samples runs in at least MIN_CHUNKS chunks,
-# so that two workers share it even when its buffers are small. The chunks are a function of
-# the batch alone (never of the workers), so the numbers of a seed are the same on any machine.
+# so that two workers share it even when its buffers are small, and a batch in several chunks
+# in a multiple of MIN_CHUNKS of them, so that two workers get equal shares. The chunks are a
+# function of the batch alone (never of the workers), so the numbers of a seed are the same
+# on any machine.
 MIN_CHUNKS, MIN_CHUNK_SAMPLES = 2, 64
 
 
@@ -185,8 +187,9 @@ class Chip:
     def _chunks(self, batch: int) -> list[tuple[int, int]]:
         """The chunks of a batch: each about CHUNK_ELEMENTS of its largest buffer, at least two
         samples (a product over one vector may sum in another order than over several), at
-        least MIN_CHUNKS of them for a batch of 2 * MIN_CHUNK_SAMPLES or more, and of sizes that
-        differ by at most one."""
+        least MIN_CHUNKS of them for a batch of 2 * MIN_CHUNK_SAMPLES or more, several in a
+        multiple of MIN_CHUNKS (where the batch allows), and of sizes that differ by at most
+        one."""
         if batch < 4:
             return [(0, batch)]
         if self._peak_per_sample is None:
@@ -201,6 +204,8 @@ class Chip:
             return [(0, batch)]
         size = max(1, int(CHUNK_ELEMENTS // self._peak_per_sample))
         n = max(math.ceil(batch / size), min(MIN_CHUNKS, batch // MIN_CHUNK_SAMPLES))
+        if n > 1:
+            n = -(-n // MIN_CHUNKS) * MIN_CHUNKS
         n = min(n, batch // 2)
         cuts = [batch * i // n for i in range(n + 1)]
         return list(itertools.pairwise(cuts))

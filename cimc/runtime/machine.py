@@ -210,14 +210,16 @@ class Machine:
 
     def blocked(self) -> set[tuple[int, int]]:
         """(core, instruction index) of the instructions whose whole result the fast plan
-        never holds (patches it makes block by block)."""
+        never holds: in a fused step with an im2col (cimc.runtime.fusion), every value before
+        the step's result (the patches, the product and the ops' values, made block by block
+        or in place on the result)."""
         out = set()
         for c, code in (self.fast or {}).items():
             index = {id(ins): i for i, ins in enumerate(self.programs[c].instrs)}
             for st in code.steps:
-                pro = getattr(st, "prologue", None)
-                if pro is not None:
-                    out.add((c, index[id(pro.ins)]))
+                if getattr(st, "prologue", None) is not None:
+                    inner = [st.prologue.ins, st.mvm.ins, *(op.ins for op in st.ops)][:-1]
+                    out.update((c, index[id(ins)]) for ins in inner)
         return out
 
     def timeline(self) -> Timeline:

@@ -159,7 +159,7 @@ def test_blocks_and_chunks_do_not_change_the_numbers(tmp_path, monkeypatch, c, c
     # With read noise, blocks draw their normals in turn, using the chunk's random stream as
     # one draw would: the same seed gives the same numbers for any block size and any number
     # of workers, processes or threads (which use larger blocks).
-    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 3000)  # several chunks
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1000)  # several chunks
 
     def first_run(workers: int) -> np.ndarray:
         with load(path, seed=1, workers=workers) as chip:

@@ -556,3 +556,13 @@ def test_a_batch_of_small_buffers_still_runs_in_two_chunks(tmp_path):
     assert chip._chunks(127) == [(0, 127)]
     assert chip._chunks(128) == [(0, 64), (64, 128)]
     assert chip._chunks(1000) == [(0, 500), (500, 1000)]
+
+
+def test_a_batch_in_several_chunks_runs_in_an_even_number(tmp_path, monkeypatch):
+    # two workers then get equal shares (the chunks never depend on the workers)
+    import cimc.runtime.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 800)  # 100 samples of 8 inputs
+    chip = load(single_mvm(tmp_path / "s.cimc", np.ones((8, 2), np.float32)))
+    assert chip._chunks(200) == [(0, 100), (100, 200)]
+    assert chip._chunks(250) == [(0, 62), (62, 125), (125, 187), (187, 250)]

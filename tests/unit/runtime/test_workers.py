@@ -115,7 +115,7 @@ def mnist(tmp_path_factory):
 
     with np.load(MNIST / "test.npz") as z:
         x = z["x"][:400].astype(np.float32)
-    # unreplicated: the chunk sizes below follow its largest buffer (conv0's patches)
+    # unreplicated: the chunk sizes below follow its largest buffer (conv0's pooled result)
     art = compile_model(MNIST / "model.onnx", "hermes64",
                         tmp_path_factory.mktemp("w") / "m.cimc",
                         input_shapes={"input": (1, 1, 28, 28)}, calib={"input": x[:50]},
@@ -202,7 +202,7 @@ def test_closing_a_chip_waits_for_its_run_in_another_thread(mnist, monkeypatch):
 
     import cimc.runtime.chip as chip_mod
 
-    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 19)  # four chunks
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 17)  # four chunks
     art, x = mnist
     with load(art, seed=3, workers=1) as alone:
         want = [alone.run({"input": x})["logits"] for _ in range(3)]
