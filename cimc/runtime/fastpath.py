@@ -249,11 +249,12 @@ class PlannedMvm:
                             f"{list(x.shape)}; its last axis must be {a.rows}", self)
 
     def product(self, x: np.ndarray, run: FastRun, defer_adc: bool = False,
-                out: np.ndarray | None = None, prefer: str | None = None
-                ) -> tuple[np.ndarray, str, AdcArgs | None]:
+                out: np.ndarray | None = None, prefer: str | None = None,
+                normals: np.ndarray | None = None) -> tuple[np.ndarray, str, AdcArgs | None]:
         """ADC(DAC(x) @ W) as the product lays it out: ``[N, cols, P]`` (SAMPLES) or
         ``[V, cols]``, written to ``out`` when given; the layout; the deferred ADC (see
-        :meth:`compute`)."""
+        :meth:`compute`). ``normals``: the read noise's standard normals, one per output
+        (drawn here when None)."""
         self.check(x)
         a = self.args
         mats = run.matrices[self.key]
@@ -271,7 +272,7 @@ class PlannedMvm:
         else:  # -> y [V, cols]
             y = np.matmul(xq.T if how == ROWS else xq, weight, out=out)
         if noisy:
-            self._read_noise(xq, how, read_var, y, run, owned or self.owns_input, per)
+            self._read_noise(xq, how, read_var, y, run, owned or self.owns_input, per, normals)
         args = (in_step, mats.at.gain)
         if defer_adc and mats.at.gain > 0 and in_step > 0:
             return y, how, args
@@ -296,7 +297,8 @@ class PlannedMvm:
 
     @staticmethod
     def _read_noise(xq: np.ndarray, how: str, var: np.ndarray, y: np.ndarray, run: FastRun,
-                    in_place: bool, per: int | None = None) -> None:
+                    in_place: bool, per: int | None = None, normals: np.ndarray | None = None
+                    ) -> None:
         """y += N(0, (x*x) @ var) per output: independent noise on every read of every vector
         (``var`` transposed for SAMPLES). With ``in_place`` the input is squared where it lies
         (nothing reads it afterwards)."""
@@ -310,8 +312,9 @@ class PlannedMvm:
         else:
             np.matmul(sq.T if how == ROWS else sq, var, out=std)
         np.sqrt(std, out=std)
-        std *= normal_f32(run.rng, std.size, run.ws.get("normal.z", (std.size,))).reshape(
-            std.shape)
+        if normals is None:
+            normals = normal_f32(run.rng, std.size, run.ws.get("normal.z", (std.size,)))
+        std *= normals.reshape(std.shape)
         y += std
 
     def _dac(self, x: np.ndarray, ws: Workspace) -> tuple[np.ndarray, float, bool]:

@@ -34,6 +34,7 @@ import numpy as np
 from cimc.errors import CimcError
 from cimc.ops.linalg import SAMPLES
 from cimc.ops.pool import max_pool_plan
+from cimc.runtime.device import normal_f32
 from cimc.runtime.fastpath import AdcArgs, FastRun, PlannedIm2col, PlannedMvm, mvm_operand
 from cimc.runtime.instructions import Dop
 from cimc.runtime.isa import Core, ExecError, Instr
@@ -221,16 +222,18 @@ class FusedMvm:
                 _, how = mvm_operand(p, mvm.args.rows)
                 per = p[0, ..., 0].size  # positions per sample
                 full = (n, cols, per) if how == SAMPLES else (n * per, cols)
+                z = self._normals(n * per * cols, run) if len(blocks) > 1 else None
             if len(blocks) == 1:
                 yb, _, adc = mvm.product(p, run, hoisted is not None, None, how)
                 v = mvm.result_view(p.shape, yb, how)
                 return self._tail(v, hoisted, adc, env, run, None, len(self.ops))
             rows = slice(b0, b1) if how == SAMPLES else slice(b0 * per, b1 * per)
+            zb = None if z is None else z[b0 * per * cols:b1 * per * cols]
             if y is not None:  # nothing runs block by block: products go to the chunk's result
-                mvm.product(p, run, False, y[rows], how)
+                mvm.product(p, run, False, y[rows], how, zb)
                 continue
             buf = run.ws.get(("fused.y", id(self)), (rows.stop - rows.start, *full[1:]))
-            yb, _, adc = mvm.product(p, run, hoisted is not None, buf, how)
+            yb, _, adc = mvm.product(p, run, hoisted is not None, buf, how, zb)
             v = mvm.result_view(p.shape, yb, how)
             if hoisted is not None:  # the pool, block by block; the rest on the (smaller) result
                 if out is None:
@@ -253,6 +256,15 @@ class FusedMvm:
         if hoisted is not None:
             return self._tail(out, hoisted, adc, env, run, None, len(self.ops), pooled=True)
         return out, end
+
+    def _normals(self, count: int, run: FastRun) -> np.ndarray | None:
+        """The read noise's standard normals of every output of the chunk (None without read
+        noise), drawn at once before the first block: each block's draw takes a multiple of 4
+        of them (see _block), so these are the numbers the blocks would draw in turn, and the
+        table lookups run in one pass rather than between the products."""
+        if not (run.noise and run.matrices[self.mvm.key].noisy):
+            return None
+        return normal_f32(run.rng, count, run.ws.get("fused.normals", (count,)))
 
     def _block(self, x: np.ndarray, threaded: bool) -> int:
         """Samples per block: about BLOCK_ELEMENTS (or THREADED_BLOCK_ELEMENTS) patch elements,
