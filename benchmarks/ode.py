@@ -2,9 +2,10 @@
 
 Two fields, at the same rtol/atol each:
 
-- the mesh flow of ``examples/mesh_flow`` (an MLP 4 -> 128 -> 128 -> 3 on 2,562 vertices), at
-  the example's rtol 1e-2, atol 1e-3 (at 1e-3 the chip's error estimate sits on the noise of its
-  own field: every controller then rejects most of its tries);
+- the mesh flow of ``examples/mesh_flow`` (an MLP 3 -> 128 -> 128 -> 3 on 2,562 vertices, times a
+  speed profile of t: fast, then settling), at the example's rtol 1e-2, atol 1e-3 (at 1e-3 the
+  chip's error estimate sits on the noise of its own field: every controller then rejects most
+  of its tries);
 - a stiff-ish 2-D spiral, dy/dt = A y^3 (A's entries on pcm40's weight grid), from (2, 0).
 
 For each: Heun-Euler with drift control (the PCM step cell) and with the classic controller, and
