@@ -13,7 +13,8 @@ process does ``cimc.load(artifact, seed=0, workers=W)`` and one ``chip.run`` of 
 compensation), which draws and makes every crossbar at that time; onnxruntime's creates an
 ``InferenceSession`` and runs the same input. Figures are the best and worst over the rounds.
 Goals (issue 13, light VGG-19 on hermes64, batch 1, 2 cores): load <= 8 s, first run <= 3 s,
-peak RSS <= 3 GB.
+peak RSS <= 3 GB. Peak RSS is cimc's process's: the children it forks to make the crossbars
+(cimc.runtime.forkfill) write the matrices into memory it shares with them, which both count.
 """
 
 from __future__ import annotations

@@ -158,9 +158,9 @@ class Chip:
                 for i, (a, b) in enumerate(bounds)]
         try:
             with self.execution.blas_scope():
-                # the crossbars at t, made on this process's threads before any chunk runs
-                # (worker processes forked for this run inherit them)
-                self.machine.at(t, comp).fill(self.execution.each)
+                # the crossbars at t, made before any chunk runs (worker processes forked for
+                # this run inherit them)
+                self.machine.at(t, comp).fill(self.execution.each, self.execution.processes)
                 parts = self.execution.map(jobs, self._chunk)
         except _NotFinite:
             check_finite(feeds)  # the whole batch: the first bad index and the count

@@ -188,10 +188,16 @@ def programmed(xb: DeclaredCrossbar, streams: Streams) -> list[device.Programmed
     return [xb.model.program(index, table, z) for index, table, z in _slices(xb, streams)]
 
 
-def crossbar_at(xb: DeclaredCrossbar, t: float, compensate: bool, streams: Streams) -> CrossbarAt:
+# Where crossbar_at may write a noisy crossbar's matrices: per slice a weight matrix and a read
+# variance matrix, float32 [rows, cols] (cimc.runtime.forkfill: views of shared memory).
+Out = tuple[list[np.ndarray], list[np.ndarray]]
+
+
+def crossbar_at(xb: DeclaredCrossbar, t: float, compensate: bool, streams: Streams,
+                out: Out | None = None) -> CrossbarAt:
     """The matrices one crossbar multiplies by at time ``t`` (seconds since programming): its
     slices programmed from its stream (see the module docstring), block of rows by block of
-    rows."""
+    rows; into ``out`` when given (a noisy crossbar)."""
     if not xb.noisy:
         exact = xb.exact()
         return CrossbarAt(exact, (None,) * len(exact), 1.0, xb.base)
@@ -201,9 +207,10 @@ def crossbar_at(xb: DeclaredCrossbar, t: float, compensate: bool, streams: Strea
     step = max(1, BLOCK_DEVICES // (xb.cols * model.units))
     weights, variances, g_prog, g_now = [], [], [], []
     shape = (xb.rows, xb.cols)
-    for index, table, z in _slices(xb, streams):
-        w = np.empty(shape, np.float32)
-        var = np.empty(shape, np.float32) if model.read is not None else None
+    for s, (index, table, z) in enumerate(_slices(xb, streams)):
+        w = np.empty(shape, np.float32) if out is None else out[0][s]
+        var = None if model.read is None else np.empty(shape, np.float32) if out is None \
+            else out[1][s]
         g0, g1 = (np.empty(shape, np.float32) for _ in range(2)) if compensate \
             else (None, None)
         for r in range(0, xb.rows, step):

@@ -65,6 +65,12 @@ class Execution:
         released, such as making a chip's crossbars at a new time."""
         return [fn(x) for x in items]
 
+    @property
+    def processes(self) -> int:
+        """How many processes may make a chip's crossbars (cimc.runtime.forkfill): this one
+        and forked children, where the strategy forks."""
+        return 1
+
     @contextlib.contextmanager
     def blas_scope(self) -> Iterator[None]:
         """BLAS on one thread inside the block (see the module docstring)."""
@@ -156,6 +162,10 @@ class Processes(Threads):
         self._procs: ForkPool | None = None
         self._procs_lock = threading.Lock()
         self.last = "processes"  # how the last parallel run went
+
+    @property
+    def processes(self) -> int:
+        return self.workers
 
     def map(self, jobs: Sequence[Job], fn: ChunkFn) -> list[Mapping[str, np.ndarray]]:
         if len(jobs) == 1:

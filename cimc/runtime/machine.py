@@ -37,6 +37,7 @@ from cimc.runtime.crossbars import (
     programmed,
 )
 from cimc.runtime.fastpath import FastRun, Matrices
+from cimc.runtime.forkfill import make_forked, worth_forking
 from cimc.runtime.isa import Run, Timeline
 from cimc.runtime.plan import plan_core, plannable
 from cimc.runtime.reference import Coded, Trace, reference_codes, run_cores
@@ -62,8 +63,8 @@ Key = tuple[int, int]  # (core, crossbar index)
 
 class Frozen:
     """A chip's crossbars frozen at one time (``t``, ``compensate``): each made the first time a
-    run asks for it, or ahead of that by :meth:`fill` (on the process's threads: what
-    ``Chip.run`` does). Whoever asks first makes a crossbar; whoever asks while another thread
+    run asks for it, or ahead of that by :meth:`fill` (on the process's threads or, for many,
+    in forked processes: what ``Chip.run`` does). Whoever asks first makes a crossbar; whoever asks while another thread
     makes it waits for it. ``crossbars`` and ``matrices`` are the mappings the reference machine
     and the fast executor read."""
 
@@ -106,16 +107,43 @@ class Frozen:
             raise
         finally:
             event.set()
-        if self._progress is not None:
-            self._progress(self._what, len(self._made), len(self._xbs))
+        self._heard()
         return hit
 
-    def fill(self, each: Each | None = None) -> None:
-        """Make every crossbar no one has begun, by ``each`` (default: one after another),
-        and wait for those others are making."""
-        if not self.complete:
-            (each or _serial)(self.get, list(self._xbs))
+    def fill(self, each: Each | None = None, processes: int = 1) -> None:
+        """Make every crossbar no one has begun, by ``each`` (default: one after another) or,
+        with ``processes`` > 1 and enough of them (cimc.runtime.forkfill), on that many
+        processes; and wait for those others are making."""
+        if self.complete:
+            return
+        if processes > 1:
+            self._fill_forked(processes)
+        (each or _serial)(self.get, list(self._xbs))
 
+    def _fill_forked(self, processes: int) -> None:
+        with self._lock:
+            todo = {k: xb for k, xb in self._xbs.items()
+                    if xb.noisy and k not in self._made and k not in self._making}
+            if not worth_forking(list(todo.values())):
+                return
+            events = {k: threading.Event() for k in todo}
+            self._making.update(events)
+        made: dict[Key, CrossbarAt | None] = {}
+        try:
+            made = make_forked(self._make_at, todo, processes)
+        finally:
+            with self._lock:
+                for k, event in events.items():
+                    at = made.get(k)
+                    if at is not None:
+                        self._made[k] = Matrices(at)
+                    del self._making[k]  # left to get(), which makes it (and says why not)
+                    event.set()
+        self._heard()
+
+    def _heard(self) -> None:
+        if self._progress is not None:
+            self._progress(self._what, len(self._made), len(self._xbs))
 
     @property
     def complete(self) -> bool:

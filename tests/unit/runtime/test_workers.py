@@ -273,3 +273,52 @@ def test_runs_fall_back_to_threads_where_no_worker_can_be_forked(mnist, monkeypa
     # a daemonic process (a multiprocessing.Pool worker) may not have children
     monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
     assert not workers.fork_available()
+
+
+def _crossbars_equal(a, b) -> bool:
+    return (a.gain == b.gain and len(a.weights) == len(b.weights)
+            and all(np.array_equal(p, q) for p, q in zip(a.weights, b.weights))
+            and all((p is None) == (q is None) and (p is None or np.array_equal(p, q))
+                    for p, q in zip(a.read_vars, b.read_vars)))
+
+
+def test_many_crossbars_are_made_in_forked_processes(mnist, monkeypatch):
+    import cimc.runtime.forkfill as forkfill
+
+    art, x = mnist
+    made = []
+    real = forkfill.make_forked
+    monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)  # LeNet's few crossbars: fork all the same
+    monkeypatch.setattr("cimc.runtime.machine.make_forked",
+                        lambda *a: made.append(len(a[1])) or real(*a))
+    with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+        y = chip.run({"input": x[:8]}, t=3600.0)["logits"]
+        assert made == [len(chip.machine.crossbars)] and made[0] > 2
+        np.testing.assert_array_equal(y, alone.run({"input": x[:8]}, t=3600.0)["logits"])
+        mine, theirs = chip.machine.at(3600.0, True), alone.machine.at(3600.0, True)
+        assert all(_crossbars_equal(mine.crossbars[k], theirs.crossbars[k])
+                   for k in chip.machine.crossbars)
+        # a later time forks again; the compensation's reference came back from the children
+        assert all(xb.gdc_ref is not None for xb in chip.machine.crossbars.values())
+        chip.run({"input": x[:8]}, t=60.0)
+        assert len(made) == 2
+
+
+def test_crossbars_a_child_did_not_make_are_made_here(mnist, monkeypatch):
+    import cimc.runtime.crossbars as crossbars
+    import cimc.runtime.forkfill as forkfill
+
+    art, x = mnist
+    parent = os.getpid()
+    real = crossbars.crossbar_at
+
+    def failing_in_children(xb, *a, **kw):
+        if os.getpid() != parent and xb.index == 0 and xb.core % 2 == 0:
+            raise OSError("a child's failure")
+        return real(xb, *a, **kw)
+
+    monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)
+    monkeypatch.setattr("cimc.runtime.machine.crossbar_at", failing_in_children)
+    with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+        y = chip.run({"input": x[:8]}, t=3600.0)["logits"]
+        np.testing.assert_array_equal(y, alone.run({"input": x[:8]}, t=3600.0)["logits"])

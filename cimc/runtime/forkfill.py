@@ -1,0 +1,153 @@
+"""Making many crossbars at a new time in forked processes (Linux).
+
+Making a noisy crossbar at a time (:func:`cimc.runtime.crossbars.crossbar_at`) is thousands of
+small numpy calls per crossbar. Threads of one process hand the interpreter lock to each other at
+every call, so on threads the work goes no faster than on one (on two cores it went slower), and
+a model with thousands of crossbars waits seconds for them at its first run. :func:`make_forked`
+splits the crossbars between ``processes`` children forked from this process (which waits, its
+memory untouched), which inherit the declared crossbars (nothing is sent): every crossbar is drawn from its own random
+stream, so who makes it does not change its numbers. Every process makes its crossbars' matrices
+straight into one anonymous shared memory map that the caller's crossbars then view (no copy,
+no pipe, no pickle), and each crossbar's gain, compensation reference and which slices read
+noisily into a small shared table. A crossbar a child did not finish (it failed or died) is left to the caller,
+which makes it itself and so reports its error as usual.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import multiprocessing
+import signal
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from cimc.runtime.crossbars import CrossbarAt, DeclaredCrossbar
+
+Key = tuple[int, int]  # (core, crossbar index)
+# crossbar_at at one time: the crossbar -> its matrices, written into ``out``
+Make = Callable[..., CrossbarAt]
+
+# Crossbars are made in forked processes only when together they hold at least this many
+# weights (noisy ones): below it the fork costs more than it saves.
+FORK_WEIGHTS = 1 << 22
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_DONE, _GAIN, _REF, _NOISY = 0, 1, 2, 3  # columns of the shared table; _NOISY + slice
+
+
+def worth_forking(xbs: Sequence[DeclaredCrossbar]) -> bool:
+    """Whether making ``xbs`` is enough work to fork for."""
+    return sum(xb.rows * xb.cols * len(xb.levels) for xb in xbs if xb.noisy) >= FORK_WEIGHTS
+
+
+class _Shared:
+    """The shared memory of :func:`make_forked`: per crossbar and slice a weight and a read
+    variance matrix (float32), and the table of what each crossbar came to."""
+
+    def __init__(self, xbs: Sequence[DeclaredCrossbar]) -> None:
+        sizes = [xb.rows * xb.cols for xb in xbs]
+        slices = max(len(xb.levels) for xb in xbs)
+        total = sum(2 * len(xb.levels) * n for xb, n in zip(xbs, sizes))
+        self.data = np.frombuffer(mmap.mmap(-1, max(4 * total, 1)), np.float32)
+        self.table = np.frombuffer(mmap.mmap(-1, 8 * len(xbs) * (_NOISY + slices)),
+                                   np.float64).reshape(len(xbs), _NOISY + slices)
+        self.views: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
+        at = 0
+        for xb, n in zip(xbs, sizes):
+            mats: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+            for _ in range(len(xb.levels)):
+                for kind in mats:
+                    kind.append(self.data[at:at + n].reshape(xb.rows, xb.cols))
+                    at += n
+            self.views.append(mats)
+
+    def make(self, i: int, xb: DeclaredCrossbar, make: Make) -> None:
+        """Crossbar ``i`` made into its matrices here, and what it came to into the table."""
+        at = make(xb, out=self.views[i])
+        row = self.table[i]
+        for s, var in enumerate(at.read_vars):
+            row[_NOISY + s] = var is not None
+        row[_GAIN] = at.gain
+        row[_REF] = np.nan if xb.gdc_ref is None else xb.gdc_ref
+        row[_DONE] = 1.0
+
+    def read(self, i: int, xb: DeclaredCrossbar) -> CrossbarAt | None:
+        """Crossbar ``i`` as made by whoever made it (None: no one finished it)."""
+        row = self.table[i]
+        if row[_DONE] != 1.0:
+            return None
+        if xb.gdc_ref is None and not np.isnan(row[_REF]):
+            xb.gdc_ref = float(row[_REF])  # the same for every time: not worked out again
+        weights, variances = self.views[i]
+        noisy = [variances[s] if row[_NOISY + s] == 1.0 else None for s in range(len(weights))]
+        return CrossbarAt(tuple(weights), tuple(noisy), float(row[_GAIN]), xb.base)
+
+
+def make_forked(make: Make, xbs: Mapping[Key, DeclaredCrossbar], processes: int
+                ) -> dict[Key, CrossbarAt | None]:
+    """``make`` every crossbar of ``xbs`` (noisy ones) in ``processes`` forked children (see the
+    module docstring): each key's crossbar, or None where no child finished it."""
+    keys = list(xbs)
+    shared = _Shared([xbs[k] for k in keys])
+    # the largest first, dealt in turn: the parts take about equal work
+    order = sorted(range(len(keys)), key=lambda i: -xbs[keys[i]].rows * xbs[keys[i]].cols)
+    parts = [order[p::processes] for p in range(min(processes, len(order)))]
+
+    def work(part: list[int]) -> None:
+        for i in part:
+            shared.make(i, xbs[keys[i]], make)
+
+    ctx = multiprocessing.get_context("fork")
+    children = []
+    try:
+        for part in parts:
+            child = ctx.Process(target=_child, args=(work, part), daemon=True,
+                                name="cimc-crossbars")
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns when a process with threads forks (cimc.runtime.workers:
+                # the child only runs numpy on what it inherited)
+                warnings.filterwarnings("ignore", ".*use of fork\\(\\) may lead to deadlocks",
+                                        DeprecationWarning)
+                try:
+                    child.start()
+                except OSError:  # no fork now: the caller makes this part
+                    continue
+            children.append(child)
+        for child in children:
+            child.join()
+    except BaseException:  # an interrupt: the children stop with the caller
+        for child in children:
+            child.kill()
+            child.join()
+        raise
+    return {k: shared.read(i, xbs[k]) for i, k in enumerate(keys)}
+
+
+def _keep_freed_memory() -> None:
+    """Have glibc's malloc keep the memory this process frees. By default it returns a freed
+    block over a threshold to the system at once, and the top of its heap when that grows
+    large; a child that makes thousands of crossbars, keeping none of their temporaries (the
+    matrices go to shared memory), would then fault every temporary's pages in anew (a third
+    of its time). The child lives for one fill: it keeps what it frees. Elsewhere (another C
+    library) nothing changes."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 25)  # glibc's largest
+    except (OSError, AttributeError):
+        pass
+
+
+def _child(work: Callable[[list[int]], None], part: list[int]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles it
+    _keep_freed_memory()
+    try:
+        work(part)
+    except Exception:  # noqa: S110 - the caller makes what is left and reports its error
+        pass
+
+
+__all__ = ["FORK_WEIGHTS", "make_forked", "worth_forking"]
