@@ -191,15 +191,23 @@ def _simulate(cfg: OdeConfig, field_fn: Callable, states: list[np.ndarray],
 def reference(cfg: OdeConfig, field_fn: Callable, x0: np.ndarray) -> np.ndarray:
     """The final state of a solve far tighter than ``cfg``: bosh3 with the tolerances divided by
     REFERENCE_TIGHTENING's factors in turn until two solves in a row end within
-    REFERENCE_AGREEMENT of the tolerance of each other (the last one if none do)."""
+    REFERENCE_AGREEMENT of the tolerance of each other. The solves run in the state's dtype:
+    where a tighter one agrees less with the one before (its rounding has come to outweigh its
+    truncation), the one before is the reference; the last one if none of that happens."""
     prev = x = None
+    apart = math.inf
     for k in REFERENCE_TIGHTENING:
         tight = replace(cfg, tableau=TABLEAUS["bosh3"], step="digital", drift=None,
                         rtol=cfg.rtol / k, atol=cfg.atol / k, max_steps=cfg.max_steps * 100,
                         steady=0.0)
         x = solve(tight, field_fn, x0)[0]
-        if prev is not None and final_error(prev, x, cfg.rtol, cfg.atol) <= REFERENCE_AGREEMENT:
-            break
+        if prev is not None:
+            d = final_error(prev, x, cfg.rtol, cfg.atol)
+            if d <= REFERENCE_AGREEMENT:
+                break
+            if d >= apart:
+                return prev
+            apart = d
         prev = x
     assert x is not None
     return x

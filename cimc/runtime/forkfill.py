@@ -5,12 +5,13 @@ small numpy calls per crossbar. Threads of one process hand the interpreter lock
 every call, so on threads the work goes no faster than on one (on two cores it went slower), and
 a model with thousands of crossbars waits seconds for them at its first run. :func:`make_forked`
 splits the crossbars between ``processes`` children forked from this process (which waits, its
-memory untouched), which inherit the declared crossbars (nothing is sent): every crossbar is drawn from its own random
-stream, so who makes it does not change its numbers. Every process makes its crossbars' matrices
-straight into one anonymous shared memory map that the caller's crossbars then view (no copy,
-no pipe, no pickle), and each crossbar's gain, compensation reference and which slices read
-noisily into a small shared table. A crossbar a child did not finish (it failed or died) is left to the caller,
-which makes it itself and so reports its error as usual.
+memory untouched, and reports progress). They inherit the declared crossbars (nothing is sent),
+and every crossbar is drawn from its own random stream, so who makes it does not change its
+numbers. Each child makes its crossbars' matrices straight into one anonymous shared memory map
+that the caller's crossbars then view (no copy, no pipe, no pickle), and each crossbar's gain,
+compensation reference and which slices read noisily into a small shared table. A crossbar no
+child finished (one failed or died, or could not be forked) is left to the caller, which makes
+it itself and so reports its error as usual.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import multiprocessing
 import signal
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import wait
 
 import numpy as np
 
@@ -33,6 +35,7 @@ Make = Callable[..., CrossbarAt]
 # Crossbars are made in forked processes only when together they hold at least this many
 # weights (noisy ones): below it the fork costs more than it saves.
 FORK_WEIGHTS = 1 << 22
+PROGRESS_S = 0.5
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _DONE, _GAIN, _REF, _NOISY = 0, 1, 2, 3  # columns of the shared table; _NOISY + slice
@@ -86,10 +89,11 @@ class _Shared:
         return CrossbarAt(tuple(weights), tuple(noisy), float(row[_GAIN]), xb.base)
 
 
-def make_forked(make: Make, xbs: Mapping[Key, DeclaredCrossbar], processes: int
-                ) -> dict[Key, CrossbarAt | None]:
+def make_forked(make: Make, xbs: Mapping[Key, DeclaredCrossbar], processes: int,
+                progress: Callable[[int], None] | None = None) -> dict[Key, CrossbarAt | None]:
     """``make`` every crossbar of ``xbs`` (noisy ones) in ``processes`` forked children (see the
-    module docstring): each key's crossbar, or None where no child finished it."""
+    module docstring): each key's crossbar, or None where no child finished it. ``progress``
+    hears how many are made, every PROGRESS_S seconds while the children work."""
     keys = list(xbs)
     shared = _Shared([xbs[k] for k in keys])
     # the largest first, dealt in turn: the parts take about equal work
@@ -113,9 +117,13 @@ def make_forked(make: Make, xbs: Mapping[Key, DeclaredCrossbar], processes: int
                                         DeprecationWarning)
                 try:
                     child.start()
-                except OSError:  # no fork now: the caller makes this part
-                    continue
+                except (OSError, AssertionError, ValueError):  # no fork here now (a daemonic
+                    continue  # process may have no children): the caller makes this part
             children.append(child)
+        while alive := [c.sentinel for c in children if c.is_alive()]:
+            wait(alive, PROGRESS_S)
+            if progress is not None:
+                progress(int(shared.table[:, _DONE].sum()))
         for child in children:
             child.join()
     except BaseException:  # an interrupt: the children stop with the caller

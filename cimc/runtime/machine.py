@@ -38,6 +38,7 @@ from cimc.runtime.crossbars import (
 )
 from cimc.runtime.fastpath import FastRun, Matrices
 from cimc.runtime.forkfill import make_forked, worth_forking
+from cimc.runtime.workers import fork_available
 from cimc.runtime.isa import Run, Timeline
 from cimc.runtime.plan import plan_core, plannable
 from cimc.runtime.reference import Coded, Trace, reference_codes, run_cores
@@ -64,9 +65,9 @@ Key = tuple[int, int]  # (core, crossbar index)
 class Frozen:
     """A chip's crossbars frozen at one time (``t``, ``compensate``): each made the first time a
     run asks for it, or ahead of that by :meth:`fill` (on the process's threads or, for many,
-    in forked processes: what ``Chip.run`` does). Whoever asks first makes a crossbar; whoever asks while another thread
-    makes it waits for it. ``crossbars`` and ``matrices`` are the mappings the reference machine
-    and the fast executor read."""
+    in forked processes: what ``Chip.run`` does). Whoever asks first makes a crossbar; whoever
+    asks while another thread makes it waits for it. ``crossbars`` and ``matrices`` are the
+    mappings the reference machine and the fast executor read."""
 
     def __init__(self, machine: Machine, t: float, compensate: bool) -> None:
         self._xbs = machine.crossbars
@@ -83,23 +84,24 @@ class Frozen:
 
     def get(self, key: Key) -> Matrices:
         """Crossbar ``key`` at this time, made now if no one has begun it; when another thread
-        is making it, that one."""
-        hit = self._made.get(key)
-        if hit is not None:
-            return hit
-        with self._lock:
+        is making it, that one (and when that one gave it up unmade, made now after all)."""
+        while True:
             hit = self._made.get(key)
             if hit is not None:
                 return hit
-            event = self._making.get(key)
-            mine = event is None
+            with self._lock:
+                hit = self._made.get(key)
+                if hit is not None:
+                    return hit
+                event = self._making.get(key)
+                mine = event is None
+                if mine:
+                    event = self._making[key] = threading.Event()
             if mine:
-                event = self._making[key] = threading.Event()
-        if not mine:
+                break
             event.wait()
             if key in self._failed:
                 raise self._failed[key]
-            return self._made[key]
         try:
             hit = self._made[key] = Matrices(self._make_at(self._xbs[key]))
         except BaseException as e:
@@ -113,14 +115,16 @@ class Frozen:
     def fill(self, each: Each | None = None, processes: int = 1) -> None:
         """Make every crossbar no one has begun, by ``each`` (default: one after another) or,
         with ``processes`` > 1 and enough of them (cimc.runtime.forkfill), on that many
-        processes; and wait for those others are making."""
+        forked processes; and wait for those others are making."""
         if self.complete:
             return
-        if processes > 1:
+        if processes > 1 and fork_available():
             self._fill_forked(processes)
         (each or _serial)(self.get, list(self._xbs))
 
     def _fill_forked(self, processes: int) -> None:
+        """The noisy crossbars no one has begun, made in forked processes; any they do not
+        make (a child failed, no memory to share) are left to :meth:`get`."""
         with self._lock:
             todo = {k: xb for k, xb in self._xbs.items()
                     if xb.noisy and k not in self._made and k not in self._making}
@@ -130,16 +134,25 @@ class Frozen:
             self._making.update(events)
         made: dict[Key, CrossbarAt | None] = {}
         try:
-            made = make_forked(self._make_at, todo, processes)
+            made = make_forked(self._make_at, todo, processes, self._heard_of)
+        except (OSError, MemoryError):  # no shared memory of that size: made one by one here
+            pass
         finally:
             with self._lock:
-                for k, event in events.items():
-                    at = made.get(k)
-                    if at is not None:
-                        self._made[k] = Matrices(at)
-                    del self._making[k]  # left to get(), which makes it (and says why not)
-                    event.set()
+                try:
+                    for k, at in made.items():
+                        if at is not None:
+                            self._made[k] = Matrices(at)
+                finally:  # whatever happens, no crossbar stays begun
+                    for k, event in events.items():
+                        self._making.pop(k, None)
+                        event.set()
         self._heard()
+
+    def _heard_of(self, more: int) -> None:
+        """Progress while forked processes make crossbars: ``more`` of them made besides."""
+        if self._progress is not None:
+            self._progress(self._what, len(self._made) + more, len(self._xbs))
 
     def _heard(self) -> None:
         if self._progress is not None:

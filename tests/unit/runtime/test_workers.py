@@ -291,9 +291,12 @@ def test_many_crossbars_are_made_in_forked_processes(mnist, monkeypatch):
     monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)  # LeNet's few crossbars: fork all the same
     monkeypatch.setattr("cimc.runtime.machine.make_forked",
                         lambda *a: made.append(len(a[1])) or real(*a))
-    with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+    heard = []
+    with load(art, seed=5, workers=2, progress=lambda *a: heard.append(a)) as chip, \
+            load(art, seed=5, workers=1) as alone:
         y = chip.run({"input": x[:8]}, t=3600.0)["logits"]
         assert made == [len(chip.machine.crossbars)] and made[0] > 2
+        assert heard[-1][1:] == (made[0], made[0])
         np.testing.assert_array_equal(y, alone.run({"input": x[:8]}, t=3600.0)["logits"])
         mine, theirs = chip.machine.at(3600.0, True), alone.machine.at(3600.0, True)
         assert all(_crossbars_equal(mine.crossbars[k], theirs.crossbars[k])
@@ -319,6 +322,48 @@ def test_crossbars_a_child_did_not_make_are_made_here(mnist, monkeypatch):
 
     monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)
     monkeypatch.setattr("cimc.runtime.machine.crossbar_at", failing_in_children)
+    with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+        y = chip.run({"input": x[:8]}, t=3600.0)["logits"]
+        np.testing.assert_array_equal(y, alone.run({"input": x[:8]}, t=3600.0)["logits"])
+
+
+def test_a_run_waiting_on_a_crossbar_the_children_left_makes_it(mnist, monkeypatch):
+    import threading
+
+    import cimc.runtime.forkfill as forkfill
+
+    art, x = mnist
+    monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)
+    with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+        frozen = chip.machine.at(3600.0, True)
+        key = next(iter(chip.machine.crossbars))
+        got, waiters = [], []
+
+        def nothing_made(make, xbs, processes, progress=None):
+            assert key in frozen._making  # begun: another thread asking for it waits
+            waiters.append(threading.Thread(target=lambda: got.append(frozen.get(key))))
+            waiters[0].start()
+            waiters[0].join(0.3)
+            return {k: None for k in xbs}  # as if every child had failed
+
+        monkeypatch.setattr("cimc.runtime.machine.make_forked", nothing_made)
+        frozen.fill(chip.execution.each, chip.execution.processes)
+        waiters[0].join()
+        assert got and _crossbars_equal(got[0].at, alone.machine.at(3600.0, True).crossbars[key])
+        assert frozen.complete and all(e.is_set() for e in frozen._making.values())
+
+
+def test_where_no_child_can_be_forked_the_caller_makes_the_crossbars(mnist, monkeypatch):
+    import multiprocessing.process
+
+    import cimc.runtime.forkfill as forkfill
+
+    def refuse(self):
+        raise AssertionError("daemonic processes are not allowed to have children")
+
+    art, x = mnist
+    monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
     with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
         y = chip.run({"input": x[:8]}, t=3600.0)["logits"]
         np.testing.assert_array_equal(y, alone.run({"input": x[:8]}, t=3600.0)["logits"])
