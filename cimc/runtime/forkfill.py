@@ -47,22 +47,24 @@ def worth_forking(xbs: Sequence[DeclaredCrossbar]) -> bool:
 
 
 class _Shared:
-    """The shared memory of :func:`make_forked`: per crossbar and slice a weight and a read
-    variance matrix (float32), and the table of what each crossbar came to."""
+    """The shared memory of :func:`make_forked`: per crossbar and slice a weight matrix and,
+    for devices with read noise, a read variance matrix (float32), and the table of what each
+    crossbar came to."""
 
     def __init__(self, xbs: Sequence[DeclaredCrossbar]) -> None:
-        sizes = [xb.rows * xb.cols for xb in xbs]
+        kinds = [1 + (xb.model.read is not None) for xb in xbs]  # matrices per slice
         slices = max(len(xb.levels) for xb in xbs)
-        total = sum(2 * len(xb.levels) * n for xb, n in zip(xbs, sizes))
+        total = sum(k * len(xb.levels) * xb.rows * xb.cols for xb, k in zip(xbs, kinds))
         self.data = np.frombuffer(mmap.mmap(-1, max(4 * total, 1)), np.float32)
         self.table = np.frombuffer(mmap.mmap(-1, 8 * len(xbs) * (_NOISY + slices)),
                                    np.float64).reshape(len(xbs), _NOISY + slices)
         self.views: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
         at = 0
-        for xb, n in zip(xbs, sizes):
+        for xb, k in zip(xbs, kinds):
             mats: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+            n = xb.rows * xb.cols
             for _ in range(len(xb.levels)):
-                for kind in mats:
+                for kind in mats[:k]:
                     kind.append(self.data[at:at + n].reshape(xb.rows, xb.cols))
                     at += n
             self.views.append(mats)

@@ -134,7 +134,7 @@ class Frozen:
             self._making.update(events)
         made: dict[Key, CrossbarAt | None] = {}
         try:
-            made = make_forked(self._make_at, todo, processes, self._heard_of)
+            made = make_forked(self._make_at, todo, processes, self._heard)
         except (OSError, MemoryError):  # no shared memory of that size: made one by one here
             pass
         finally:
@@ -149,14 +149,10 @@ class Frozen:
                         event.set()
         self._heard()
 
-    def _heard_of(self, more: int) -> None:
-        """Progress while forked processes make crossbars: ``more`` of them made besides."""
+    def _heard(self, more: int = 0) -> None:
+        """Progress: the crossbars made, and ``more`` that forked processes made besides."""
         if self._progress is not None:
             self._progress(self._what, len(self._made) + more, len(self._xbs))
-
-    def _heard(self) -> None:
-        if self._progress is not None:
-            self._progress(self._what, len(self._made), len(self._xbs))
 
     @property
     def complete(self) -> bool:
