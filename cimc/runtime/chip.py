@@ -158,10 +158,15 @@ class Chip:
                 for i, (a, b) in enumerate(bounds)]
         try:
             with self.execution.blas_scope():
-                # the crossbars at t, made before any chunk runs (worker processes forked for
-                # this run inherit them)
-                self.machine.at(t, comp).fill(self.execution.each, self.execution.processes)
-                parts = self.execution.map(jobs, self._chunk)
+                frozen = self.machine.at(t, comp)
+                if len(jobs) > 1:
+                    # the crossbars at t, made before any chunk runs (worker processes forked
+                    # for this run inherit them)
+                    frozen.fill(self.execution.each, self.execution.processes)
+                    parts = self.execution.map(jobs, self._chunk)
+                else:  # one chunk, here: it goes on with each crossbar as soon as it is made
+                    with frozen.forking(self.execution.processes):
+                        parts = self.execution.map(jobs, self._chunk)
         except _NotFinite:
             check_finite(feeds)  # the whole batch: the first bad index and the count
             raise AssertionError("a chunk held NaN/Inf but the batch does not") from None
@@ -360,7 +365,8 @@ def load(path: str | Path, seed: int = 0, key: KeyLike = None, *,
     threads elsewhere, in the calling thread for 1 (cimc.runtime.execution). ``Chip.close()``
     (or ``with``) stops them; so does garbage collection. ``progress`` is called with (what,
     done, total) while the artifact is read and as the crossbars are made, at a run's new time
-    (:attr:`Chip.progress`): for a bar over big models.
+    (:attr:`Chip.progress`): for a bar over big models. It may be called from threads of the
+    chip's own (the crossbars made in forked processes are taken in by one).
 
     The crossbars' programming noise and drift exponents are a fixed function of the seed; a
     chip draws them when a run first needs its crossbars at a time, and keeps only what the runs

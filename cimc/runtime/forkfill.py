@@ -3,15 +3,17 @@
 Making a noisy crossbar at a time (:func:`cimc.runtime.crossbars.crossbar_at`) is thousands of
 small numpy calls per crossbar. Threads of one process hand the interpreter lock to each other at
 every call, so on threads the work goes no faster than on one (on two cores it went slower), and
-a model with thousands of crossbars waits seconds for them at its first run. :func:`make_forked`
-splits the crossbars between ``processes`` children forked from this process (which waits, its
-memory untouched, and reports progress). They inherit the declared crossbars (nothing is sent),
-and every crossbar is drawn from its own random stream, so who makes it does not change its
-numbers. Each child makes its crossbars' matrices straight into one anonymous shared memory map
-that the caller's crossbars then view (no copy, no pipe, no pickle), and each crossbar's gain,
-compensation reference and which slices read noisily into a small shared table. A crossbar no
-child finished (one failed or died, or could not be forked) is left to the caller, which makes
-it itself and so reports its error as usual.
+a model with thousands of crossbars waits seconds for them at its first run. :class:`ForkedFill`
+deals the crossbars in turn, in the order given (the order a run wants them), to ``processes``
+children forked from this process. They inherit the declared crossbars (nothing is sent), and
+every crossbar is drawn from its own random stream, so who makes it does not change its numbers.
+Each child makes its crossbars' matrices straight into one anonymous shared memory map that the
+caller's crossbars then view (no copy, no pickle), puts each crossbar's gain, compensation
+reference and which slices read noisily into a small shared table, and then says the crossbar's
+index over its pipe: the caller takes each crossbar as soon as it is made (a run may use the
+first ones while the children make the rest), and the pipe orders the child's writes before the
+caller's reads. A crossbar no child finished (one failed or died, or could not be forked) is
+left to the caller, which makes it itself and so reports its error as usual.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import multiprocessing
 import signal
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
@@ -91,49 +93,73 @@ class _Shared:
         return CrossbarAt(tuple(weights), tuple(noisy), float(row[_GAIN]), xb.base)
 
 
-def make_forked(make: Make, xbs: Mapping[Key, DeclaredCrossbar], processes: int,
-                progress: Callable[[int], None] | None = None) -> dict[Key, CrossbarAt | None]:
-    """``make`` every crossbar of ``xbs`` (noisy ones) in ``processes`` forked children (see the
-    module docstring): each key's crossbar, or None where no child finished it. ``progress``
-    hears how many are made, every PROGRESS_S seconds while the children work."""
-    keys = list(xbs)
-    shared = _Shared([xbs[k] for k in keys])
-    # the largest first, dealt in turn: the parts take about equal work
-    order = sorted(range(len(keys)), key=lambda i: -xbs[keys[i]].rows * xbs[keys[i]].cols)
-    parts = [order[p::processes] for p in range(min(processes, len(order)))]
+class ForkedFill:
+    """Crossbars being made in forked children (see the module docstring): forked here, each
+    child taking every ``processes``-th crossbar of ``xbs`` in its order; :meth:`take` hands
+    over those made. Raises OSError or MemoryError when the shared memory cannot be had."""
 
-    def work(part: list[int]) -> None:
-        for i in part:
-            shared.make(i, xbs[keys[i]], make)
+    def __init__(self, make: Make, xbs: Mapping[Key, DeclaredCrossbar], processes: int) -> None:
+        self._keys = list(xbs)
+        self._xbs = [xbs[k] for k in self._keys]
+        self._shared = _Shared(self._xbs)
+        self._children: list[multiprocessing.process.BaseProcess] = []
+        self._pipes: list[Connection] = []
+        ctx = multiprocessing.get_context("fork")
+        n = len(self._keys)
+        try:
+            for p in range(min(processes, n)):
+                mine, theirs = ctx.Pipe(duplex=False)
+                child = ctx.Process(target=_child, daemon=True, name="cimc-crossbars",
+                                    args=(self._shared, self._xbs, make, range(p, n, processes),
+                                          theirs))
+                with warnings.catch_warnings():
+                    # Python >= 3.12 warns when a process with threads forks
+                    # (cimc.runtime.workers: the child only runs numpy on what it inherited)
+                    warnings.filterwarnings("ignore", ".*use of fork\\(\\) may lead to deadlocks",
+                                            DeprecationWarning)
+                    try:
+                        child.start()
+                    except (OSError, AssertionError, ValueError):  # no fork here now (a
+                        mine.close()  # daemonic process may have no children): the caller
+                        continue  # makes this part
+                    finally:
+                        theirs.close()  # the child's end: the pipe ends when the child does
+                self._children.append(child)
+                self._pipes.append(mine)
+        except BaseException:
+            self.kill()
+            self.close()
+            raise
 
-    ctx = multiprocessing.get_context("fork")
-    children = []
-    try:
-        for part in parts:
-            child = ctx.Process(target=_child, args=(work, part), daemon=True,
-                                name="cimc-crossbars")
-            with warnings.catch_warnings():
-                # Python >= 3.12 warns when a process with threads forks (cimc.runtime.workers:
-                # the child only runs numpy on what it inherited)
-                warnings.filterwarnings("ignore", ".*use of fork\\(\\) may lead to deadlocks",
-                                        DeprecationWarning)
-                try:
-                    child.start()
-                except (OSError, AssertionError, ValueError):  # no fork here now (a daemonic
-                    continue  # process may have no children): the caller makes this part
-            children.append(child)
-        while alive := [c.sentinel for c in children if c.is_alive()]:
-            wait(alive, PROGRESS_S)
-            if progress is not None:
-                progress(int(shared.table[:, _DONE].sum()))
-        for child in children:
-            child.join()
-    except BaseException:  # an interrupt: the children stop with the caller
-        for child in children:
+    def take(self, timeout: float) -> dict[Key, CrossbarAt] | None:
+        """The crossbars made since the last call, after waiting up to ``timeout`` seconds for
+        one (an empty dict when none came); None once every child has ended."""
+        if not self._pipes:
+            self.close()
+            return None
+        made = []
+        for pipe in wait(self._pipes, timeout):
+            try:
+                while pipe.poll():
+                    made.append(int.from_bytes(pipe.recv_bytes(), "little"))
+            except (EOFError, OSError):  # the child ended
+                self._pipes.remove(pipe)
+                pipe.close()
+        return {self._keys[i]: at for i in made
+                if (at := self._shared.read(i, self._xbs[i])) is not None}
+
+    def kill(self) -> None:
+        """Stop the children (their pipes then end)."""
+        for child in self._children:
             child.kill()
+
+    def close(self) -> None:
+        """Wait for the children to end."""
+        for pipe in self._pipes:
+            pipe.close()
+        self._pipes = []
+        for child in self._children:
             child.join()
-        raise
-    return {k: shared.read(i, xbs[k]) for i, k in enumerate(keys)}
 
 
 def _keep_freed_memory() -> None:
@@ -151,13 +177,16 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def _child(work: Callable[[list[int]], None], part: list[int]) -> None:
+def _child(shared: _Shared, xbs: Sequence[DeclaredCrossbar], make: Make, part: Sequence[int],
+           pipe: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles it
     _keep_freed_memory()
     try:
-        work(part)
+        for i in part:
+            shared.make(i, xbs[i], make)
+            pipe.send_bytes(i.to_bytes(4, "little"))
     except Exception:  # noqa: S110 - the caller makes what is left and reports its error
         pass
 
 
-__all__ = ["FORK_WEIGHTS", "make_forked", "worth_forking"]
+__all__ = ["FORK_WEIGHTS", "ForkedFill", "worth_forking"]

@@ -17,8 +17,10 @@ instructions advance is for the state that changes within a run (``time``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -31,13 +33,14 @@ from cimc.runtime import device
 from cimc.runtime.artifact import Artifact, TensorSpec
 from cimc.runtime.crossbars import (
     CrossbarAt,
+    DeclaredCrossbar,
     Streams,
     crossbar_at,
     declare_crossbars,
     programmed,
 )
 from cimc.runtime.fastpath import FastRun, Matrices
-from cimc.runtime.forkfill import make_forked, worth_forking
+from cimc.runtime.forkfill import PROGRESS_S, ForkedFill, worth_forking
 from cimc.runtime.workers import fork_available
 from cimc.runtime.isa import Run, Timeline
 from cimc.runtime.plan import plan_core, plannable
@@ -118,41 +121,88 @@ class Frozen:
         forked processes; and wait for those others are making."""
         if self.complete:
             return
-        if processes > 1 and fork_available():
-            self._fill_forked(processes)
+        with self.forking(processes):
+            pass
         (each or _serial)(self.get, list(self._xbs))
 
-    def _fill_forked(self, processes: int) -> None:
-        """The noisy crossbars no one has begun, made in forked processes; any they do not
-        make (a child failed, no memory to share) are left to :meth:`get`."""
+    @contextlib.contextmanager
+    def forking(self, processes: int) -> Iterator[None]:
+        """Run the block while ``processes`` forked processes make the noisy crossbars no one
+        has begun (when there are enough of them, cimc.runtime.forkfill), in program order: a
+        thread of this process settles each as it comes, so that a :meth:`get` waiting for it
+        goes on at once. The block's end waits for the children (stopped when the block
+        raises); those they left unmade are made by whoever asks for them."""
+        started = self._start_forked(processes) if processes > 1 and fork_available() else None
+        if started is None:
+            yield
+            return
+        fill, events = started
+        settler = threading.Thread(target=self._settle, args=started, name="cimc-crossbars",
+                                   daemon=True)
+        try:
+            settler.start()
+        except BaseException:  # no thread: the children stop and nothing stays begun
+            fill.kill()
+            fill.close()
+            self._release(events)
+            raise
+        try:
+            yield
+            settler.join()
+        finally:
+            if settler.is_alive():  # the block or the wait was interrupted: the children stop
+                fill.kill()
+                settler.join()
+            fill.close()
+
+    def _start_forked(self, processes: int) -> tuple[ForkedFill, dict[Key, threading.Event]] | None:
+        """The noisy crossbars no one has begun, begun in forked processes; None when they are
+        too few to fork for or no shared memory of their size can be had."""
         with self._lock:
-            todo = {k: xb for k, xb in self._xbs.items()
-                    if xb.noisy and k not in self._made and k not in self._making}
+            todo = {k: self._xbs[k] for k in layer_order(self._xbs)
+                    if self._xbs[k].noisy and k not in self._made and k not in self._making}
             if not worth_forking(list(todo.values())):
-                return
+                return None
             events = {k: threading.Event() for k in todo}
             self._making.update(events)
-        made: dict[Key, CrossbarAt | None] = {}
         try:
-            made = make_forked(self._make_at, todo, processes, self._heard)
-        except (OSError, MemoryError):  # no shared memory of that size: made one by one here
-            pass
-        finally:
-            with self._lock:
-                try:
-                    for k, at in made.items():
-                        if at is not None:
-                            self._made[k] = Matrices(at)
-                finally:  # whatever happens, no crossbar stays begun
-                    for k, event in events.items():
-                        self._making.pop(k, None)
-                        event.set()
-        self._heard()
+            return ForkedFill(self._make_at, todo, processes), events
+        except BaseException as e:
+            self._release(events)
+            if isinstance(e, (OSError, MemoryError)):  # made one by one where asked for
+                return None
+            raise
 
-    def _heard(self, more: int = 0) -> None:
-        """Progress: the crossbars made, and ``more`` that forked processes made besides."""
+    def _settle(self, fill: ForkedFill, events: Mapping[Key, threading.Event]) -> None:
+        """Take the crossbars the children make as they come, until every child has ended;
+        then release those none made (a thread waiting for one then makes it)."""
+        try:
+            heard = time.monotonic()
+            while (made := fill.take(PROGRESS_S)) is not None:
+                with self._lock:
+                    for k, at in made.items():
+                        self._made[k] = Matrices(at)
+                        self._making.pop(k, None)
+                        events[k].set()
+                if time.monotonic() - heard >= PROGRESS_S:
+                    heard = time.monotonic()
+                    self._heard()
+        finally:
+            self._release(events)
+            self._heard()
+
+    def _release(self, events: Mapping[Key, threading.Event]) -> None:
+        """No crossbar of ``events`` stays begun: the waiters for one not made make it."""
+        with self._lock:
+            for k, event in events.items():
+                if not event.is_set():
+                    self._making.pop(k, None)
+                    event.set()
+
+    def _heard(self) -> None:
+        """Progress: the crossbars made."""
         if self._progress is not None:
-            self._progress(self._what, len(self._made) + more, len(self._xbs))
+            self._progress(self._what, len(self._made), len(self._xbs))
 
     @property
     def complete(self) -> bool:
@@ -162,6 +212,15 @@ class Frozen:
     def nbytes(self) -> int:
         """Bytes of the matrices made (the noiseless crossbars' are the crossbars' own)."""
         return sum(m.at.nbytes for k, m in list(self._made.items()) if self._xbs[k].noisy)
+
+
+def layer_order(xbs: Mapping[Key, DeclaredCrossbar]) -> list[Key]:
+    """The crossbars layer by layer, the layers in the order their first crossbars come (about
+    the order a run asks for them: a layer's copies, placed after every other layer, join it)."""
+    rank: dict[str, int] = {}
+    for xb in xbs.values():
+        rank.setdefault(xb.layer, len(rank))
+    return sorted(xbs, key=lambda k: (rank[xbs[k].layer], k))
 
 
 class _View(Mapping[Key, Any]):

@@ -287,9 +287,9 @@ def test_many_crossbars_are_made_in_forked_processes(mnist, monkeypatch):
 
     art, x = mnist
     made = []
-    real = forkfill.make_forked
+    real = forkfill.ForkedFill
     monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)  # LeNet's few crossbars: fork all the same
-    monkeypatch.setattr("cimc.runtime.machine.make_forked",
+    monkeypatch.setattr("cimc.runtime.machine.ForkedFill",
                         lambda *a: made.append(len(a[1])) or real(*a))
     heard = []
     with load(art, seed=5, workers=2, progress=lambda *a: heard.append(a)) as chip, \
@@ -339,14 +339,23 @@ def test_a_run_waiting_on_a_crossbar_the_children_left_makes_it(mnist, monkeypat
         key = next(iter(chip.machine.crossbars))
         got, waiters = [], []
 
-        def nothing_made(make, xbs, processes, progress=None):
-            assert key in frozen._making  # begun: another thread asking for it waits
-            waiters.append(threading.Thread(target=lambda: got.append(frozen.get(key))))
-            waiters[0].start()
-            waiters[0].join(0.3)
-            return {k: None for k in xbs}  # as if every child had failed
+        class NothingMade:  # as if every child had failed
+            def __init__(self, make, xbs, processes):
+                assert key in frozen._making  # begun: another thread asking for it waits
+                waiters.append(threading.Thread(target=lambda: got.append(frozen.get(key))))
+                waiters[0].start()
+                waiters[0].join(0.3)
 
-        monkeypatch.setattr("cimc.runtime.machine.make_forked", nothing_made)
+            def take(self, timeout):
+                return None
+
+            def kill(self):
+                pass
+
+            def close(self):
+                pass
+
+        monkeypatch.setattr("cimc.runtime.machine.ForkedFill", NothingMade)
         frozen.fill(chip.execution.each, chip.execution.processes)
         waiters[0].join()
         assert got and _crossbars_equal(got[0].at, alone.machine.at(3600.0, True).crossbars[key])
@@ -367,3 +376,69 @@ def test_where_no_child_can_be_forked_the_caller_makes_the_crossbars(mnist, monk
     with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
         y = chip.run({"input": x[:8]}, t=3600.0)["logits"]
         np.testing.assert_array_equal(y, alone.run({"input": x[:8]}, t=3600.0)["logits"])
+
+
+def _slow_in_children(monkeypatch, seconds, keys=None):
+    """crossbar_at sleeping ``seconds`` before each crossbar (of ``keys``) it makes in a forked
+    child."""
+    import cimc.runtime.forkfill as forkfill
+    from cimc.runtime import crossbars
+
+    parent, real = os.getpid(), crossbars.crossbar_at
+
+    def slow(xb, *a, **kw):
+        if os.getpid() != parent and (keys is None or xb.key in keys):
+            time.sleep(seconds)
+        return real(xb, *a, **kw)
+
+    monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)
+    monkeypatch.setattr("cimc.runtime.machine.crossbar_at", slow)
+
+
+def test_a_run_of_one_chunk_goes_on_while_the_children_make_crossbars(mnist, monkeypatch):
+    from cimc.runtime.machine import Frozen
+
+    art, x = mnist
+    with load(art, seed=5, workers=1) as alone:
+        want = alone.run({"input": x[:1]}, t=3600.0)["logits"]
+        keys = list(alone.machine.crossbars)
+    _slow_in_children(monkeypatch, 0.3, set(keys[-2:]))  # the last layer's come late
+    asked = []
+    real_get = Frozen.get
+    monkeypatch.setattr(Frozen, "get", lambda self, key: asked.append(
+        (key, len(self._made))) or real_get(self, key))
+    with load(art, seed=5, workers=2) as chip:
+        np.testing.assert_array_equal(chip.run({"input": x[:1]}, t=3600.0)["logits"], want)
+        # the first crossbar was asked for (and used) while the children were still at work
+        assert asked[0][0] == keys[0] and asked[0][1] < len(keys)
+        assert chip.machine.at(3600.0, True).complete
+
+
+def test_an_interrupted_run_stops_the_children_and_leaves_nothing_begun(mnist, monkeypatch):
+    import multiprocessing
+
+    art, x = mnist
+    _slow_in_children(monkeypatch, 0.5)
+    with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+        frozen = chip.machine.at(3600.0, True)
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt), frozen.forking(2):
+            assert frozen._making
+            raise KeyboardInterrupt
+        assert time.monotonic() - start < 0.5 * len(chip.machine.crossbars) / 2
+        assert not frozen._making
+        assert not [p for p in multiprocessing.active_children() if p.name == "cimc-crossbars"]
+        monkeypatch.undo()
+        np.testing.assert_array_equal(chip.run({"input": x[:1]}, t=3600.0)["logits"],
+                                      alone.run({"input": x[:1]}, t=3600.0)["logits"])
+
+
+def test_crossbars_are_made_layer_by_layer_with_the_copies_of_a_layer():
+    from types import SimpleNamespace
+
+    from cimc.runtime.machine import layer_order
+
+    layers = {(0, 0): "conv0", (1, 0): "conv1", (1, 1): "conv1", (2, 0): "fc", (3, 0): "conv0",
+              (4, 0): "conv1"}  # cores 3 and 4: copies placed after every layer
+    xbs = {k: SimpleNamespace(layer=v) for k, v in layers.items()}
+    assert layer_order(xbs) == [(0, 0), (3, 0), (1, 0), (1, 1), (4, 0), (2, 0)]
