@@ -22,6 +22,7 @@ import ctypes
 import mmap
 import multiprocessing
 import signal
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
@@ -96,14 +97,16 @@ class _Shared:
 class ForkedFill:
     """Crossbars being made in forked children (see the module docstring): forked here, each
     child taking every ``processes``-th crossbar of ``xbs`` in its order; :meth:`take` hands
-    over those made. Raises OSError or MemoryError when the shared memory cannot be had."""
+    over those made. Raises OSError or MemoryError when the shared memory cannot be had. Its
+    methods may be called from several threads."""
 
     def __init__(self, make: Make, xbs: Mapping[Key, DeclaredCrossbar], processes: int) -> None:
         self._keys = list(xbs)
         self._xbs = [xbs[k] for k in self._keys]
         self._shared = _Shared(self._xbs)
+        self._lock = threading.Lock()
         self._children: list[multiprocessing.process.BaseProcess] = []
-        self._pipes: list[Connection] = []
+        self._working: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
         ctx = multiprocessing.get_context("fork")
         n = len(self._keys)
         try:
@@ -123,9 +126,9 @@ class ForkedFill:
                         mine.close()  # daemonic process may have no children): the caller
                         continue  # makes this part
                     finally:
-                        theirs.close()  # the child's end: the pipe ends when the child does
+                        theirs.close()
                 self._children.append(child)
-                self._pipes.append(mine)
+                self._working.append((child, mine))
         except BaseException:
             self.kill()
             self.close()
@@ -133,31 +136,50 @@ class ForkedFill:
 
     def take(self, timeout: float) -> dict[Key, CrossbarAt] | None:
         """The crossbars made since the last call, after waiting up to ``timeout`` seconds for
-        one (an empty dict when none came); None once every child has ended."""
-        if not self._pipes:
-            self.close()
-            return None
+        one (an empty dict when none came); None once every child has ended. A child has ended
+        when its process has, whether or not its pipe has (a process forked meanwhile by
+        another thread may hold the pipe's other end)."""
+        with self._lock:
+            if not self._working:
+                self._close()
+                return None
+            working = list(self._working)
+        try:
+            ready = set(wait([pipe for _, pipe in working] + [c.sentinel for c, _ in working],
+                             timeout))
+        except (OSError, ValueError):  # another thread closed a pipe meanwhile: look again
+            return {}
         made = []
-        for pipe in wait(self._pipes, timeout):
-            try:
-                while pipe.poll():
-                    made.append(int.from_bytes(pipe.recv_bytes(), "little"))
-            except (EOFError, OSError):  # the child ended
-                self._pipes.remove(pipe)
-                pipe.close()
+        with self._lock:
+            for child, pipe in working:
+                if (child, pipe) not in self._working:  # another thread took it
+                    continue
+                ended = child.sentinel in ready
+                try:
+                    while pipe.poll():  # all a child that ended wrote is in its pipe
+                        made.append(int.from_bytes(pipe.recv_bytes(), "little"))
+                except (EOFError, OSError):
+                    ended = True
+                if ended:
+                    self._working.remove((child, pipe))
+                    pipe.close()
         return {self._keys[i]: at for i in made
                 if (at := self._shared.read(i, self._xbs[i])) is not None}
 
     def kill(self) -> None:
-        """Stop the children (their pipes then end)."""
+        """Stop the children."""
         for child in self._children:
             child.kill()
 
     def close(self) -> None:
-        """Wait for the children to end."""
-        for pipe in self._pipes:
+        """Wait for the children to end (what they made and no one took is dropped)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        for _, pipe in self._working:
             pipe.close()
-        self._pipes = []
+        self._working = []
         for child in self._children:
             child.join()
 

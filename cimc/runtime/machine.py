@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -80,6 +81,7 @@ class Frozen:
         self._making: dict[Key, threading.Event] = {}
         self._failed: dict[Key, BaseException] = {}
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._progress = machine.progress
         self._what = f"crossbars at t = {t:g} s"
         self.crossbars: Mapping[Key, CrossbarAt] = _View(self, lambda m: m.at)
@@ -92,6 +94,7 @@ class Frozen:
             hit = self._made.get(key)
             if hit is not None:
                 return hit
+            self._own()
             with self._lock:
                 hit = self._made.get(key)
                 if hit is not None:
@@ -128,54 +131,59 @@ class Frozen:
     @contextlib.contextmanager
     def forking(self, processes: int) -> Iterator[None]:
         """Run the block while ``processes`` forked processes make the noisy crossbars no one
-        has begun (when there are enough of them, cimc.runtime.forkfill), in program order: a
+        has begun (when there are enough of them, cimc.runtime.forkfill), layer by layer: a
         thread of this process settles each as it comes, so that a :meth:`get` waiting for it
-        goes on at once. The block's end waits for the children (stopped when the block
-        raises); those they left unmade are made by whoever asks for them."""
-        started = self._start_forked(processes) if processes > 1 and fork_available() else None
-        if started is None:
+        goes on at once. The block's end waits for the children (stopped when the block, or
+        the thread, raises); those they left unmade are made by whoever asks for them."""
+        self._own()
+        events = self._begin_forked(processes) if processes > 1 and fork_available() else None
+        if events is None:
             yield
             return
-        fill, events = started
-        settler = threading.Thread(target=self._settle, args=started, name="cimc-crossbars",
-                                   daemon=True)
+        fill: ForkedFill | None = None
+        settler: threading.Thread | None = None
+        errors: list[BaseException] = []
         try:
-            settler.start()
-        except BaseException:  # no thread: the children stop and nothing stays begun
-            fill.kill()
-            fill.close()
-            self._release(events)
-            raise
-        try:
+            try:
+                fill = ForkedFill(self._make_at, {k: self._xbs[k] for k in events}, processes)
+            except (OSError, MemoryError):  # no shared memory of that size: made when asked for
+                pass
+            if fill is not None:
+                settler = threading.Thread(target=self._settle, args=(fill, events, errors),
+                                           name="cimc-crossbars", daemon=True)
+                settler.start()
             yield
-            settler.join()
-        finally:
-            if settler.is_alive():  # the block or the wait was interrupted: the children stop
-                fill.kill()
+            if settler is not None:
                 settler.join()
-            fill.close()
+                if errors:
+                    raise errors[0]
+        finally:
+            if fill is not None:
+                fill.kill()  # (the children have ended, unless something was interrupted)
+                if settler is not None and settler.ident is not None:
+                    settler.join()
+                else:  # no thread: what the children made is taken here
+                    self._settle(fill, events, errors)
+                fill.close()
+            self._release(events)
 
-    def _start_forked(self, processes: int) -> tuple[ForkedFill, dict[Key, threading.Event]] | None:
-        """The noisy crossbars no one has begun, begun in forked processes; None when they are
-        too few to fork for or no shared memory of their size can be had."""
+    def _begin_forked(self, processes: int) -> dict[Key, threading.Event] | None:
+        """Begin the noisy crossbars no one has begun, in layer order, when there are enough of
+        them to fork for: their events, which the crossbars' waiters wait on."""
         with self._lock:
-            todo = {k: self._xbs[k] for k in layer_order(self._xbs)
-                    if self._xbs[k].noisy and k not in self._made and k not in self._making}
-            if not worth_forking(list(todo.values())):
+            todo = [k for k in layer_order(self._xbs)
+                    if self._xbs[k].noisy and k not in self._made and k not in self._making]
+            if not worth_forking([self._xbs[k] for k in todo]):
                 return None
             events = {k: threading.Event() for k in todo}
             self._making.update(events)
-        try:
-            return ForkedFill(self._make_at, todo, processes), events
-        except BaseException as e:
-            self._release(events)
-            if isinstance(e, (OSError, MemoryError)):  # made one by one where asked for
-                return None
-            raise
+            return events
 
-    def _settle(self, fill: ForkedFill, events: Mapping[Key, threading.Event]) -> None:
+    def _settle(self, fill: ForkedFill, events: Mapping[Key, threading.Event],
+                errors: list[BaseException]) -> None:
         """Take the crossbars the children make as they come, until every child has ended;
-        then release those none made (a thread waiting for one then makes it)."""
+        then release those none made (a thread waiting for one then makes it). An error here
+        (a progress callback that raises) stops the children and goes to ``errors``."""
         try:
             heard = time.monotonic()
             while (made := fill.take(PROGRESS_S)) is not None:
@@ -187,9 +195,20 @@ class Frozen:
                 if time.monotonic() - heard >= PROGRESS_S:
                     heard = time.monotonic()
                     self._heard()
+            self._heard()
+        except BaseException as e:
+            fill.kill()
+            errors.append(e)
         finally:
             self._release(events)
-            self._heard()
+
+    def _own(self) -> None:
+        """In a process forked while this one's threads were making crossbars (a worker
+        process): no one here is making them, and no one holds the lock."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+            self._making = {}
 
     def _release(self, events: Mapping[Key, threading.Event]) -> None:
         """No crossbar of ``events`` stays begun: the waiters for one not made make it."""

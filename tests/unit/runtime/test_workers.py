@@ -442,3 +442,82 @@ def test_crossbars_are_made_layer_by_layer_with_the_copies_of_a_layer():
               (4, 0): "conv1"}  # cores 3 and 4: copies placed after every layer
     xbs = {k: SimpleNamespace(layer=v) for k, v in layers.items()}
     assert layer_order(xbs) == [(0, 0), (3, 0), (1, 0), (1, 1), (4, 0), (2, 0)]
+
+
+def test_children_that_ended_are_done_though_another_process_holds_their_pipes(mnist,
+                                                                               monkeypatch):
+    import multiprocessing
+    import threading
+
+    import cimc.runtime.forkfill as forkfill
+
+    art, x = mnist
+    monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)
+    held = []
+    fork_context = type(multiprocessing.get_context("fork"))
+    real_pipe = fork_context.Pipe
+
+    def pipe(self, duplex=True):  # as a process that another thread forked meanwhile would
+        reader, writer = real_pipe(self, duplex)
+        held.append(os.dup(writer.fileno()))
+        return reader, writer
+
+    monkeypatch.setattr(fork_context, "Pipe", pipe)
+    try:
+        with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+            got = []
+            run = threading.Thread(target=lambda: got.append(chip.run({"input": x[:1]},
+                                                                      t=3600.0)), daemon=True)
+            run.start()
+            run.join(60)
+            assert held and not run.is_alive(), "the run waits for children that have ended"
+            np.testing.assert_array_equal(got[0]["logits"],
+                                          alone.run({"input": x[:1]}, t=3600.0)["logits"])
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_a_progress_callback_that_raises_stops_the_children_and_reaches_the_caller(
+        mnist, monkeypatch):
+    import multiprocessing
+
+    class Stop(Exception):
+        pass
+
+    def progress(what, done, total):
+        if what.startswith("crossbars"):
+            raise Stop
+
+    art, x = mnist
+    _slow_in_children(monkeypatch, 0.05)
+    with load(art, seed=5, workers=2) as chip, load(art, seed=5, workers=1) as alone:
+        chip.progress = progress
+        with pytest.raises(Stop):
+            chip.run({"input": x[:1]}, t=3600.0)
+        assert not chip.machine.at(3600.0, True)._making
+        assert not [p for p in multiprocessing.active_children() if p.name == "cimc-crossbars"]
+        chip.progress = None  # (the failed run took read-noise stream 0)
+        np.testing.assert_array_equal(chip.run({"input": x[:1]}, t=3600.0, noise=False)["logits"],
+                                      alone.run({"input": x[:1]}, t=3600.0, noise=False)["logits"])
+
+
+def test_a_process_forked_while_crossbars_are_being_made_makes_them_itself(mnist):
+    import multiprocessing
+    import threading
+
+    art, x = mnist
+    with load(art, seed=5, workers=1) as chip:
+        frozen = chip.machine.at(3600.0, True)
+        key = next(iter(chip.machine.crossbars))
+        begun = frozen._making[key] = threading.Event()  # by a thread of this process
+        try:
+            child = multiprocessing.get_context("fork").Process(
+                target=lambda: frozen.get(key), daemon=True)
+            child.start()
+            child.join(60)
+            assert child.exitcode == 0, "the forked process waits for a thread it does not have"
+        finally:
+            child.kill()
+            frozen._making.pop(key)
+            begun.set()
