@@ -205,9 +205,7 @@ class Frozen:
     def _own(self) -> None:
         """In a process forked while this one's threads were making crossbars (a worker
         process): no one here is making them, and no one holds the lock."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._lock = threading.Lock()
+        if _fresh_lock(self):
             self._making = {}
 
     def _release(self, events: Mapping[Key, threading.Event]) -> None:
@@ -231,6 +229,16 @@ class Frozen:
     def nbytes(self) -> int:
         """Bytes of the matrices made (the noiseless crossbars' are the crossbars' own)."""
         return sum(m.at.nbytes for k, m in list(self._made.items()) if self._xbs[k].noisy)
+
+
+def _fresh_lock(owner: Any) -> bool:
+    """Whether this process was forked since ``owner`` (with ``_pid`` and ``_lock``) was made
+    or last looked; then ``owner`` gets a new lock (a thread that held the old one at the fork
+    is not here to release it)."""
+    if owner._pid == os.getpid():
+        return False
+    owner._pid, owner._lock = os.getpid(), threading.Lock()
+    return True
 
 
 def layer_order(xbs: Mapping[Key, DeclaredCrossbar]) -> list[Key]:
@@ -280,6 +288,7 @@ class Machine:
                          for c, p in self.programs.items()}
         self._cache: OrderedDict[tuple[float, bool], Frozen] = OrderedDict()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self.progress: ProgressFn | None = None  # hears of the crossbars made at a new time
 
     @property
@@ -297,6 +306,7 @@ class Machine:
             except KeyError:  # dropped by another thread just now: it is still ours
                 pass
             return hit
+        _fresh_lock(self)
         with self._lock:
             hit = self._cache.get(key)
             if hit is None:

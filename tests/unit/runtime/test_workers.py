@@ -521,3 +521,18 @@ def test_a_process_forked_while_crossbars_are_being_made_makes_them_itself(mnist
             child.kill()
             frozen._making.pop(key)
             begun.set()
+
+
+def test_a_process_forked_while_a_thread_held_the_machine_lock_can_freeze_a_new_time(mnist):
+    import multiprocessing
+
+    art, x = mnist
+    with load(art, seed=5, workers=1) as chip:
+        with chip.machine._lock:  # as another thread of this process at the fork
+            child = multiprocessing.get_context("fork").Process(
+                target=lambda: chip.machine.at(60.0, True).get(next(iter(chip.machine.crossbars))),
+                daemon=True)
+            child.start()
+            child.join(60)
+        child.kill()
+        assert child.exitcode == 0, "the forked process waits for a lock no one will release"
