@@ -163,7 +163,7 @@ class Chip:
                     # the crossbars at t, made before any chunk runs (worker processes forked
                     # for this run inherit them)
                     frozen.fill(self.execution.each, self.execution.processes)
-                    parts = self.execution.map(jobs, self._chunk)
+                    parts = self.execution.map(jobs, self._chunk, frozen.completed)
                 else:  # one chunk, here: it goes on with each crossbar as soon as it is made
                     with frozen.forking(self.execution.processes):
                         parts = self.execution.map(jobs, self._chunk)

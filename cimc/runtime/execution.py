@@ -55,8 +55,11 @@ class Execution:
         self._blas_limiter: Any = None
         self._controller: ThreadpoolController | None = None
 
-    def map(self, jobs: Sequence[Job], fn: ChunkFn) -> list[Mapping[str, np.ndarray]]:
-        """``fn`` on every job, results in order."""
+    def map(self, jobs: Sequence[Job], fn: ChunkFn, forked_after: float | None = None
+            ) -> list[Mapping[str, np.ndarray]]:
+        """``fn`` on every job, results in order. ``forked_after`` (a time.monotonic()): when
+        the caller's state that ``fn`` reads last changed; worker processes forked before it
+        would run on an older copy, and are forked anew."""
         return [fn(*job) for job in jobs]
 
     def each(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -108,7 +111,8 @@ class Threads(Execution):
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def map(self, jobs: Sequence[Job], fn: ChunkFn) -> list[Mapping[str, np.ndarray]]:
+    def map(self, jobs: Sequence[Job], fn: ChunkFn, forked_after: float | None = None
+            ) -> list[Mapping[str, np.ndarray]]:
         if len(jobs) == 1:
             return [fn(*jobs[0])]
         for args, _ in jobs:
@@ -167,10 +171,11 @@ class Processes(Threads):
     def processes(self) -> int:
         return self.workers
 
-    def map(self, jobs: Sequence[Job], fn: ChunkFn) -> list[Mapping[str, np.ndarray]]:
+    def map(self, jobs: Sequence[Job], fn: ChunkFn, forked_after: float | None = None
+            ) -> list[Mapping[str, np.ndarray]]:
         if len(jobs) == 1:
             return [fn(*jobs[0])]
-        pool = self._pool_for(jobs, fn)
+        pool = self._pool_for(jobs, fn, forked_after)
         if pool is None:
             self.last = "threads"
             return super().map(jobs, fn)
@@ -180,16 +185,18 @@ class Processes(Threads):
         finally:
             pool.lock.release()
 
-    def _pool_for(self, jobs: Sequence[Job], fn: ChunkFn) -> ForkPool | None:
+    def _pool_for(self, jobs: Sequence[Job], fn: ChunkFn, forked_after: float | None = None
+                  ) -> ForkPool | None:
         """The worker processes, locked for one run; forked at the first parallel run (again
-        when a chunk outgrows their input buffers, or after a worker died). None while another
-        run uses them, or when no process can be forked."""
+        when a chunk outgrows their input buffers, when they were forked before
+        ``forked_after``, or after a worker died). None while another run uses them, or when
+        no process can be forked."""
         need = ForkPool.need(jobs)
         with self._procs_lock:
             pool = self._procs
             if pool is not None and not pool.lock.acquire(blocking=False):
                 return None
-            if pool is None or not pool.usable(need):
+            if pool is None or not pool.usable(need, forked_after):
                 if pool is not None:
                     pool.lock.release()
                     pool.close()

@@ -82,6 +82,9 @@ class Frozen:
         self._failed: dict[Key, BaseException] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        # when fill() first found every crossbar made (a time.monotonic()); processes forked
+        # before it lack some
+        self.completed: float | None = None
         self._progress = machine.progress
         self._what = f"crossbars at t = {t:g} s"
         self.crossbars: Mapping[Key, CrossbarAt] = _View(self, lambda m: m.at)
@@ -122,11 +125,12 @@ class Frozen:
         """Make every crossbar no one has begun, by ``each`` (default: one after another) or,
         with ``processes`` > 1 and enough of them (cimc.runtime.forkfill), on that many
         forked processes; and wait for those others are making."""
-        if self.complete:
-            return
-        with self.forking(processes):
-            pass
-        (each or _serial)(self.get, list(self._xbs))
+        if not self.complete:
+            with self.forking(processes):
+                pass
+            (each or _serial)(self.get, list(self._xbs))
+        if self.completed is None:
+            self.completed = time.monotonic()
 
     @contextlib.contextmanager
     def forking(self, processes: int) -> Iterator[None]:

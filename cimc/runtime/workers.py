@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import warnings
 from collections import deque
@@ -92,6 +93,7 @@ class ForkPool:
         self.errors = {_error_key(e): e for e in errors}
         self.lock = threading.Lock()
         self.pid = os.getpid()  # a forked copy of the caller must not use these workers
+        self.born = time.monotonic()  # the workers have what the caller had by then
         self._procs: list[Any] = []
         self._conns: list[Connection] = []
         self._mems: list[mmap.mmap] = []
@@ -128,10 +130,12 @@ class ForkPool:
         return max((sum(_aligned(a.nbytes) for a in arrays.values()) for _, arrays in jobs),
                    default=0)
 
-    def usable(self, slot_bytes: int) -> bool:
-        """Whether the pool belongs to this process, every worker is alive and the slots hold
-        ``slot_bytes``."""
+    def usable(self, slot_bytes: int, forked_after: float | None = None) -> bool:
+        """Whether the pool belongs to this process, every worker is alive, the slots hold
+        ``slot_bytes`` and (given ``forked_after``, a time.monotonic()) the workers were forked
+        after it."""
         return (bool(self._procs) and self.pid == os.getpid() and slot_bytes <= self.slot_bytes
+                and (forked_after is None or forked_after < self.born)
                 and all(p.is_alive() for p in self._procs))
 
     def map(self, jobs: Sequence[Job], local: ChunkFn) -> list[Mapping[str, np.ndarray]]:

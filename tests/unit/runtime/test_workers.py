@@ -139,9 +139,9 @@ def test_chip_runs_chunks_in_worker_processes(mnist, monkeypatch):
         bad[350, 0, 3, 4] = np.nan
         with pytest.raises(RuntimeInputError, match=r"1 NaN/Inf value\(s\), the first at index "
                                                    r"\[350, 0, 3, 4\]"):
-            chip.run({"input": bad})
+            chip.run({"input": bad}, t=60.0)
         with pytest.raises(RuntimeInputError, match=r"index \[350, 0, 3, 4\]"):
-            alone.run({"input": bad})  # (a run all the same: the next draws fresh noise)
+            alone.run({"input": bad}, t=60.0)  # (a run all the same: the next draws fresh noise)
         assert chip.execution._procs is pool and pool.usable(0)
         # a worker killed between runs is replaced
         pid = pool._procs[0].pid
@@ -151,6 +151,26 @@ def test_chip_runs_chunks_in_worker_processes(mnist, monkeypatch):
         assert chip.execution._procs is not pool and chip.execution._procs._procs[0].pid != pid
         np.testing.assert_array_equal(y2, alone.run({"input": x}, t=60.0)["logits"])
     assert chip.execution._procs is None  # with closed them
+
+
+def test_workers_forked_before_a_time_was_made_are_forked_anew(mnist, monkeypatch):
+    import cimc.runtime.chip as chip_mod
+
+    monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 20)  # two chunks of 200
+    art, x = mnist
+    with load(art, seed=3, workers=2) as chip, load(art, seed=3, workers=1) as alone:
+        chip.run({"input": x}, t=60.0)
+        first = chip.execution._procs
+        chip.run({"input": x}, t=60.0)
+        assert chip.execution._procs is first
+        # the workers would make the crossbars at a new time all over again, one by one
+        y = chip.run({"input": x}, t=3600.0, noise=False)["logits"]
+        second = chip.execution._procs
+        assert second is not first and not first._procs
+        chip.run({"input": x}, t=60.0)
+        chip.run({"input": x}, t=3600.0)
+        assert chip.execution._procs is second  # forked with both times made
+        np.testing.assert_array_equal(y, alone.run({"input": x}, t=3600.0, noise=False)["logits"])
 
 
 def test_worker_processes_end_with_their_chip(mnist, monkeypatch):
