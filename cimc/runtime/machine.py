@@ -82,9 +82,10 @@ class Frozen:
         self._failed: dict[Key, BaseException] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        # when fill() first found every crossbar made (a time.monotonic()); processes forked
-        # before it lack some
+        # when fill() first found every crossbar made (a time.monotonic()): processes forked
+        # before it lack some. None where a process makes them faster than it is forked anew.
         self.completed: float | None = None
+        self._forks = worth_forking(list(self._xbs.values()))
         self._progress = machine.progress
         self._what = f"crossbars at t = {t:g} s"
         self.crossbars: Mapping[Key, CrossbarAt] = _View(self, lambda m: m.at)
@@ -114,7 +115,11 @@ class Frozen:
         try:
             hit = self._made[key] = Matrices(self._make_at(self._xbs[key]))
         except BaseException as e:
-            self._failed[key] = e
+            with self._lock:
+                if isinstance(e, Exception) and not isinstance(e, MemoryError):
+                    self._failed[key] = e  # every later ask gets the same error
+                else:  # interrupted or out of memory: whoever asks next tries again
+                    self._making.pop(key, None)
             raise
         finally:
             event.set()
@@ -129,7 +134,7 @@ class Frozen:
             with self.forking(processes):
                 pass
             (each or _serial)(self.get, list(self._xbs))
-        if self.completed is None:
+        if self.completed is None and self._forks:
             self.completed = time.monotonic()
 
     @contextlib.contextmanager
@@ -140,18 +145,17 @@ class Frozen:
         goes on at once. The block's end waits for the children (stopped when the block, or
         the thread, raises); those they left unmade are made by whoever asks for them."""
         self._own()
-        events = self._begin_forked(processes) if processes > 1 and fork_available() else None
-        if events is None:
-            yield
-            return
+        events: dict[Key, threading.Event] = {}
         fill: ForkedFill | None = None
         settler: threading.Thread | None = None
         errors: list[BaseException] = []
         try:
-            try:
-                fill = ForkedFill(self._make_at, {k: self._xbs[k] for k in events}, processes)
-            except (OSError, MemoryError):  # no shared memory of that size: made when asked for
-                pass
+            if processes > 1 and fork_available() and self._begin_forked(events):
+                try:
+                    fill = ForkedFill(self._make_at, {k: self._xbs[k] for k in events},
+                                      processes)
+                except (OSError, MemoryError):  # no shared memory of that size: made when
+                    self._release(events)  # asked for
             if fill is not None:
                 settler = threading.Thread(target=self._settle, args=(fill, events, errors),
                                            name="cimc-crossbars", daemon=True)
@@ -171,17 +175,18 @@ class Frozen:
                 fill.close()
             self._release(events)
 
-    def _begin_forked(self, processes: int) -> dict[Key, threading.Event] | None:
+    def _begin_forked(self, events: dict[Key, threading.Event]) -> bool:
         """Begin the noisy crossbars no one has begun, in layer order, when there are enough of
-        them to fork for: their events, which the crossbars' waiters wait on."""
+        them to fork for: whether it did; their events (which their waiters wait on) go into
+        ``events``, at once, so that whatever interrupts the caller can release them."""
         with self._lock:
             todo = [k for k in layer_order(self._xbs)
                     if self._xbs[k].noisy and k not in self._made and k not in self._making]
             if not worth_forking([self._xbs[k] for k in todo]):
-                return None
-            events = {k: threading.Event() for k in todo}
-            self._making.update(events)
-            return events
+                return False
+            for k in todo:
+                events[k] = self._making[k] = threading.Event()
+            return True
 
     def _settle(self, fill: ForkedFill, events: Mapping[Key, threading.Event],
                 errors: list[BaseException]) -> None:

@@ -155,9 +155,16 @@ def test_chip_runs_chunks_in_worker_processes(mnist, monkeypatch):
 
 def test_workers_forked_before_a_time_was_made_are_forked_anew(mnist, monkeypatch):
     import cimc.runtime.chip as chip_mod
+    import cimc.runtime.forkfill as forkfill
 
     monkeypatch.setattr(chip_mod, "CHUNK_ELEMENTS", 1 << 20)  # two chunks of 200
     art, x = mnist
+    with load(art, seed=3, workers=2) as small:  # its workers make them sooner than a fork
+        small.run({"input": x}, t=60.0)
+        pool = small.execution._procs
+        small.run({"input": x}, t=3600.0)
+        assert small.execution._procs is pool
+    monkeypatch.setattr(forkfill, "FORK_WEIGHTS", 1)  # as if LeNet were big
     with load(art, seed=3, workers=2) as chip, load(art, seed=3, workers=1) as alone:
         chip.run({"input": x}, t=60.0)
         first = chip.execution._procs
@@ -556,3 +563,26 @@ def test_a_process_forked_while_a_thread_held_the_machine_lock_can_freeze_a_new_
             child.join(60)
         child.kill()
         assert child.exitcode == 0, "the forked process waits for a lock no one will release"
+
+
+def test_a_crossbar_interrupted_while_made_is_made_at_the_next_ask(mnist, monkeypatch):
+    from cimc.runtime import crossbars
+
+    art, x = mnist
+    real, calls = crossbars.crossbar_at, []
+
+    class Interrupt(BaseException):  # as KeyboardInterrupt, without stopping pytest
+        pass
+
+    def interrupted_once(xb, *a, **kw):
+        calls.append(xb.key)
+        if len(calls) == 2:
+            raise Interrupt
+        return real(xb, *a, **kw)
+
+    monkeypatch.setattr("cimc.runtime.machine.crossbar_at", interrupted_once)
+    with load(art, seed=5, workers=1) as chip, load(art, seed=5, workers=1) as alone:
+        with pytest.raises(Interrupt):
+            chip.run({"input": x[:4]}, t=3600.0, noise=False)
+        np.testing.assert_array_equal(chip.run({"input": x[:4]}, t=3600.0, noise=False)["logits"],
+                                      alone.run({"input": x[:4]}, t=3600.0, noise=False)["logits"])
