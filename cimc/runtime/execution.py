@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 from cimc.runtime.workers import ForkPool, fork_available
@@ -81,6 +82,7 @@ class Execution:
             if self._blas_users == 0:
                 if self._controller is None:
                     self._controller = ThreadpoolController()
+                _control_openblas()
                 self._blas_limiter = self._controller.limit(limits=1, user_api="blas")
             self._blas_users += 1
         try:
@@ -89,6 +91,7 @@ class Execution:
             with self._blas_lock:
                 self._blas_users -= 1
                 if self._blas_users == 0:
+                    _control_openblas()
                     self._blas_limiter.restore_original_limits()
                     self._blas_limiter = None
 
@@ -97,6 +100,18 @@ class Execution:
 
     def describe(self) -> str:
         return f"{self.workers} at once on {self.kind}"
+
+
+def _control_openblas() -> None:
+    """Let this thread set OpenBLAS's threads. OpenBLAS (without OpenMP) has one setting for the
+    whole process, and threadpoolctl lets only the thread that set it first change it while that
+    thread lives: a run entering blas_scope in another thread would leave BLAS multi-threaded,
+    and a process forked while another thread is inside a multi-threaded BLAS call waits forever
+    on OpenBLAS's lock."""
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None),
+                    "clear_controlling_thread", None)
+    if clear is not None:  # threadpoolctl >= 3.6
+        clear(force=True)
 
 
 class Serial(Execution):

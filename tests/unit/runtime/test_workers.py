@@ -586,3 +586,33 @@ def test_a_crossbar_interrupted_while_made_is_made_at_the_next_ask(mnist, monkey
             chip.run({"input": x[:4]}, t=3600.0, noise=False)
         np.testing.assert_array_equal(chip.run({"input": x[:4]}, t=3600.0, noise=False)["logits"],
                                       alone.run({"input": x[:4]}, t=3600.0, noise=False)["logits"])
+
+
+def test_runs_in_several_threads_keep_blas_on_one_thread(mnist, monkeypatch):
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import cimc.runtime.chip as chip_mod
+
+    art, x = mnist
+    real, threads = chip_mod.Chip._chunk, []
+
+    def spy(self, *a):
+        threads.append(max(i["num_threads"] for i in threadpool_info()
+                           if i["user_api"] == "blas"))
+        return real(self, *a)
+
+    monkeypatch.setattr(chip_mod.Chip, "_chunk", spy)
+    with threadpool_limits(2, user_api="blas"):  # this thread sets BLAS's threads first
+        with load(art, seed=5, workers=2) as chip:
+            def runs():
+                for _ in range(3):
+                    chip.run({"input": x[:1]}, t=60.0, noise=False)
+
+            others = [threading.Thread(target=runs) for _ in range(2)]
+            for th in others:
+                th.start()
+            for th in others:
+                th.join(60)
+            assert len(threads) == 6 and set(threads) == {1}
