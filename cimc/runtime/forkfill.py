@@ -23,13 +23,13 @@ import mmap
 import multiprocessing
 import signal
 import threading
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
 from cimc.runtime.crossbars import CrossbarAt, DeclaredCrossbar
+from cimc.runtime.workers import start_forked
 
 Key = tuple[int, int]  # (core, crossbar index)
 # crossbar_at at one time: the crossbar -> its matrices, written into ``out``
@@ -115,18 +115,13 @@ class ForkedFill:
                 child = ctx.Process(target=_child, daemon=True, name="cimc-crossbars",
                                     args=(self._shared, self._xbs, make, range(p, n, processes),
                                           theirs))
-                with warnings.catch_warnings():
-                    # Python >= 3.12 warns when a process with threads forks
-                    # (cimc.runtime.workers: the child only runs numpy on what it inherited)
-                    warnings.filterwarnings("ignore", ".*use of fork\\(\\) may lead to deadlocks",
-                                            DeprecationWarning)
-                    try:
-                        child.start()
-                    except (OSError, AssertionError, ValueError):  # no fork here now (a
-                        mine.close()  # daemonic process may have no children): the caller
-                        continue  # makes this part
-                    finally:
-                        theirs.close()
+                try:
+                    start_forked(child)
+                except (OSError, AssertionError, ValueError):  # no fork here now (a daemonic
+                    mine.close()  # process may have no children): the caller makes this part
+                    continue
+                finally:
+                    theirs.close()
                 self._children.append(child)
                 self._working.append((child, mine))
         except BaseException:

@@ -85,7 +85,7 @@ class Frozen:
         # when fill() first found every crossbar made (a time.monotonic()): processes forked
         # before it lack some. None where a process makes them faster than it is forked anew.
         self.completed: float | None = None
-        self._forks = worth_forking(list(self._xbs.values()))
+        self._forks = machine.forks
         self._progress = machine.progress
         self._what = f"crossbars at t = {t:g} s"
         self.crossbars: Mapping[Key, CrossbarAt] = _View(self, lambda m: m.at)
@@ -286,6 +286,8 @@ class Machine:
         self.consts = {c: _consts(p, art) for c, p in self.programs.items()}
         _check_links(self.programs, art)
         self.crossbars = declare_crossbars(art, flips)
+        # enough noisy crossbars to make in forked processes (cimc.runtime.forkfill)
+        self.forks = worth_forking(list(self.crossbars.values()))
         self.streams = streams
         self.chips = {c: p.chip for c, p in self.programs.items()}
         self.reference = reference_codes(self.programs, self.consts)

@@ -75,6 +75,17 @@ def _error_key(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def start_forked(proc: multiprocessing.process.BaseProcess) -> None:
+    """Start a process of the fork context. Python >= 3.12 warns when a process with threads
+    forks: a lock another thread held stays locked in the child. cimc's children only run numpy
+    on the chip they inherit (glibc's malloc and OpenBLAS reset their locks at fork; cimc's own
+    locks are made anew in another process: cimc.runtime.machine)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*use of fork\\(\\) may lead to deadlocks",
+                                DeprecationWarning)
+        proc.start()
+
+
 class WorkerError(RuntimeError):
     """A worker failed in a way that is not one of the pool's errors (a bug, or it died)."""
 
@@ -107,13 +118,7 @@ class ForkPool:
                 self._mems.append(mem)
                 proc = ctx.Process(target=_serve, args=(child, mem, fn), daemon=True,
                                    name="cimc-run")
-                with warnings.catch_warnings():
-                    # Python >= 3.12 warns when a process with threads forks: a lock another
-                    # thread held stays locked in the child. The child only runs numpy on its
-                    # inherited chip (glibc's malloc and OpenBLAS reset their locks at fork).
-                    warnings.filterwarnings("ignore", ".*use of fork\\(\\) may lead to deadlocks",
-                                            DeprecationWarning)
-                    proc.start()
+                start_forked(proc)
                 child.close()
                 self._procs.append(proc)
         except BaseException:
